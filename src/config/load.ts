@@ -1,0 +1,155 @@
+// Loads proxy.config.json: parse, validate against ConfigSchema, apply
+// defaults, normalise, check files, freeze. Every problem becomes one
+// ConfigError line: `<file>: <key path>: <what was expected>`.
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Kind, type TSchema } from '@sinclair/typebox';
+import { Value, ValueErrorType } from '@sinclair/typebox/value';
+import { ConfigSchema, DatabaseSchema, type Config, type DatabaseConfig } from './schema.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(path: string): Readonly<Config> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${path}: cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  return parseConfig(parseJson(text.replace(/^\uFEFF/, ''), path), path, dirname(resolve(path)));
+}
+
+/** Same as loadConfig but from an already-parsed value; relative paths resolve against baseDir. */
+export function parseConfig(json: unknown, file: string, baseDir: string): Readonly<Config> {
+  const fail = (key: string, problem: string): never => {
+    throw new ConfigError(key ? `${file}: ${key}: ${problem}` : `${file}: ${problem}`);
+  };
+
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    fail('', `expected a JSON object at the top level, got ${got('', json)}`);
+  }
+  const first = Value.Errors(ConfigSchema, json).First();
+  if (first) fail(keyPath(first.path), problem(first.type, first.schema, first.path, first.value));
+
+  // Validation passed, so the input has the schema's shape. Clone: never mutate the caller's object.
+  const config = Value.Default(ConfigSchema, Value.Clone(json)) as Record<string, any>;
+  delete config.$schema;
+
+  // Entries are still as written here: TypeBox's Default skips record entries whose schema has no default.
+  for (const [name, entry] of Object.entries(config.databases as Record<string, Record<string, unknown>>)) {
+    const where = joinKeys(['databases', name]);
+    const embedded = entry.embedded === true;
+    if (embedded && entry.host !== undefined) fail(where, 'expected host or "embedded": true, not both');
+    if (!embedded && entry.host === undefined) fail(where, 'expected host or "embedded": true');
+    // The embedded server picks its own port; a port here would be silently ignored.
+    if (embedded && entry.port !== undefined) fail(`${where}.port`, 'not used with "embedded": true');
+    const resolved = Value.Default(DatabaseSchema, entry) as Record<string, unknown>;
+    if (embedded) delete resolved.port;
+    config.databases[name] = resolved as DatabaseConfig;
+  }
+
+  config.admin_users = userList(config.admin_users);
+  config.stats_users = userList(config.stats_users);
+
+  if (config.auth_file === undefined) {
+    if (config.auth_type !== 'trust') fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
+  } else {
+    config.auth_file = resolve(baseDir, config.auth_file);
+    const reason = unreadable(config.auth_file);
+    if (reason) fail('auth_file', `${reason} (${config.auth_file})`);
+  }
+
+  return deepFreeze(config as Config);
+}
+
+function parseJson(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    // V8 quotes part of the input after `, "`; drop it, as it may hold a password.
+    const reason = message.split(', "')[0]!.replace(/ in JSON at position \d+.*$/, '');
+    const position = /at position (\d+)/.exec(message);
+    if (!position) throw new ConfigError(`${file}: invalid JSON: ${reason}`);
+    const before = text.slice(0, Number(position[1])).split('\n');
+    throw new ConfigError(`${file}: invalid JSON at line ${before.length}, column ${before.at(-1)!.length + 1}: ${reason}`);
+  }
+}
+
+/** The "what was expected" part for a TypeBox error. */
+function problem(type: ValueErrorType, schema: TSchema, path: string, value: unknown): string {
+  if (type === ValueErrorType.ObjectAdditionalProperties) return 'unknown setting';
+  return `expected ${expected(schema)}, got ${got(path, value)}`;
+}
+
+function expected(schema: TSchema): string {
+  switch (schema[Kind]) {
+    case 'Integer':
+    case 'Number': {
+      const kind = schema[Kind] === 'Integer' ? 'integer' : 'number';
+      if (schema.minimum !== undefined && schema.maximum !== undefined) return `${kind} from ${schema.minimum} to ${schema.maximum}`;
+      if (schema.minimum !== undefined) return `${kind} >= ${schema.minimum}`;
+      return kind;
+    }
+    case 'String':
+      return schema.minLength ? 'non-empty string' : 'string';
+    case 'Boolean':
+      return 'true or false';
+    case 'Literal':
+      return JSON.stringify(schema.const);
+    case 'Array':
+      return `array of ${expected(schema.items)}s`;
+    case 'Union': {
+      const options = (schema.anyOf as TSchema[]).map(expected);
+      return schema.anyOf.every((s: TSchema) => s[Kind] === 'Literal') ? `one of ${options.join(', ')}` : options.join(' or ');
+    }
+    default:
+      return 'object';
+  }
+}
+
+/** Describes a bad value; never shows a password or the inside of an object (which may hold one). */
+function got(path: string, value: unknown): string {
+  const secret = /password/i.test(path.split('/').at(-1) ?? '');
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  if (secret || (typeof value === 'string' && value.length > 60)) return `a ${typeof value}`;
+  return JSON.stringify(value);
+}
+
+/** "/databases/my.db/port" → 'databases["my.db"].port' (JSON pointer to a readable key path). */
+function keyPath(pointer: string): string {
+  return joinKeys(pointer.split('/').slice(1).map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~')));
+}
+
+/** Keys joined with dots; a key that would read ambiguously (dots, spaces) is quoted in brackets. */
+function joinKeys(keys: string[]): string {
+  return keys.map((key) => (/^[\w$*-]+$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`)).join('').replace(/^\./, '');
+}
+
+/** PgBouncer takes "alice, bob"; JSON users may write a list. */
+function userList(value: string | string[]): string[] {
+  const names = typeof value === 'string' ? value.split(',') : value;
+  return names.map((name) => name.trim()).filter((name) => name !== '');
+}
+
+function unreadable(file: string): string | undefined {
+  try {
+    if (!statSync(file).isFile()) return 'not a file';
+    accessSync(file, constants.R_OK);
+    return undefined;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'file not readable';
+  }
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

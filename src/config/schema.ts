@@ -1,0 +1,146 @@
+// The one schema for proxy.config.json: it gives the TypeScript types, the
+// validator (load.ts) and the shipped JSON Schema (write-schema.ts).
+// Setting names and defaults follow PgBouncer so its users can carry their
+// settings over; times are seconds (fractions allowed) unless stated.
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+// Every top-level setting is optional in the file and has a default.
+const setting = <T extends TSchema>(schema: T) => Type.Optional(schema);
+
+const seconds = (def: number, description: string) =>
+  setting(Type.Number({ minimum: 0, default: def, description }));
+
+const count = (def: number, description: string) =>
+  setting(Type.Integer({ minimum: 0, default: def, description }));
+
+const portNumber = (options: { default?: number; description: string }) =>
+  Type.Integer({ minimum: 1, maximum: 65535, ...options });
+
+const nonEmpty = (description: string) => Type.String({ minLength: 1, description });
+
+const poolMode = (options: { default?: string; description: string }) =>
+  Type.Union([Type.Literal('session'), Type.Literal('transaction')], options);
+
+// PgBouncer accepts "alice, bob"; we also accept a JSON array.
+const UserList = (description: string) =>
+  setting(Type.Union([Type.Array(Type.String()), Type.String()], { default: [], description }));
+
+export const DatabaseSchema = Type.Object(
+  {
+    host: Type.Optional(nonEmpty('Server host name or IP address; give either host or "embedded": true.')),
+    port: Type.Optional(portNumber({ default: 5432, description: 'Server port; not used with "embedded": true.' })),
+    embedded: Type.Optional(Type.Boolean({ default: false, description: 'Start an embedded PostgreSQL for this entry instead of connecting to host and port.' })),
+    dbname: Type.Optional(nonEmpty('Database name on the server; defaults to the entry name, or for "*" to the name the client asked for.')),
+    user: Type.Optional(nonEmpty('Server user every client of this database connects as, whatever user it logged in with.')),
+    password: Type.Optional(Type.String({ description: 'Password for the forced server user.' })),
+    pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Server connections per user for this database; defaults to default_pool_size.' })),
+    min_pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Server connections kept open for this database; defaults to min_pool_size.' })),
+    reserve_pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Extra server connections for this database when clients wait; defaults to reserve_pool_size.' })),
+    pool_mode: Type.Optional(poolMode({ description: 'Pool mode for this database (session or transaction); defaults to pool_mode.' })),
+    max_db_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most server connections to this database across all users; defaults to max_db_connections.' })),
+  },
+  { additionalProperties: false, description: 'Where to send clients that ask for this database name.' },
+);
+
+export const UserSchema = Type.Object(
+  {
+    pool_mode: Type.Optional(poolMode({ description: 'Pool mode for this user (session or transaction); overrides the database and global pool_mode.' })),
+    pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Server connections per database for this user; overrides the database and global pool size.' })),
+    max_user_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most server connections for this user across all databases; 0 means unlimited.' })),
+  },
+  { additionalProperties: false, description: 'Settings for one client user name.' },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String({ description: 'JSON Schema reference for editors; ignored by Tessera.' })),
+
+    listen_addr: setting(Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to accept client connections on; "*" means all addresses.' })),
+    listen_port: setting(portNumber({ default: 6432, description: 'TCP port to accept client connections on.' })),
+    pool_mode: setting(poolMode({ default: 'session', description: 'When a server connection returns to the pool: when the client disconnects (session) or after each transaction (transaction).' })),
+    default_pool_size: count(20, 'Server connections per user and database pair.'),
+    min_pool_size: count(0, 'Server connections to keep open in each pool even when idle.'),
+    reserve_pool_size: count(0, 'Extra server connections a pool may open when clients have waited reserve_pool_timeout.'),
+    reserve_pool_timeout: seconds(5, 'Seconds a client waits before the reserve pool is used.'),
+    max_client_conn: count(100, 'Most client connections accepted at once.'),
+    max_db_connections: count(0, 'Most server connections per database across all users; 0 means unlimited.'),
+    max_user_connections: count(0, 'Most server connections per user across all databases; 0 means unlimited.'),
+
+    auth_type: setting(
+      Type.Union([Type.Literal('trust'), Type.Literal('plain'), Type.Literal('md5'), Type.Literal('scram-sha-256')], {
+        default: 'md5',
+        description: 'How clients prove who they are; every type except trust needs auth_file.',
+      }),
+    ),
+    auth_file: setting(nonEmpty('File of "user" "secret" lines, relative to this config file; required unless auth_type is trust.')),
+    admin_users: UserList('Users allowed every admin console command, as a list or comma-separated string.'),
+    stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
+
+    server_reset_query: setting(Type.String({ default: 'DISCARD ALL', description: 'Query run on a server connection before another client gets it; empty disables it.' })),
+    server_reset_query_always: setting(Type.Boolean({ default: false, description: 'Run server_reset_query in transaction mode too, not only in session mode.' })),
+    server_connect_timeout: seconds(15, 'Seconds to wait for a server connection and login to finish.'),
+    server_login_retry: seconds(15, 'Seconds to wait before connecting again after a server login failed.'),
+    server_idle_timeout: seconds(600, 'Seconds an idle server connection is kept before it is closed; 0 disables.'),
+    server_lifetime: seconds(3600, 'Seconds after which an unused server connection is closed; 0 means it is used only once.'),
+    client_login_timeout: seconds(60, 'Seconds a client has to finish logging in before it is disconnected.'),
+    client_idle_timeout: seconds(0, 'Seconds an idle client may stay connected; 0 disables.'),
+    query_wait_timeout: seconds(120, 'Seconds a query may wait for a server connection before the client is disconnected; 0 disables.'),
+    query_timeout: seconds(0, 'Seconds a query may run before it is cancelled; 0 disables.'),
+    idle_transaction_timeout: seconds(0, 'Seconds a client may sit idle inside a transaction before it is disconnected; 0 disables.'),
+    cancel_wait_timeout: seconds(10, 'Seconds a cancel request may wait for a server connection; 0 disables.'),
+
+    tcp_keepalive: setting(Type.Boolean({ default: true, description: 'Turn on TCP keepalive for client and server sockets.' })),
+    tcp_keepidle: count(0, 'Whole seconds of idleness before the first keepalive probe; 0 keeps the system default.'),
+    tcp_keepintvl: count(0, 'Whole seconds between keepalive probes; 0 keeps the system default.'),
+    tcp_keepcnt: count(0, 'Unanswered keepalive probes before the connection is dropped; 0 keeps the system default.'),
+    tcp_user_timeout: count(0, 'Milliseconds sent data may stay unacknowledged before the connection is dropped (TCP_USER_TIMEOUT); 0 keeps the system default.'),
+
+    log_level: setting(
+      Type.Union(
+        [Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace')],
+        { default: 'info', description: 'Least severe log level that is written.' },
+      ),
+    ),
+    shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to finish before closing them (Tessera setting, not PgBouncer).'),
+
+    databases: setting(Type.Record(Type.String(), DatabaseSchema, { default: {}, description: 'Databases clients may ask for, by name; "*" is the fallback for any other name.' })),
+    users: setting(Type.Record(Type.String(), UserSchema, { default: {}, description: 'Per-user settings, by client user name.' })),
+  },
+  { additionalProperties: false, title: 'Tessera proxy.config.json', description: 'Tessera connection pooler configuration; setting names and defaults follow PgBouncer.' },
+);
+
+/** What proxy.config.json may contain: everything optional. */
+export type ConfigInput = Static<typeof ConfigSchema>;
+export type DatabaseInput = Static<typeof DatabaseSchema>;
+/** A [users] entry; unset fields inherit from the database and global settings. */
+export type UserConfig = Static<typeof UserSchema>;
+
+type DatabaseCommon = Omit<DatabaseInput, 'host' | 'port' | 'embedded'>;
+
+/**
+ * A resolved database entry: either a real server (host + port) or an embedded one.
+ * dbname stays undefined when not set: it means the entry's name, or for "*" the
+ * name the client asked for, which only the caller knows.
+ * Pool settings left undefined inherit the global ones.
+ */
+export type DatabaseConfig =
+  | (DatabaseCommon & { embedded: false; host: string; port: number })
+  | (DatabaseCommon & { embedded: true; host?: undefined; port?: undefined });
+
+/** The loaded config: every setting with a default is present. */
+export type Config = Required<
+  Omit<ConfigInput, '$schema' | 'auth_file' | 'admin_users' | 'stats_users' | 'databases' | 'users'>
+> & {
+  /** Absolute path, checked to be a readable file; unset only when auth_type is "trust". */
+  auth_file?: string;
+  admin_users: string[];
+  stats_users: string[];
+  databases: Record<string, DatabaseConfig>;
+  users: Record<string, UserConfig>;
+};
+
+/** The JSON Schema document shipped as proxy.config.schema.json. */
+export function configJsonSchema(): Record<string, unknown> {
+  // JSON round trip drops TypeBox's symbol keys; $id first so it reads as the header.
+  return { $schema: 'http://json-schema.org/draft-07/schema#', $id: 'urn:tessera:proxy.config.schema.json', ...JSON.parse(JSON.stringify(ConfigSchema)) };
+}
