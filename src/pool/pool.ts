@@ -1,0 +1,297 @@
+/**
+ * A pool of server connections for one (database, server user). Servers sit on exactly one list:
+ * `idle` (LIFO, so a few hot connections serve light load and the rest can age out) or linked to
+ * a client, or being connected/cleaned. Clients that find no usable idle server wait in
+ * `waiters`, FIFO. Every path that returns a server goes through giveBack() or handOut(), so a
+ * server reaches the next client only after it is idle, outside a transaction and reset.
+ *
+ * Servers are started with the client's own startup parameters and reused only by clients with
+ * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
+ * one client's settings never show up in another's session.
+ */
+import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials } from './server-connection.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import { log } from '../log.js';
+import type { SocketOptions } from '../proxy/socket-options.js';
+
+export type PoolMode = 'session' | 'transaction';
+
+export interface PoolSettings {
+  mode: PoolMode;
+  size: number;
+  minSize: number;
+  reserveSize: number;
+  reserveTimeoutMs: number;
+  resetQuery: string;
+  resetAlways: boolean;
+  idleTimeoutMs: number;
+  lifetimeMs: number;
+  queryWaitTimeoutMs: number;
+  connectTimeoutMs: number;
+  socket: SocketOptions;
+}
+
+/** Where the pool's servers live and who they log in as. */
+export interface PoolTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+}
+
+/** A client as the pool sees it: something waiting for a server with given startup parameters. */
+export interface PoolClient {
+  readonly id: number;
+  readonly variant: string;
+  readonly serverParams: ReadonlyMap<string, string>;
+  waitingSince: number;
+  onServerAssigned(server: ServerConnection): void;
+  onServerFailed(error: PgError): void;
+}
+
+/** The canonical form of a set of startup parameters: servers are reused only within one. */
+export function variantOf(params: ReadonlyMap<string, string>): string {
+  return JSON.stringify([...params].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+export class Pool {
+  readonly servers = new Set<ServerConnection>();
+  private readonly idle: ServerConnection[] = [];
+  private readonly waiters: PoolClient[] = [];
+  private connecting = 0;
+  /** ParameterStatus values seen per variant, replayed to clients that log in without a server. */
+  readonly statusCache = new Map<string, ReadonlyMap<string, string>>();
+  /** The most recent client's parameters: what min_pool_size prefills with. */
+  private lastParams: ReadonlyMap<string, string> = new Map();
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    readonly target: PoolTarget,
+    public settings: PoolSettings,
+    /** How the pool's servers authenticate; updated when a client proves SCRAM keys. */
+    public credentials: ServerCredentials,
+  ) {}
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /** Gives the client a server now or when one is free; answers through the client's callbacks. */
+  acquire(client: PoolClient): void {
+    this.lastParams = client.serverParams;
+    const server = this.takeIdle(client.variant);
+    if (server) {
+      client.onServerAssigned(server);
+      return;
+    }
+    client.waitingSince = Date.now();
+    this.waiters.push(client);
+    this.grow();
+  }
+
+  /** A waiting client left. */
+  cancelWait(client: PoolClient): void {
+    const i = this.waiters.indexOf(client);
+    if (i >= 0) this.waiters.splice(i, 1);
+  }
+
+  /**
+   * The fast path for transaction mode: the client's transaction ended (ReadyForQuery 'I', nothing
+   * outstanding), so the server is clean as it stands.
+   */
+  releaseIdle(server: ServerConnection): void {
+    server.detach();
+    server.state = ServerState.Idle;
+    this.handOut(server);
+  }
+
+  /**
+   * A client is done with a server in any state. A server still busy with a query or mid-message is
+   * closed; one inside a transaction is rolled back; in session mode it is reset. Only then is it
+   * handed to someone else.
+   */
+  giveBack(server: ServerConnection, midMessage: boolean): void {
+    server.detach();
+    if (server.state === ServerState.Closed) return;
+    if (midMessage || server.broken || server.outstanding > 0) {
+      this.discard(server);
+      return;
+    }
+    const queries: string[] = [];
+    if (server.isIdleInTransaction) queries.push('ROLLBACK');
+    if ((this.settings.mode === 'session' || this.settings.resetAlways) && this.settings.resetQuery) {
+      queries.push(this.settings.resetQuery);
+    }
+    if (queries.length === 0) {
+      server.state = ServerState.Idle;
+      this.handOut(server);
+      return;
+    }
+    server.runInternal(queries).then(
+      () => {
+        server.state = ServerState.Idle;
+        this.handOut(server);
+      },
+      (err: PgError) => {
+        log.warn({ pool: this.name, server: server.id, code: err.code }, 'server reset failed; closing server');
+        this.discard(server);
+      },
+    );
+  }
+
+  /** Closes a server that must not be reused. */
+  discard(server: ServerConnection): void {
+    this.forget(server);
+    server.close();
+    this.grow();
+  }
+
+  /** Housekeeping, called by the janitor a few times a second. */
+  tick(now: number): void {
+    const s = this.settings;
+    // Retire idle servers past their idle timeout or lifetime, oldest first, above min_pool_size.
+    for (let i = 0; i < this.idle.length; ) {
+      const server = this.idle[i];
+      const tooIdle = s.idleTimeoutMs > 0 && now - server.lastUsedAt > s.idleTimeoutMs && this.servers.size > s.minSize;
+      const tooOld = s.lifetimeMs > 0 && now - server.createdAt > s.lifetimeMs;
+      if (tooIdle || tooOld) {
+        this.idle.splice(i, 1);
+        this.servers.delete(server);
+        server.close();
+      } else i++;
+    }
+    // Clients that waited too long get PgBouncer's error.
+    if (s.queryWaitTimeoutMs > 0) {
+      while (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.queryWaitTimeoutMs) {
+        const client = this.waiters.shift()!;
+        client.onServerFailed(PgError.fatal(SqlState.ProtocolViolation, 'query_wait_timeout', 'no server connection became free within query_wait_timeout'));
+      }
+    }
+    // Keep min_pool_size servers, started with the parameters the latest client used.
+    if (!this.closed) {
+      while (this.servers.size + this.connecting < s.minSize) this.launch(this.lastParams);
+    }
+    this.grow(now);
+  }
+
+  /** Closes every server; waiting clients get an error. */
+  close(): void {
+    this.closed = true;
+    for (const w of this.waiters.splice(0)) {
+      w.onServerFailed(PgError.fatal(SqlState.AdminShutdown, 'the pooler is shutting down'));
+    }
+    for (const server of [...this.servers]) {
+      this.forget(server);
+      if (server.state === ServerState.Idle || server.state === ServerState.Login) server.close();
+    }
+  }
+
+  /** Closes idle servers only (for shutdown once clients are gone). */
+  closeIdle(): void {
+    for (const server of this.idle.splice(0)) {
+      this.servers.delete(server);
+      server.close();
+    }
+  }
+
+  // ---- internals ----
+
+  private takeIdle(variant: string): ServerConnection | null {
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const server = this.idle[i];
+      if (server.variant === variant) {
+        this.idle.splice(i, 1);
+        return server;
+      }
+    }
+    return null;
+  }
+
+  /** A server became free: the longest-waiting client with the same parameters gets it. */
+  private handOut(server: ServerConnection): void {
+    if (this.closed || server.state === ServerState.Closed) return;
+    if (this.settings.lifetimeMs > 0 && Date.now() - server.createdAt > this.settings.lifetimeMs) {
+      this.discard(server);
+      return;
+    }
+    for (let i = 0; i < this.waiters.length; i++) {
+      const client = this.waiters[i];
+      if (client.variant === server.variant) {
+        this.waiters.splice(i, 1);
+        client.onServerAssigned(server);
+        return;
+      }
+    }
+    this.idle.push(server);
+    this.grow();
+  }
+
+  private limit(now = Date.now()): number {
+    const s = this.settings;
+    const reserve = s.reserveSize > 0 && this.waiters.length > 0 && now - this.waiters[0].waitingSince >= s.reserveTimeoutMs;
+    return s.size + (reserve ? s.reserveSize : 0);
+  }
+
+  /** Opens servers for clients that no idle or pending server will serve. */
+  private grow(now = Date.now()): void {
+    if (this.closed) return;
+    while (this.waiters.length > this.connecting) {
+      if (this.servers.size < this.limit(now)) {
+        this.launch(this.waiters[this.connecting].serverParams);
+        continue;
+      }
+      // Full: an idle server started with other parameters makes room for the waiting client.
+      const victim = this.idle.shift();
+      if (!victim) return;
+      this.servers.delete(victim);
+      victim.close();
+    }
+  }
+
+  private launch(params: ReadonlyMap<string, string>): void {
+    const variant = variantOf(params);
+    const target: ServerTarget = {
+      ...this.target,
+      credentials: this.credentials,
+      params,
+      connectTimeoutMs: this.settings.connectTimeoutMs,
+      socket: this.settings.socket,
+    };
+    const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s));
+    this.servers.add(server);
+    this.connecting++;
+    server.login().then(
+      () => {
+        this.connecting--;
+        this.statusCache.set(variant, new Map(server.status));
+        log.debug({ pool: this.name, server: server.id }, 'server connection ready');
+        this.handOut(server);
+      },
+      (err: PgError) => {
+        this.connecting--;
+        this.servers.delete(server);
+        log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
+        // The client this connection was opened for hears why, with the server's own words.
+        const i = this.waiters.findIndex((w) => w.variant === variant);
+        if (i >= 0) this.waiters.splice(i, 1)[0].onServerFailed(err);
+        this.grow();
+      },
+    );
+  }
+
+  private forget(server: ServerConnection): void {
+    this.servers.delete(server);
+    const i = this.idle.indexOf(server);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  private onServerClosed(server: ServerConnection): void {
+    this.forget(server);
+    if (this.waiters.length > 0) this.grow();
+  }
+}

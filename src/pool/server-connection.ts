@@ -1,0 +1,356 @@
+/**
+ * One connection from Tessera to PostgreSQL: connect, log in (SCRAM, md5 or cleartext, as the
+ * server asks), then either relay for a linked client or run Tessera's own housekeeping queries
+ * (rollback, server_reset_query). The pool owns the list it sits on; this class owns the socket.
+ */
+import net from 'node:net';
+import { serialize } from 'pg-protocol';
+import { Framer, BodyReader, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
+import { Backend, AuthCode, PgError, SqlState } from '../protocol/messages.js';
+import { md5Response, md5Secret } from '../auth/md5.js';
+import { ScramClient, type ScramCredentials } from '../auth/scram.js';
+import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.js';
+
+/** Where and as whom to connect. `params` are the startup parameters the server session runs with. */
+export interface ServerTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  /** How to prove who we are: a plaintext password, a stored md5 secret, or SCRAM keys. */
+  credentials: ServerCredentials;
+  params: ReadonlyMap<string, string>;
+  connectTimeoutMs: number;
+  socket: SocketOptions;
+}
+
+export type ServerCredentials =
+  | { kind: 'none' }
+  | { kind: 'password'; password: string }
+  | { kind: 'md5'; hash: string }
+  | { kind: 'scram-keys'; clientKey: Buffer; serverKey: Buffer };
+
+export const enum ServerState {
+  Login = 'login',
+  Idle = 'idle',
+  Active = 'active',
+  /** Running Tessera's own queries (rollback, reset) before it may go back to the pool. */
+  Cleanup = 'cleanup',
+  Closed = 'closed',
+}
+
+/** What a linked client must provide to receive the server's bytes. */
+export interface ServerPeer {
+  /** Bytes from the server, in order; returns false when the client's socket buffer is full. */
+  writeFromServer(chunk: Buffer): boolean;
+  /** Waits for the client's socket to drain, then calls resume. */
+  onceDrained(resume: () => void): void;
+  /** Called after a chunk that contained at least one ReadyForQuery. */
+  onServerReady(server: ServerConnection): void;
+  /** The server connection is gone; `error` is the server's own ErrorResponse when it sent one. */
+  onServerLost(server: ServerConnection, error: PgError | null): void;
+}
+
+const READY_IDLE = 0x49; // 'I'
+let nextServerId = 1;
+
+export class ServerConnection implements FrameSink {
+  readonly id = nextServerId++;
+  readonly createdAt = Date.now();
+  lastUsedAt = Date.now();
+  state: ServerState = ServerState.Login;
+  /** The server's ParameterStatus values, kept current as it reports changes. */
+  readonly status = new Map<string, string>();
+  pid = 0;
+  secret = 0;
+  /** Transaction status from the last ReadyForQuery: I, T or E. */
+  txStatus = READY_IDLE;
+  /** ReadyForQuery messages still owed for queries and Syncs sent. */
+  outstanding = 0;
+  peer: ServerPeer | null = null;
+  /** Set when the server must not be reused (protocol confusion, lost sync). */
+  broken = false;
+
+  private readonly socket: net.Socket;
+  private readonly framer = new Framer(this);
+  private sawReady = false;
+  private lastError: PgError | null = null;
+  private loginDone: ((err: PgError | null) => void) | null = null;
+  private scram: ScramClient | null = null;
+  private internalDone: ((err: PgError | null) => void) | null = null;
+  private internalError: PgError | null = null;
+  private readonly onClosed: (server: ServerConnection) => void;
+
+  constructor(
+    readonly target: ServerTarget,
+    /** Pool key for exact reuse: clients only get servers started with their own parameters. */
+    readonly variant: string,
+    onClosed: (server: ServerConnection) => void,
+  ) {
+    this.onClosed = onClosed;
+    this.socket = new net.Socket();
+    this.socket.on('data', (chunk) => this.onData(chunk));
+    this.socket.on('error', (err) => {
+      this.lastError ??= PgError.fatal(SqlState.ConnectionFailure, `server connection failed: ${err.message}`);
+    });
+    this.socket.on('close', () => this.handleClose());
+  }
+
+  get isIdleInTransaction(): boolean {
+    return this.txStatus !== READY_IDLE;
+  }
+
+  get address(): { host: string; port: number } {
+    return { host: this.target.host, port: this.target.port };
+  }
+
+  /** Connects and logs in; resolves once the server said ReadyForQuery. Rejects with a PgError. */
+  login(): Promise<void> {
+    const t = this.target;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.lastError = PgError.fatal(SqlState.ConnectionFailure, `server connection timed out (server_connect_timeout) connecting to ${t.host}:${t.port}`);
+        this.socket.destroy();
+      }, t.connectTimeoutMs);
+      this.loginDone = (err) => {
+        clearTimeout(timer);
+        this.loginDone = null;
+        if (err) reject(err);
+        else resolve();
+      };
+      const onConnect = () => {
+        applySocketOptions(this.socket, t.socket);
+        const startup: Record<string, string> = { user: t.user, database: t.database };
+        for (const [k, v] of t.params) startup[k] = v;
+        this.socket.write(serialize.startup(startup));
+      };
+      if (t.host.startsWith('/')) this.socket.connect({ path: `${t.host}/.s.PGSQL.${t.port}` }, onConnect);
+      else this.socket.connect({ host: t.host, port: t.port }, onConnect);
+    });
+  }
+
+  /** Links the server to a client; from now on its bytes go to that client. */
+  attach(peer: ServerPeer): void {
+    this.peer = peer;
+    this.state = ServerState.Active;
+    this.lastUsedAt = Date.now();
+  }
+
+  detach(): void {
+    this.peer = null;
+    this.lastUsedAt = Date.now();
+  }
+
+  /** Writes client bytes to the server; false when the server's socket buffer is full. */
+  write(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  onceDrained(resume: () => void): void {
+    this.socket.once('drain', resume);
+  }
+
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    this.socket.resume();
+  }
+
+  /**
+   * Runs Tessera's own simple queries, pipelined, and waits for all their ReadyForQuerys.
+   * Rejects with the first ErrorResponse (the rest still run to completion first).
+   */
+  runInternal(queries: string[]): Promise<void> {
+    this.state = ServerState.Cleanup;
+    this.outstanding += queries.length;
+    this.internalError = null;
+    return new Promise((resolve, reject) => {
+      this.internalDone = (err) => {
+        this.internalDone = null;
+        if (err) reject(err);
+        else resolve();
+      };
+      this.socket.write(Buffer.concat(queries.map((q) => serialize.query(q))));
+    });
+  }
+
+  /** Sends a CancelRequest for this server's current query over a fresh connection. */
+  cancel(): void {
+    const t = this.target;
+    const conn = t.host.startsWith('/') ? net.connect({ path: `${t.host}/.s.PGSQL.${t.port}` }) : net.connect({ host: t.host, port: t.port });
+    conn.setTimeout(t.connectTimeoutMs, () => conn.destroy());
+    conn.on('error', () => conn.destroy());
+    conn.on('connect', () => conn.end(serialize.cancel(this.pid, this.secret)));
+  }
+
+  /** Closes politely (Terminate) unless already gone. */
+  close(): void {
+    if (this.state === ServerState.Closed) return;
+    this.state = ServerState.Closed;
+    if (this.socket.writable) this.socket.end(serialize.end());
+    else this.socket.destroy();
+    // A server that ignores Terminate must not hold the socket open.
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  destroy(): void {
+    this.state = ServerState.Closed;
+    this.socket.destroy();
+  }
+
+  // ---- receiving ----
+
+  private onData(chunk: Buffer): void {
+    this.sawReady = false;
+    try {
+      this.framer.push(chunk);
+    } catch (err) {
+      this.broken = true;
+      this.lastError = PgError.fatal(SqlState.ProtocolViolation, `server sent invalid data: ${(err as Error).message}`);
+      this.socket.destroy();
+      return;
+    }
+    const peer = this.peer;
+    if (this.state === ServerState.Active && peer) {
+      if (!peer.writeFromServer(chunk)) {
+        this.socket.pause();
+        peer.onceDrained(() => this.socket.resume());
+      }
+      if (this.sawReady) peer.onServerReady(this);
+    }
+  }
+
+  onHeader(type: number): boolean {
+    switch (this.state) {
+      case ServerState.Active:
+        // Relay: only ReadyForQuery and ParameterStatus matter to the pool.
+        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus;
+      case ServerState.Closed:
+        return false;
+      default:
+        return true; // login, idle and cleanup read every message
+    }
+  }
+
+  onBody(type: number, body: Buffer): void {
+    switch (type) {
+      case Backend.ReadyForQuery:
+        this.txStatus = body[0];
+        if (this.outstanding > 0) this.outstanding--;
+        this.sawReady = true;
+        if (this.state === ServerState.Login) this.finishLogin(null);
+        else if (this.state === ServerState.Cleanup && this.outstanding === 0) this.internalDone?.(this.internalError);
+        return;
+      case Backend.ParameterStatus: {
+        const r = new BodyReader(body);
+        this.status.set(r.cstring(), r.cstring());
+        return;
+      }
+      case Backend.ErrorResponse: {
+        const err = PgError.fromServer(body);
+        if (this.state === ServerState.Login) return this.finishLogin(err);
+        if (this.state === ServerState.Cleanup) this.internalError ??= err;
+        // An error outside any query (admin shutdown of an idle server) comes before a close.
+        this.lastError = err;
+        return;
+      }
+      case Backend.Authentication:
+        if (this.state === ServerState.Login) this.authenticate(body);
+        return;
+      case Backend.BackendKeyData: {
+        const r = new BodyReader(body);
+        this.pid = r.int32();
+        this.secret = r.int32();
+        return;
+      }
+      default:
+        // Notices, NegotiateProtocolVersion and anything else during login/cleanup carry nothing we need.
+        return;
+    }
+  }
+
+  private authenticate(body: Buffer): void {
+    const r = new BodyReader(body);
+    const code = r.int32();
+    const creds = this.target.credentials;
+    try {
+      switch (code) {
+        case AuthCode.Ok:
+          return;
+        case AuthCode.CleartextPassword:
+          if (creds.kind !== 'password') throw this.noPassword('cleartext');
+          this.socket.write(serialize.password(creds.password));
+          return;
+        case AuthCode.MD5Password: {
+          const salt = r.bytes(4);
+          let hash: string;
+          if (creds.kind === 'password') hash = md5Secret(creds.password, this.target.user);
+          else if (creds.kind === 'md5') hash = creds.hash;
+          else throw this.noPassword('md5');
+          this.socket.write(serialize.password(md5Response(hash, salt)));
+          return;
+        }
+        case AuthCode.SASL: {
+          const mechanisms: string[] = [];
+          for (let m = r.cstring(); m !== ''; m = r.cstring()) mechanisms.push(m);
+          if (!mechanisms.includes('SCRAM-SHA-256')) throw this.unsupportedAuth(`SASL mechanisms ${mechanisms.join(', ')}`);
+          let scramCreds: ScramCredentials;
+          if (creds.kind === 'password') scramCreds = { password: creds.password };
+          else if (creds.kind === 'scram-keys') scramCreds = { clientKey: creds.clientKey, serverKey: creds.serverKey };
+          else throw this.noPassword('SCRAM-SHA-256');
+          this.scram = new ScramClient(scramCreds);
+          this.socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', this.scram.clientFirst()));
+          return;
+        }
+        case AuthCode.SASLContinue:
+          if (!this.scram) throw new ProtocolViolation('SASLContinue without SASL');
+          this.socket.write(serialize.sendSCRAMClientFinalMessage(this.scram.clientFinal(r.rest().toString('utf8'))));
+          return;
+        case AuthCode.SASLFinal:
+          if (!this.scram) throw new ProtocolViolation('SASLFinal without SASL');
+          this.scram.verifyServerFinal(r.rest().toString('utf8'));
+          return;
+        default:
+          throw this.unsupportedAuth(`authentication request ${code}`);
+      }
+    } catch (err) {
+      this.finishLogin(err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, `server login failed: ${(err as Error).message}`));
+    }
+  }
+
+  private noPassword(method: string): PgError {
+    return PgError.fatal(SqlState.InvalidAuthorization, `server login failed: no password known for user "${this.target.user}" to answer ${method} authentication`);
+  }
+
+  private unsupportedAuth(what: string): PgError {
+    return PgError.fatal(SqlState.FeatureNotSupported, `server login failed: unsupported ${what}`);
+  }
+
+  private finishLogin(err: PgError | null): void {
+    const done = this.loginDone;
+    if (!done) return;
+    if (err) {
+      this.lastError = err;
+      this.socket.destroy();
+    } else {
+      this.state = ServerState.Idle;
+    }
+    done(err);
+  }
+
+  private handleClose(): void {
+    const wasLogin = this.state === ServerState.Login;
+    this.state = ServerState.Closed;
+    const err = this.lastError;
+    if (wasLogin) {
+      this.finishLogin(err ?? PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection during login'));
+    }
+    this.internalDone?.(err ?? PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'));
+    const peer = this.peer;
+    this.peer = null;
+    peer?.onServerLost(this, err);
+    this.onClosed(this);
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * Authenticating a client to Tessera, per auth_type, against the auth_file's secrets. The
+ * exchange is a small state machine fed the body of each password message ('p') the client sends.
+ */
+import { randomBytes } from 'node:crypto';
+import * as msg from '../protocol/messages.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import { BodyReader } from '../protocol/framing.js';
+import type { StoredSecret } from '../auth/secret.js';
+import { verifyMd5Response, verifyPlainPassword } from '../auth/md5.js';
+import { ScramServer, ScramError } from '../auth/scram.js';
+
+export type AuthType = 'trust' | 'plain' | 'md5' | 'scram-sha-256';
+
+export type AuthStep =
+  | { kind: 'send'; message: Buffer }
+  | { kind: 'fail'; error: PgError }
+  /** Authenticated. `scramClientKey` is set when the client proved SCRAM keys (for pass-through). */
+  | { kind: 'ok'; serverParams: ReadonlyMap<string, string>; scramClientKey?: Buffer; /** sent before AuthenticationOk */ before?: Buffer };
+
+export interface Authenticator {
+  start(): AuthStep;
+  receive(body: Buffer): AuthStep;
+}
+
+/** An authenticator that refuses at once (unknown database, too many clients, ...). */
+export function refuse(error: PgError): Authenticator {
+  return { start: () => ({ kind: 'fail', error }), receive: () => ({ kind: 'fail', error }) };
+}
+
+const SCRAM = 'SCRAM-SHA-256';
+
+export class PasswordAuthenticator implements Authenticator {
+  private stage: 'start' | 'cleartext' | 'md5' | 'scram-first' | 'scram-final' | 'done' = 'start';
+  private salt = Buffer.alloc(0);
+  private scram: ScramServer | null = null;
+
+  constructor(
+    private readonly authType: AuthType,
+    private readonly user: string,
+    /** undefined when the user is not in auth_file: the exchange still runs, then fails. */
+    private readonly secret: StoredSecret | undefined,
+    private readonly serverParams: ReadonlyMap<string, string>,
+  ) {}
+
+  start(): AuthStep {
+    switch (this.authType) {
+      case 'trust':
+        return this.ok();
+      case 'plain':
+        this.stage = 'cleartext';
+        return { kind: 'send', message: msg.authCleartext() };
+      case 'md5':
+        // PgBouncer's rule: a SCRAM secret cannot answer an md5 challenge, so it gets SCRAM.
+        if (this.secret?.kind === 'scram') return this.startScram();
+        this.stage = 'md5';
+        this.salt = randomBytes(4);
+        return { kind: 'send', message: msg.authMD5(this.salt) };
+      case 'scram-sha-256':
+        return this.startScram();
+    }
+  }
+
+  receive(body: Buffer): AuthStep {
+    try {
+      const r = new BodyReader(body);
+      switch (this.stage) {
+        case 'cleartext': {
+          const password = r.cstring();
+          const ok = this.secret !== undefined && verifyPlainPassword(this.secret, this.user, password);
+          return ok ? this.ok() : this.wrongPassword();
+        }
+        case 'md5': {
+          const response = r.cstring();
+          const ok = this.secret !== undefined && verifyMd5Response(this.secret, this.user, this.salt, response);
+          return ok ? this.ok() : this.wrongPassword();
+        }
+        case 'scram-first': {
+          const mechanism = r.cstring();
+          if (mechanism !== SCRAM) {
+            return this.protocolError('client selected an invalid SASL authentication mechanism');
+          }
+          const len = r.int32();
+          const data = r.bytes(len < 0 ? 0 : len);
+          this.stage = 'scram-final';
+          return { kind: 'send', message: msg.authSASLContinue(this.scram!.serverFirst(data)) };
+        }
+        case 'scram-final': {
+          const result = this.scram!.serverFinal(r.rest());
+          if (!result.ok) return this.wrongPassword();
+          this.stage = 'done';
+          return { kind: 'ok', serverParams: this.serverParams, scramClientKey: result.clientKey, before: msg.authSASLFinal(result.message) };
+        }
+        default:
+          return this.protocolError('unexpected password message');
+      }
+    } catch (err) {
+      if (err instanceof ScramError) return this.protocolError(`malformed SCRAM message (${err.message})`);
+      return this.protocolError('invalid password packet');
+    }
+  }
+
+  private startScram(): AuthStep {
+    this.stage = 'scram-first';
+    this.scram = new ScramServer(this.secret, this.user);
+    return { kind: 'send', message: msg.authSASL([SCRAM]) };
+  }
+
+  private ok(): AuthStep {
+    this.stage = 'done';
+    return { kind: 'ok', serverParams: this.serverParams };
+  }
+
+  private wrongPassword(): AuthStep {
+    this.stage = 'done';
+    return { kind: 'fail', error: PgError.fatal(SqlState.InvalidPassword, `password authentication failed for user "${this.user}"`) };
+  }
+
+  private protocolError(message: string): AuthStep {
+    this.stage = 'done';
+    return { kind: 'fail', error: PgError.fatal(SqlState.ProtocolViolation, message) };
+  }
+}

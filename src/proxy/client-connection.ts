@@ -1,0 +1,374 @@
+/**
+ * One client of Tessera, from its first byte to its close: the startup packet, authentication,
+ * the login reply, then the relay. The relay forwards the client's bytes as received; it frames
+ * them by header only to count the ReadyForQuery messages owed, to see where an extended-protocol
+ * batch ends, and to keep the client's Terminate from reaching a pooled server.
+ */
+import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
+import { StartupReader, type StartupPacket } from '../protocol/startup.js';
+import * as msg from '../protocol/messages.js';
+import { Frontend, PgError, SqlState } from '../protocol/messages.js';
+import { type ServerConnection, type ServerPeer } from '../pool/server-connection.js';
+import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
+import type { Authenticator, AuthStep } from './client-auth.js';
+import { log } from '../log.js';
+
+export const enum ClientPhase {
+  Startup = 'startup',
+  Auth = 'auth',
+  /** Authenticated; waiting for a server's ParameterStatus values to finish the login. */
+  Login = 'login',
+  Ready = 'ready',
+  Closed = 'closed',
+}
+
+/** What a client needs from the proxy around it. */
+export interface ClientHost {
+  /** Resolves the startup packet into an authenticator and, after auth, a pool. */
+  beginLogin(client: ClientConnection, params: Map<string, string>): Authenticator;
+  poolFor(client: ClientConnection): Pool;
+  cancel(pid: number, secret: number): void;
+  onClientClosed(client: ClientConnection): void;
+}
+
+const READY_IDLE = 0x49;
+let nextClientId = 1;
+
+export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
+  readonly id = nextClientId++;
+  readonly connectedAt = Date.now();
+  /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
+  readonly pid: number;
+  readonly secret: number;
+  phase = ClientPhase.Startup;
+  user = '';
+  database = '';
+  /** The startup parameters the client's server session must run with. */
+  serverParams: ReadonlyMap<string, string> = new Map();
+  variant = '';
+  waitingSince = 0;
+  pool: Pool | null = null;
+  /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
+  scramClientKey: Buffer | undefined;
+  server: ServerConnection | null = null;
+
+  private startup: StartupReader | null = new StartupReader();
+  private readonly framer = new Framer(this);
+  private auth: Authenticator | null = null;
+  private waiting = false;
+  /** Bytes received while no server was linked, forwarded once one is. */
+  private pending: Buffer[] = [];
+  private pendingReadies = 0;
+  /** Per-chunk scan results (fields, not a returned object, to keep the relay allocation-free). */
+  private scanReadies = 0;
+  private scanTerminateAt = -2;
+  /** An extended-protocol batch was sent without its Sync yet: the server must stay linked. */
+  private extendedOpen = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly host: ClientHost,
+    readonly remoteAddress: string,
+  ) {
+    const key = randomBytes(8);
+    this.pid = key.readInt32BE(0) & 0x7fffffff || 1;
+    this.secret = key.readInt32BE(4);
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', () => {}); // 'close' follows; a reset client is not worth a stack trace
+    socket.on('close', () => this.onSocketClosed());
+  }
+
+  get mode(): 'session' | 'transaction' {
+    return this.pool!.settings.mode;
+  }
+
+  /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
+  fail(err: PgError): void {
+    if (this.phase === ClientPhase.Closed) return;
+    if (this.socket.writable) this.socket.write(err.toMessage());
+    if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
+  }
+
+  close(): void {
+    if (this.phase === ClientPhase.Closed) return;
+    this.socket.end();
+    this.teardown();
+    // A client that never reads must not keep its socket forever.
+    setTimeout(() => this.socket.destroy(), 5000).unref();
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    try {
+      switch (this.phase) {
+        case ClientPhase.Startup:
+          return this.onStartupData(chunk);
+        case ClientPhase.Auth:
+          return this.framer.push(chunk);
+        case ClientPhase.Login:
+          // A pipelining client may send its first query before our ReadyForQuery; keep it.
+          this.pending.push(chunk);
+          this.socket.pause();
+          return;
+        case ClientPhase.Ready:
+          return this.relay(chunk);
+        default:
+          return;
+      }
+    } catch (err) {
+      if (err instanceof PgError) return this.fail(err);
+      if (err instanceof ProtocolViolation) return this.fail(PgError.fatal(SqlState.ProtocolViolation, err.message));
+      log.error({ client: this.id, err }, 'unexpected error handling client data');
+      this.fail(PgError.fatal('XX000', 'internal error in the pooler'));
+    }
+  }
+
+  private onStartupData(chunk: Buffer): void {
+    const packet = this.startup!.push(chunk);
+    if (!packet) return;
+    const leftover = this.startup!.leftover;
+    this.onStartupPacket(packet);
+    if (leftover.length > 0 && this.phase !== ClientPhase.Closed) this.onData(leftover);
+  }
+
+  private onStartupPacket(packet: StartupPacket): void {
+    switch (packet.kind) {
+      case 'ssl':
+      case 'gssenc':
+        // No TLS or GSS here (yet): 'N' tells the client to go on in plaintext or give up.
+        this.startup = new StartupReader();
+        this.socket.write('N');
+        return;
+      case 'cancel':
+        this.host.cancel(packet.pid, packet.secret);
+        this.socket.end();
+        this.teardown();
+        return;
+      case 'startup':
+        this.startup = null;
+        if (packet.minor > 0 || packet.unknownOptions.length > 0) {
+          this.socket.write(msg.negotiateProtocolVersion(0, packet.unknownOptions));
+        }
+        this.phase = ClientPhase.Auth;
+        this.auth = this.host.beginLogin(this, packet.params);
+        this.onAuthStep(this.auth.start());
+        return;
+    }
+  }
+
+  // ---- authentication ----
+
+  onHeader(type: number, _length: number, chunk: Buffer, start: number): boolean {
+    if (this.phase === ClientPhase.Auth) {
+      if (type !== Frontend.Password) throw new ProtocolViolation(`expected password response, got message type "${String.fromCharCode(type)}"`);
+      return true;
+    }
+    switch (type) {
+      case Frontend.Query:
+      case Frontend.FunctionCall:
+        this.scanReadies++;
+        break;
+      case Frontend.Sync:
+        this.scanReadies++;
+        this.extendedOpen = false;
+        break;
+      case Frontend.Parse:
+      case Frontend.Bind:
+      case Frontend.Describe:
+      case Frontend.Execute:
+      case Frontend.Close:
+        this.extendedOpen = true;
+        break;
+      case Frontend.Terminate:
+        if (this.scanTerminateAt === -2) this.scanTerminateAt = start;
+        break;
+    }
+    return false;
+  }
+
+  onBody(_type: number, body: Buffer): void {
+    // Only password messages are read whole, during authentication.
+    this.onAuthStep(this.auth!.receive(body));
+  }
+
+  private onAuthStep(step: AuthStep): void {
+    switch (step.kind) {
+      case 'send':
+        this.socket.write(step.message);
+        return;
+      case 'fail':
+        this.fail(step.error);
+        return;
+      case 'ok':
+        this.socket.write(step.before ? Buffer.concat([step.before, msg.authOk()]) : msg.authOk());
+        this.auth = null;
+        this.scramClientKey = step.scramClientKey;
+        this.beginSession(step.serverParams);
+        return;
+    }
+  }
+
+  /** Authenticated: find the pool and the ParameterStatus values the login reply needs. */
+  private beginSession(serverParams: ReadonlyMap<string, string>): void {
+    this.serverParams = serverParams;
+    this.variant = variantOf(serverParams);
+    this.pool = this.host.poolFor(this);
+    this.phase = ClientPhase.Login;
+    const cached = this.pool.statusCache.get(this.variant);
+    if (cached) this.finishLogin(cached);
+    else this.requestServer();
+  }
+
+  private finishLogin(status: ReadonlyMap<string, string>): void {
+    const parts: Buffer[] = [];
+    for (const [name, value] of status) parts.push(msg.parameterStatus(name, value));
+    parts.push(msg.backendKeyData(this.pid, this.secret), msg.readyForQuery(READY_IDLE));
+    this.socket.write(Buffer.concat(parts));
+    this.phase = ClientPhase.Ready;
+    log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
+    const early = this.pending;
+    this.pending = [];
+    this.socket.resume();
+    for (const chunk of early) this.relay(chunk);
+  }
+
+  // ---- the relay ----
+
+  /** Client bytes in the Ready phase: scan headers, then forward to the linked server or hold. */
+  private relay(chunk: Buffer): void {
+    const heldBefore = this.framer.heldHeaderBytes;
+    const heldCopy = heldBefore > 0 ? this.framer.heldHeader() : null;
+    this.scanReadies = 0;
+    this.scanTerminateAt = -2;
+    this.framer.push(chunk);
+
+    // Forward everything but a trailing partial header (kept until its type is known) and
+    // anything from a Terminate on.
+    let forwardLen = heldBefore + chunk.length - this.framer.heldHeaderBytes;
+    const terminate = this.scanTerminateAt !== -2;
+    if (terminate) forwardLen = this.scanTerminateAt === -1 ? 0 : heldBefore + this.scanTerminateAt;
+
+    if (forwardLen > 0) {
+      if (heldCopy) {
+        this.send(heldCopy, 0);
+        forwardLen -= heldBefore;
+      }
+      if (forwardLen > 0) this.send(forwardLen === chunk.length ? chunk : chunk.subarray(0, forwardLen), this.scanReadies);
+      else this.pendingReadies += this.scanReadies; // only header bytes so far
+    }
+    if (terminate) this.close();
+  }
+
+  private send(bytes: Buffer, readies: number): void {
+    const server = this.server;
+    if (!server) {
+      this.pending.push(bytes);
+      this.pendingReadies += readies;
+      this.requestServer();
+      return;
+    }
+    server.outstanding += readies + this.pendingReadies;
+    this.pendingReadies = 0;
+    if (!server.write(bytes)) {
+      this.socket.pause();
+      server.onceDrained(() => this.socket.resume());
+    }
+  }
+
+  private requestServer(): void {
+    if (this.waiting) return;
+    this.waiting = true;
+    this.socket.pause();
+    this.pool!.acquire(this);
+  }
+
+  // ---- PoolClient: the pool answers requestServer() ----
+
+  onServerAssigned(server: ServerConnection): void {
+    this.waiting = false;
+    if (this.phase === ClientPhase.Closed) {
+      this.pool!.giveBack(server, false);
+      return;
+    }
+    this.server = server;
+    server.attach(this);
+    if (this.phase === ClientPhase.Login) {
+      this.finishLogin(server.status);
+      // A transaction-mode client holds a server only while it has a transaction open.
+      if (this.mode === 'transaction' && this.pending.length === 0) this.releaseServer();
+      return;
+    }
+    const held = this.pending;
+    this.pending = [];
+    server.outstanding += this.pendingReadies;
+    this.pendingReadies = 0;
+    for (const bytes of held) server.write(bytes);
+    this.socket.resume();
+  }
+
+  onServerFailed(error: PgError): void {
+    this.waiting = false;
+    // Whatever the server said, the client cannot go on without one: FATAL, as PgBouncer does.
+    this.fail(new PgError({ ...error.fields, severity: 'FATAL' }, error.fields.severity === 'FATAL' ? error.raw : undefined));
+  }
+
+  // ---- ServerPeer: the linked server's bytes ----
+
+  writeFromServer(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  onceDrained(resume: () => void): void {
+    this.socket.once('drain', resume);
+  }
+
+  onServerReady(server: ServerConnection): void {
+    if (
+      this.mode === 'transaction' &&
+      server.outstanding === 0 &&
+      server.txStatus === READY_IDLE &&
+      !this.extendedOpen &&
+      this.framer.atBoundary &&
+      this.pendingReadies === 0
+    ) {
+      this.releaseServer();
+    }
+  }
+
+  onServerLost(_server: ServerConnection, error: PgError | null): void {
+    this.server = null;
+    // The server's own FATAL (57P01 and friends) was already relayed when it arrived in a chunk;
+    // if it came with nothing, say what happened.
+    if (!error) this.fail(PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'));
+    else this.close();
+  }
+
+  private releaseServer(): void {
+    const server = this.server!;
+    this.server = null;
+    this.pool!.releaseIdle(server);
+  }
+
+  // ---- leaving ----
+
+  private onSocketClosed(): void {
+    this.teardown();
+  }
+
+  private teardown(): void {
+    if (this.phase === ClientPhase.Closed) return;
+    this.phase = ClientPhase.Closed;
+    if (this.waiting) this.pool?.cancelWait(this);
+    const server = this.server;
+    this.server = null;
+    if (server && this.pool) {
+      // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
+      this.pool.giveBack(server, !this.framer.atBoundary || this.extendedOpen || this.pendingReadies > 0);
+    }
+    this.host.onClientClosed(this);
+  }
+}
+

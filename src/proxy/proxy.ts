@@ -1,0 +1,239 @@
+/**
+ * The running pooler: accepts clients, resolves their database and pool, owns the pools, the
+ * cancel-key registry and the janitor, and shuts down in order.
+ */
+import net from 'node:net';
+import type { Config, DatabaseConfig } from '../config/schema.js';
+import type { StoredSecret } from '../auth/secret.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import { Pool, type PoolSettings } from '../pool/pool.js';
+import type { ServerCredentials } from '../pool/server-connection.js';
+import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
+import { PasswordAuthenticator, refuse, type Authenticator } from './client-auth.js';
+import { applySocketOptions, type SocketOptions } from './socket-options.js';
+import { log } from '../log.js';
+
+export interface ProxyOptions {
+  config: Readonly<Config>;
+  /** auth_file's secrets by user name. */
+  userlist: ReadonlyMap<string, StoredSecret>;
+  /** Address of the embedded PostgreSQL, for database entries with "embedded": true. */
+  embedded?: { host: string; port: number };
+}
+
+/** Where a client's database name leads: the config entry and the name it matched under. */
+interface ResolvedDatabase {
+  name: string;
+  entry: DatabaseConfig;
+}
+
+const JANITOR_INTERVAL_MS = 500;
+const NOT_REPLICATION = new Set(['', 'false', 'off', 'no', '0']);
+
+export class Proxy implements ClientHost {
+  readonly pools = new Map<string, Pool>();
+  readonly clients = new Set<ClientConnection>();
+  private readonly byPid = new Map<number, ClientConnection>();
+  private readonly databaseOf = new WeakMap<ClientConnection, ResolvedDatabase>();
+  private server: net.Server | null = null;
+  private janitor: NodeJS.Timeout | null = null;
+  private config: Readonly<Config>;
+  private userlist: ReadonlyMap<string, StoredSecret>;
+  private readonly embedded?: { host: string; port: number };
+  private stopping = false;
+
+  constructor(opts: ProxyOptions) {
+    this.config = opts.config;
+    this.userlist = opts.userlist;
+    this.embedded = opts.embedded;
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(): Promise<net.AddressInfo> {
+    const c = this.config;
+    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      const host = c.listen_addr === '*' ? undefined : c.listen_addr;
+      server.listen({ host, port: c.listen_port, backlog: 128 }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.janitor = setInterval(() => this.tick(), JANITOR_INTERVAL_MS);
+    this.janitor.unref();
+    const address = server.address() as net.AddressInfo;
+    log.info({ addr: address.address, port: address.port }, 'listening');
+    return address;
+  }
+
+  /**
+   * Stops accepting, then lets connected clients finish for up to `graceMs` (0: close them now).
+   * Resolves when every client and server connection is closed.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.server?.close();
+    const deadline = Date.now() + graceMs;
+    while (this.clients.size > 0 && Date.now() < deadline) {
+      // Idle servers are not needed by anyone new; close them early.
+      for (const pool of this.pools.values()) pool.closeIdle();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const client of [...this.clients]) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+    for (const pool of this.pools.values()) pool.close();
+    if (this.janitor) clearInterval(this.janitor);
+    // Give Terminate messages a moment to leave.
+    await new Promise((r) => setTimeout(r, 50));
+  }
+
+  // ---- ClientHost ----
+
+  beginLogin(client: ClientConnection, params: Map<string, string>): Authenticator {
+    const c = this.config;
+    const user = params.get('user');
+    if (!user) return refuse(PgError.fatal(SqlState.InvalidAuthorization, 'no PostgreSQL user name specified in startup packet'));
+    const database = params.get('database') || user;
+    client.user = user;
+    client.database = database;
+
+    if (this.stopping) return refuse(PgError.fatal(SqlState.CannotConnectNow, 'the pooler is shutting down'));
+    if (this.clients.size > c.max_client_conn) {
+      return refuse(PgError.fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'));
+    }
+    const replication = params.get('replication');
+    if (replication !== undefined && !NOT_REPLICATION.has(replication.toLowerCase())) {
+      return refuse(PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
+    }
+    const entry = c.databases[database] ?? c.databases['*'];
+    if (!entry) return refuse(PgError.fatal(SqlState.InvalidCatalogName, `database "${database}" does not exist`));
+    this.databaseOf.set(client, { name: database, entry });
+
+    // Everything but user and database goes to the server as the client sent it, so the server
+    // session runs with the client's application_name, options, search_path, DateStyle, ...
+    const serverParams = new Map(params);
+    serverParams.delete('user');
+    serverParams.delete('database');
+    return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), serverParams);
+  }
+
+  poolFor(client: ClientConnection): Pool {
+    const { name, entry } = this.databaseOf.get(client)!;
+    const serverUser = entry.user ?? client.user;
+    const key = `${name}\u0000${serverUser}`;
+    let pool = this.pools.get(key);
+    const credentials = this.credentialsFor(entry, client);
+    if (!pool) {
+      const address = entry.embedded ? this.embedded : { host: entry.host!, port: entry.port! };
+      if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
+      pool = new Pool(
+        `${name}/${serverUser}`,
+        { host: address.host, port: address.port, database: entry.dbname ?? name, user: serverUser },
+        this.poolSettings(entry, serverUser),
+        credentials,
+      );
+      this.pools.set(key, pool);
+    } else if (credentials.kind === 'scram-keys' || pool.credentials.kind === 'none') {
+      // Keys proven by the latest client replace older ones (the password may have changed).
+      pool.credentials = credentials;
+    }
+    return pool;
+  }
+
+  cancel(pid: number, secret: number): void {
+    const client = this.byPid.get(pid);
+    // Only a client's own key cancels, and only a query that is running on its server right now.
+    if (!client || client.secret !== secret) return;
+    const server = client.server;
+    if (server && server.outstanding > 0) {
+      log.info({ client: client.id, server: server.id }, 'forwarding cancel request');
+      server.cancel();
+    }
+  }
+
+  onClientClosed(client: ClientConnection): void {
+    this.clients.delete(client);
+    if (this.byPid.get(client.pid) === client) this.byPid.delete(client.pid);
+    log.debug({ client: client.id }, 'client closed');
+  }
+
+  // ---- internals ----
+
+  private accept(socket: net.Socket): void {
+    applySocketOptions(socket, this.socketOptions());
+    const client = new ClientConnection(socket, this, socket.remoteAddress ?? 'unix');
+    this.clients.add(client);
+    this.byPid.set(client.pid, client);
+    log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const pool of this.pools.values()) pool.tick(now);
+    const loginTimeout = this.config.client_login_timeout * 1000;
+    if (loginTimeout > 0) {
+      for (const client of this.clients) {
+        const loggingIn = client.phase === ClientPhase.Startup || client.phase === ClientPhase.Auth;
+        if (loggingIn && now - client.connectedAt > loginTimeout) {
+          client.fail(PgError.fatal(SqlState.ProtocolViolation, 'client_login_timeout'));
+        }
+      }
+    }
+  }
+
+  /** A user's [users] entry overrides its database's entry, which overrides the global settings. */
+  private poolSettings(entry: DatabaseConfig, user: string): PoolSettings {
+    const c = this.config;
+    const u = c.users[user] ?? {};
+    return {
+      mode: u.pool_mode ?? entry.pool_mode ?? c.pool_mode,
+      size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
+      minSize: entry.min_pool_size ?? c.min_pool_size,
+      reserveSize: entry.reserve_pool_size ?? c.reserve_pool_size,
+      reserveTimeoutMs: c.reserve_pool_timeout * 1000,
+      resetQuery: c.server_reset_query,
+      resetAlways: c.server_reset_query_always,
+      idleTimeoutMs: c.server_idle_timeout * 1000,
+      lifetimeMs: c.server_lifetime * 1000,
+      queryWaitTimeoutMs: c.query_wait_timeout * 1000,
+      connectTimeoutMs: c.server_connect_timeout * 1000,
+      socket: this.socketOptions(),
+    };
+  }
+
+  private socketOptions(): SocketOptions {
+    const c = this.config;
+    return {
+      tcp_keepalive: c.tcp_keepalive,
+      tcp_keepidle: c.tcp_keepidle,
+      tcp_keepintvl: c.tcp_keepintvl,
+      tcp_keepcnt: c.tcp_keepcnt,
+      tcp_user_timeout: c.tcp_user_timeout,
+    };
+  }
+
+  /**
+   * How the pool logs in to PostgreSQL: a forced user's configured password, else the auth_file
+   * secret of the server user, else (SCRAM secrets) the keys the client just proved.
+   */
+  private credentialsFor(entry: DatabaseConfig, client: ClientConnection): ServerCredentials {
+    if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
+    const user = entry.user ?? client.user;
+    const secret = this.userlist.get(user);
+    switch (secret?.kind) {
+      case 'plain':
+        return { kind: 'password', password: secret.password };
+      case 'md5':
+        return { kind: 'md5', hash: secret.hash };
+      case 'scram':
+        if (!entry.user && client.scramClientKey) {
+          return { kind: 'scram-keys', clientKey: client.scramClientKey, serverKey: secret.serverKey };
+        }
+        return { kind: 'none' };
+      default:
+        return { kind: 'none' };
+    }
+  }
+}

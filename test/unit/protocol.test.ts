@@ -1,0 +1,180 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { serialize } from 'pg-protocol';
+import { Framer, ProtocolViolation, type FrameSink } from '../../src/protocol/framing.js';
+import { StartupReader, type StartupPacket } from '../../src/protocol/startup.js';
+import * as msg from '../../src/protocol/messages.js';
+import { PgError, parseErrorFields } from '../../src/protocol/messages.js';
+
+/** Records what a framer reports: every header, and the bodies of the wanted types. */
+class Recorder implements FrameSink {
+  headers: string[] = [];
+  bodies: string[] = [];
+  constructor(private readonly wanted: string) {}
+  onHeader(type: number, length: number): boolean {
+    this.headers.push(`${String.fromCharCode(type)}${length}`);
+    return this.wanted.includes(String.fromCharCode(type));
+  }
+  onBody(type: number, body: Buffer): void {
+    this.bodies.push(`${String.fromCharCode(type)}:${body.toString('hex')}`);
+  }
+}
+
+/** Feeds `bytes` in two pieces split at every offset and checks the same messages come out. */
+function eachSplit(bytes: Buffer, check: (chunks: Buffer[]) => void): void {
+  for (let i = 0; i <= bytes.length; i++) check([bytes.subarray(0, i), bytes.subarray(i)]);
+  // and one byte at a time
+  check([...bytes].map((b) => Buffer.from([b])));
+}
+
+const serverStream = Buffer.concat([
+  msg.authOk(),
+  msg.parameterStatus('server_version', '15.18'),
+  msg.backendKeyData(1234, -5678),
+  msg.errorResponse({ severity: 'ERROR', code: '42601', message: 'syntax error' }),
+  msg.readyForQuery(0x49),
+]);
+
+test('framer reports every header and wanted body at every split', () => {
+  const whole = new Recorder('SZ');
+  new Framer(whole).push(serverStream);
+  assert.equal(whole.headers.length, 5);
+  assert.equal(whole.bodies, [
+    `S:${Buffer.from('server_version\u000015.18\u0000').toString('hex')}`,
+    'Z:49',
+  ]);
+  eachSplit(serverStream, (chunks) => {
+    const r = new Recorder('SZ');
+    const f = new Framer(r);
+    for (const c of chunks) f.push(c);
+    assert.equal(r.headers, whole.headers);
+    assert.equal(r.bodies, whole.bodies);
+    assert.ok(f.atBoundary);
+  });
+});
+
+test('framer holds a partial header and tells its type', () => {
+  const q = serialize.query('select 1');
+  const f = new Framer(new Recorder(''));
+  f.push(q.subarray(0, 3));
+  assert.is(f.heldHeaderBytes, 3);
+  assert.is(String.fromCharCode(f.heldType), 'Q');
+  assert.equal(f.heldHeader(), q.subarray(0, 3));
+  assert.not.ok(f.atBoundary);
+  f.push(q.subarray(3));
+  assert.ok(f.atBoundary);
+});
+
+test('framer streams large bodies it does not want without buffering them', () => {
+  const big = Buffer.alloc(5 + 3_000_000);
+  big[0] = 0x44; // DataRow
+  big.writeInt32BE(4 + 3_000_000, 1);
+  const r = new Recorder('');
+  const f = new Framer(r, 0x40000000, 16);
+  for (let i = 0; i < big.length; i += 65536) f.push(big.subarray(i, i + 65536));
+  assert.equal(r.headers, ['D3000004']);
+  assert.ok(f.atBoundary);
+});
+
+test('framer rejects lengths below 4 and above the maximum', () => {
+  for (const len of [0, 3, -1, 0x7fffffff]) {
+    const b = Buffer.alloc(5);
+    b[0] = 0x51;
+    b.writeInt32BE(len, 1);
+    assert.throws(() => new Framer(new Recorder(''), 1 << 30).push(b), (e: unknown) => e instanceof ProtocolViolation);
+  }
+});
+
+test('framer refuses to assemble a wanted body larger than its limit', () => {
+  const b = Buffer.alloc(5 + 100);
+  b[0] = 0x5a;
+  b.writeInt32BE(104, 1);
+  assert.throws(() => new Framer(new Recorder('Z'), 1 << 30, 10).push(b), (e: unknown) => e instanceof ProtocolViolation);
+});
+
+function readStartup(chunks: Buffer[]): StartupPacket | null {
+  const r = new StartupReader();
+  let out: StartupPacket | null = null;
+  for (const c of chunks) out = r.push(c) ?? out;
+  return out;
+}
+
+test('startup packet decodes at every split', () => {
+  const packet = serialize.startup({ user: 'alice', database: 'app', options: '-c search_path=x' });
+  eachSplit(packet, (chunks) => {
+    const p = readStartup(chunks);
+    assert.ok(p && p.kind === 'startup');
+    if (p?.kind !== 'startup') return;
+    assert.is(p.minor, 0);
+    assert.equal([...p.params], [['user', 'alice'], ['database', 'app'], ['options', '-c search_path=x'], ['client_encoding', 'UTF8']]);
+  });
+});
+
+test('SSLRequest, GSSENCRequest and CancelRequest decode', () => {
+  assert.equal(readStartup([serialize.requestSsl()]), { kind: 'ssl' });
+  const gss = Buffer.alloc(8);
+  gss.writeInt32BE(8, 0);
+  gss.writeInt32BE(80877104, 4);
+  assert.equal(readStartup([gss]), { kind: 'gssenc' });
+  const cancel = serialize.cancel(42, -7);
+  eachSplit(cancel, (chunks) => assert.equal(readStartup(chunks), { kind: 'cancel', pid: 42, secret: -7 }));
+});
+
+test('a newer minor version and _pq_ options are reported for NegotiateProtocolVersion', () => {
+  const body = Buffer.from('user\u0000bob\u0000_pq_.future\u0000on\u0000\u0000');
+  const b = Buffer.alloc(8 + body.length);
+  b.writeInt32BE(b.length, 0);
+  b.writeInt32BE((3 << 16) | 2, 4);
+  body.copy(b, 8);
+  const p = readStartup([b]);
+  assert.ok(p?.kind === 'startup');
+  if (p?.kind !== 'startup') return;
+  assert.is(p.minor, 2);
+  assert.equal(p.unknownOptions, ['_pq_.future']);
+  assert.equal([...p.params], [['user', 'bob']]);
+});
+
+test('bad startup packets are protocol violations, never huge allocations', () => {
+  const bad = (b: Buffer) => assert.throws(() => new StartupReader().push(b), (e: unknown) => e instanceof ProtocolViolation);
+  const len = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeInt32BE(n, 0);
+    b.writeInt32BE(196608, 4);
+    return b;
+  };
+  bad(len(0));
+  bad(len(4));
+  bad(len(-1));
+  bad(len(0x7fffffff));
+  bad(len(10001));
+  // protocol 2.0
+  const v2 = Buffer.alloc(9);
+  v2.writeInt32BE(9, 0);
+  v2.writeInt32BE(2 << 16, 4);
+  bad(v2);
+  // missing terminators
+  const noTerm = Buffer.concat([Buffer.alloc(8), Buffer.from('user\u0000bob')]);
+  noTerm.writeInt32BE(noTerm.length, 0);
+  noTerm.writeInt32BE(196608, 4);
+  bad(noTerm);
+});
+
+test('ErrorResponse round-trips through parseErrorFields and PgError.fromServer keeps the bytes', () => {
+  const bytes = msg.errorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' });
+  const fields = parseErrorFields(bytes.subarray(5));
+  assert.is(fields.get('C'), '57P01');
+  assert.is(fields.get('S'), 'FATAL');
+  const err = PgError.fromServer(bytes.subarray(5));
+  assert.is(err.code, '57P01');
+  assert.equal(err.toMessage(), bytes);
+});
+
+test('NegotiateProtocolVersion names the newest minor we speak and the options we ignore', () => {
+  const b = msg.negotiateProtocolVersion(0, ['_pq_.x']);
+  assert.is(String.fromCharCode(b[0]), 'v');
+  assert.is(b.readInt32BE(5), 0x30000);
+  assert.is(b.readInt32BE(9), 1);
+  assert.is(b.toString('utf8', 13, b.length - 1), '_pq_.x');
+});
+
+test.run();
