@@ -1,0 +1,173 @@
+// Client authentication to Tessera (auth_type, auth_file) and Tessera's own login to PostgreSQL
+// (SCRAM, md5 and cleartext as the server asks), plus the errors a client sees at login.
+import net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { serialize } from 'pg-protocol';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { startTessera, clusterEntry, connect, rejection, type RunningTessera } from '../support/tessera.js';
+import { md5Secret } from '../../src/auth/md5.js';
+import { scramSecret } from '../../src/auth/scram.js';
+import { formatSecret } from '../../src/auth/secret.js';
+
+let cluster: Cluster;
+const running: RunningTessera[] = [];
+const userlistPlain = [ROLES.scram, ROLES.md5, ROLES.plain].map((r) => `"${r.user}" "${r.password}"`).join('\n') + '\n';
+
+async function tessera(settings: Record<string, unknown>, userlist?: string): Promise<RunningTessera> {
+  const t = await startTessera({ databases: { '*': clusterEntry(cluster) }, ...settings }, userlist);
+  running.push(t);
+  return t;
+}
+
+async function whoami(t: RunningTessera, user: string, password?: string): Promise<string> {
+  const c = await connect(t.conn(user, password));
+  try {
+    return (await c.query('select current_user as u')).rows[0].u;
+  } finally {
+    await c.end();
+  }
+}
+
+test.before(async () => {
+  cluster = await sharedCluster();
+});
+
+test.after(async () => {
+  for (const t of running) await t.stop();
+});
+
+for (const authType of ['plain', 'md5', 'scram-sha-256'] as const) {
+  test(`auth_type ${authType}: every server auth method works and a wrong password is 28P01`, async () => {
+    const t = await tessera({ auth_type: authType }, userlistPlain);
+    // The server asks for SCRAM, md5 and cleartext respectively (pg_hba.conf of the test cluster).
+    for (const role of [ROLES.scram, ROLES.md5, ROLES.plain]) {
+      assert.is(await whoami(t, role.user, role.password), role.user);
+    }
+    const err = await rejection(connect(t.conn(ROLES.scram.user, 'wrong')));
+    assert.is(err.code, '28P01');
+    assert.match(err.message, `password authentication failed for user "${ROLES.scram.user}"`);
+    const unknown = await rejection(connect(t.conn('nobody', 'x')));
+    assert.is(unknown.code, '28P01');
+  });
+}
+
+test('auth_file secrets in md5 and SCRAM form authenticate clients', async () => {
+  const list = [
+    `"${ROLES.md5.user}" "${md5Secret(ROLES.md5.password, ROLES.md5.user)}"`,
+    `"${ROLES.plain.user}" "${formatSecret(scramSecret(ROLES.plain.password))}"`,
+  ].join('\n');
+  const md5 = await tessera({ auth_type: 'md5' }, list);
+  // md5 secret: md5 challenge, and Tessera logs in to the server with the same md5 secret.
+  assert.is(await whoami(md5, ROLES.md5.user, ROLES.md5.password), ROLES.md5.user);
+  assert.is((await rejection(connect(md5.conn(ROLES.md5.user, 'nope')))).code, '28P01');
+  // A SCRAM secret gets a SCRAM exchange even under auth_type md5.
+  const scram = await rejection(connect(md5.conn(ROLES.plain.user, 'nope')));
+  assert.is(scram.code, '28P01');
+});
+
+test('SCRAM pass-through: a SCRAM secret copied from pg_authid logs the client in to the server as itself', async () => {
+  const { rows } = await cluster.query(`select rolpassword from pg_authid where rolname = $1`, [ROLES.scram.user]);
+  const t = await tessera({ auth_type: 'scram-sha-256' }, `"${ROLES.scram.user}" "${rows[0].rolpassword}"\n`);
+  // No plaintext anywhere: the server login uses the keys the client's proof revealed.
+  assert.is(await whoami(t, ROLES.scram.user, ROLES.scram.password), ROLES.scram.user);
+  assert.is((await rejection(connect(t.conn(ROLES.scram.user, 'wrong')))).code, '28P01');
+});
+
+test('a forced user in the database entry logs in to the server as that user', async () => {
+  const t = await startTessera(
+    { auth_type: 'trust', databases: { forced: clusterEntry(cluster, { dbname: TEST_DB, user: ROLES.md5.user, password: ROLES.md5.password }) } },
+  );
+  running.push(t);
+  const c = await connect(t.conn('anyone', undefined, 'forced'));
+  try {
+    assert.is((await c.query('select current_user as u')).rows[0].u, ROLES.md5.user);
+  } finally {
+    await c.end();
+  }
+});
+
+test('unknown database is 3D000; a database the server lacks gets the server\'s FATAL', async () => {
+  const t = await startTessera({ databases: { only: clusterEntry(cluster, { dbname: TEST_DB }), ghost: clusterEntry(cluster, { dbname: 'no_such_db' }) } });
+  running.push(t);
+  const err = await rejection(connect(t.conn(ROLES.trust.user, undefined, 'elsewhere')));
+  assert.is(err.code, '3D000');
+  assert.match(err.message, 'database "elsewhere" does not exist');
+  const ghost = await rejection(connect(t.conn(ROLES.trust.user, undefined, 'ghost')));
+  assert.is(ghost.code, '3D000');
+  assert.match(ghost.message, 'no_such_db');
+});
+
+test('max_client_conn: the client past the limit gets 53300, the others keep working', async () => {
+  const t = await tessera({ max_client_conn: 3 });
+  const clients = await Promise.all([1, 2, 3].map(() => connect(t.conn(ROLES.trust.user))));
+  try {
+    const err = await rejection(connect(t.conn(ROLES.trust.user)));
+    assert.is(err.code, '53300');
+    assert.match(err.message, 'max_client_conn');
+    for (const c of clients) assert.is((await c.query('select 1 as x')).rows[0].x, 1);
+  } finally {
+    for (const c of clients) await c.end();
+  }
+  // Once they leave, a new client gets in.
+  assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
+});
+
+/** Opens a raw socket, writes `bytes`, and collects what comes back until `done` says so. */
+function rawExchange(port: number, bytes: Buffer, done: (received: Buffer) => boolean): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no complete answer; got ${got.toString('hex')}`));
+    }, 10000);
+    s.on('connect', () => s.write(bytes));
+    s.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      if (done(got)) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(got);
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+test('SSLRequest and GSSENCRequest are answered N, then the login proceeds in plaintext', async () => {
+  const t = await tessera({});
+  const startup = serialize.startup({ user: ROLES.trust.user, database: TEST_DB });
+  const got = await rawExchange(t.port, Buffer.concat([serialize.requestSsl(), startup]), (b) => b.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])));
+  assert.is(String.fromCharCode(got[0]), 'N');
+  assert.is(String.fromCharCode(got[1]), 'R'); // AuthenticationOk
+  const gss = Buffer.alloc(8);
+  gss.writeInt32BE(8, 0);
+  gss.writeInt32BE(80877104, 4);
+  const got2 = await rawExchange(t.port, Buffer.concat([gss, startup]), (b) => b.length > 1 && b.includes(Buffer.from([0x5a, 0, 0, 0, 5])));
+  assert.is(String.fromCharCode(got2[0]), 'N');
+});
+
+test('a client asking for protocol 3.2 with _pq_ options gets NegotiateProtocolVersion, not a hang', async () => {
+  const t = await tessera({});
+  const body = Buffer.from(`user\0${ROLES.trust.user}\0database\0${TEST_DB}\0_pq_.something\0on\0\0`);
+  const packet = Buffer.alloc(8 + body.length);
+  packet.writeInt32BE(packet.length, 0);
+  packet.writeInt32BE((3 << 16) | 2, 4);
+  body.copy(packet, 8);
+  const got = await rawExchange(t.port, packet, (b) => b.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])));
+  assert.is(String.fromCharCode(got[0]), 'v');
+  assert.is(got.readInt32BE(5), 0x30000); // newest version we speak: 3.0
+  assert.is(got.readInt32BE(9), 1);
+  assert.ok(got.includes(Buffer.from('_pq_.something\0')));
+});
+
+test('garbage instead of a startup packet gets a protocol-violation error, and Tessera keeps serving', async () => {
+  const t = await tessera({});
+  const junk = Buffer.from([0, 0, 0, 3, 1, 2, 3, 4]);
+  const got = await rawExchange(t.port, junk, (b) => b.length > 5 && b.includes(0x00, 5) && b[0] === 0x45);
+  assert.ok(got.includes(Buffer.from('C08P01\0')));
+  assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
+});
+
+test.run();

@@ -1,0 +1,164 @@
+// Starts Tessera for a test: in-process (fast, and its logs are captured), or as a child process
+// running the real CLI (for signals, exit codes and memory measurements).
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import pg from 'pg';
+import { parseConfig } from '../../src/config/load.js';
+import { loadUserlist } from '../../src/auth/userlist.js';
+import { Proxy } from '../../src/proxy/proxy.js';
+import { setLogger } from '../../src/log.js';
+import type { Cluster } from './cluster.js';
+
+export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+/** Every log line any in-process Tessera wrote during this test run. */
+export const capturedLogs: string[] = [];
+setLogger(
+  pino(
+    { level: 'debug', base: { pid: process.pid } },
+    new Writable({
+      write(chunk, _enc, done) {
+        capturedLogs.push(...chunk.toString().split('\n').filter(Boolean));
+        done();
+      },
+    }),
+  ),
+);
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RunningTessera {
+  port: number;
+  proxy: Proxy;
+  dir: string;
+  /** Connection settings for node-postgres through Tessera. */
+  conn(user: string, password?: string, database?: string): pg.ClientConfig;
+  stop(): Promise<void>;
+}
+
+/** A database entry pointing at the test cluster. */
+export function clusterEntry(cluster: Cluster, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { host: cluster.host, port: cluster.port, ...extra };
+}
+
+function writeConfig(settings: Record<string, unknown>, userlist: string | undefined, port: number): { dir: string; file: string; json: Record<string, unknown> } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-cfg-'));
+  const json: Record<string, unknown> = { listen_port: port, auth_type: 'trust', ...settings };
+  if (userlist !== undefined) {
+    fs.writeFileSync(path.join(dir, 'userlist.txt'), userlist);
+    json.auth_file ??= 'userlist.txt';
+  }
+  const file = path.join(dir, 'proxy.config.json');
+  fs.writeFileSync(file, JSON.stringify(json, null, 2));
+  return { dir, file, json };
+}
+
+/** Starts Tessera in this process with the given settings (auth_type defaults to trust). */
+export async function startTessera(settings: Record<string, unknown>, userlist?: string): Promise<RunningTessera> {
+  const port = await freePort();
+  const { dir, file, json } = writeConfig(settings, userlist, port);
+  const config = parseConfig(json, file, dir);
+  const proxy = new Proxy({ config, userlist: config.auth_file ? loadUserlist(config.auth_file) : new Map() });
+  await proxy.listen();
+  return {
+    port,
+    proxy,
+    dir,
+    conn: (user, password, database = 'tessera_test') => ({ host: '127.0.0.1', port, user, password, database }),
+    stop: async () => {
+      await proxy.shutdown(0);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TesseraProcess {
+  port: number;
+  child: ChildProcess;
+  output: () => string;
+  /** Resolves with the exit code once the process ends. */
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/** Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens. */
+export async function spawnTessera(settings: Record<string, unknown>, userlist?: string): Promise<TesseraProcess> {
+  const port = await freePort();
+  const { dir, file } = writeConfig(settings, userlist, port);
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', file], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 20000;
+  while (!out.includes('"listening"')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`tessera did not start:\n${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    child,
+    output: () => out,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGINT');
+        await exited;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs a program without blocking the event loop (an in-process Tessera must keep serving). */
+export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** A connected node-postgres client; the caller ends it. */
+export async function connect(config: pg.ClientConfig): Promise<pg.Client> {
+  const client = new pg.Client(config);
+  client.on('error', () => {}); // asserted through query results, not as crashes
+  await client.connect();
+  return client;
+}
+
+/** The error a promise rejects with (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string; severity?: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+  throw new Error('expected an error, got success');
+}
