@@ -28,6 +28,8 @@ export interface PoolSettings {
   lifetimeMs: number;
   queryWaitTimeoutMs: number;
   connectTimeoutMs: number;
+  /** How long an abandoned query may take to answer its cancel before the server is closed. */
+  cancelWaitTimeoutMs: number;
   socket: SocketOptions;
 }
 
@@ -111,17 +113,30 @@ export class Pool {
   }
 
   /**
-   * A client is done with a server in any state. A server still busy with a query or mid-message is
-   * closed; one inside a transaction is rolled back; in session mode it is reset. Only then is it
-   * handed to someone else.
+   * A client is done with a server in any state. A server still running the client's query is
+   * cancelled and drained; one cut off mid-message is closed; one inside a transaction is rolled
+   * back; in session mode it is reset. Only then is it handed to someone else.
    */
-  giveBack(server: ServerConnection, midMessage: boolean): void {
+  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean }): void {
     server.detach();
     if (server.state === ServerState.Closed) return;
-    if (midMessage || server.broken || server.outstanding > 0) {
+    if (how.midMessage || server.broken) {
+      if (server.outstanding > 0) server.cancel();
       this.discard(server);
       return;
     }
+    if (server.outstanding > 0 || how.extendedOpen) {
+      server.drain(how.extendedOpen, this.settings.cancelWaitTimeoutMs).then(
+        () => this.reset(server),
+        () => this.discard(server),
+      );
+      return;
+    }
+    this.reset(server);
+  }
+
+  /** Rolls back an open transaction and runs server_reset_query (session mode) before reuse. */
+  private reset(server: ServerConnection): void {
     const queries: string[] = [];
     if (server.isIdleInTransaction) queries.push('ROLLBACK');
     if ((this.settings.mode === 'session' || this.settings.resetAlways) && this.settings.resetQuery) {

@@ -176,6 +176,35 @@ export class ServerConnection implements FrameSink {
     });
   }
 
+  /**
+   * A client left while this server was still working for it: cancel the query, close an open
+   * extended-protocol batch with a Sync, and wait until every ReadyForQuery owed has arrived, so the
+   * server is quiet before anyone else gets it. Rejects after `timeoutMs`.
+   */
+  drain(extendedOpen: boolean, timeoutMs: number): Promise<void> {
+    this.state = ServerState.Cleanup;
+    if (this.outstanding > 0) this.cancel();
+    if (extendedOpen) {
+      this.socket.write(serialize.sync());
+      this.outstanding++;
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.internalDone = null;
+        reject(PgError.fatal(SqlState.QueryCanceled, 'server did not finish the abandoned query in time'));
+      }, timeoutMs);
+      this.internalError = null;
+      this.internalDone = (err) => {
+        clearTimeout(timer);
+        this.internalDone = null;
+        // The cancelled query's own error (57014) is expected; only a closed server is a failure.
+        if (err && this.state === ServerState.Closed) reject(err);
+        else resolve();
+      };
+      if (this.outstanding === 0) this.internalDone(null);
+    });
+  }
+
   /** Sends a CancelRequest for this server's current query over a fresh connection. */
   cancel(): void {
     const t = this.target;
@@ -227,10 +256,13 @@ export class ServerConnection implements FrameSink {
       case ServerState.Active:
         // Relay: only ReadyForQuery and ParameterStatus matter to the pool.
         return type === Backend.ReadyForQuery || type === Backend.ParameterStatus;
+      case ServerState.Cleanup:
+        // Results of an abandoned query stream past; only the end and errors matter.
+        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus || type === Backend.ErrorResponse;
       case ServerState.Closed:
         return false;
       default:
-        return true; // login, idle and cleanup read every message
+        return true; // login and idle read every message
     }
   }
 

@@ -290,7 +290,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   onServerAssigned(server: ServerConnection): void {
     this.waiting = false;
     if (this.phase === ClientPhase.Closed) {
-      this.pool!.giveBack(server, false);
+      this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
       return;
     }
     this.server = server;
@@ -366,7 +366,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      this.pool.giveBack(server, !this.framer.atBoundary || this.extendedOpen || this.pendingReadies > 0);
+      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen });
     }
     this.host.onClientClosed(this);
   }

@@ -199,6 +199,7 @@ export class Proxy implements ClientHost {
       lifetimeMs: c.server_lifetime * 1000,
       queryWaitTimeoutMs: c.query_wait_timeout * 1000,
       connectTimeoutMs: c.server_connect_timeout * 1000,
+      cancelWaitTimeoutMs: c.cancel_wait_timeout * 1000,
       socket: this.socketOptions(),
     };
   }
