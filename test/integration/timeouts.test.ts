@@ -1,0 +1,119 @@
+// Pool housekeeping that a user can observe from PostgreSQL's side: prefill, idle and lifetime
+// retirement, waiting clients timing out, and logins that never finish.
+import net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import keepalive from 'net-keepalive';
+import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
+import { startTessera, clusterEntry, connect, rejection } from '../support/tessera.js';
+import { applySocketOptions } from '../../src/proxy/socket-options.js';
+
+let cluster: Cluster;
+const user = ROLES.trust.user;
+
+async function backendPids(app: string): Promise<number[]> {
+  const { rows } = await cluster.query(`select pid from pg_stat_activity where application_name = $1 order by pid`, [app]);
+  return rows.map((r) => r.pid);
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 10000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test.before(async () => {
+  cluster = await sharedCluster();
+});
+
+test('min_pool_size keeps servers open; server_idle_timeout retires the rest', async () => {
+  const app = 'tessera-minpool';
+  const t = await startTessera({ min_pool_size: 2, server_idle_timeout: 0.5, databases: { '*': clusterEntry(cluster) } });
+  try {
+    // Five clients at once open five servers...
+    const clients = await Promise.all([1, 2, 3, 4, 5].map(() => connect({ ...t.conn(user), application_name: app })));
+    await Promise.all(clients.map((c) => c.query('select 1')));
+    assert.is((await backendPids(app)).length, 5);
+    await Promise.all(clients.map((c) => c.end()));
+    // ...idle ones are closed after server_idle_timeout, down to min_pool_size.
+    await until('idle servers to retire', async () => (await backendPids(app)).length === 2);
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.is((await backendPids(app)).length, 2);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('server_lifetime replaces old servers once they are idle', async () => {
+  const app = 'tessera-lifetime';
+  const t = await startTessera({ server_lifetime: 0.5, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const c = await connect({ ...t.conn(user), application_name: app });
+    const first = (await c.query('select pg_backend_pid() as pid')).rows[0].pid;
+    await c.end();
+    await until('the old server to be closed', async () => !(await backendPids(app)).includes(first));
+    const d = await connect({ ...t.conn(user), application_name: app });
+    const second = (await d.query('select pg_backend_pid() as pid')).rows[0].pid;
+    await d.end();
+    assert.is.not(second, first);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('query_wait_timeout: a client waiting for a busy pool gets an error, the holder is unaffected', async () => {
+  const t = await startTessera({ default_pool_size: 1, query_wait_timeout: 0.5, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const holder = await connect(t.conn(user));
+    await holder.query('begin');
+    const waiter = await connect(t.conn(user)).catch((e) => e);
+    // In session mode the waiter logs in from the status cache and waits at its first query.
+    const err = waiter instanceof Error ? waiter : await rejection((waiter as Awaited<ReturnType<typeof connect>>).query('select 1'));
+    assert.is((err as { code?: string }).code, '08P01');
+    assert.match(err.message, 'query_wait_timeout');
+    assert.is((await holder.query('select 1 as one')).rows[0].one, 1);
+    await holder.query('commit');
+    await holder.end();
+  } finally {
+    await t.stop();
+  }
+});
+
+test('client_login_timeout cuts a client that never finishes its login; others still get in', async () => {
+  const t = await startTessera({ client_login_timeout: 0.5, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const silent = net.connect(t.port, '127.0.0.1');
+    silent.write(Buffer.from([0, 0])); // half a length word, then nothing
+    const closed = new Promise<string>((resolve) => {
+      let got = '';
+      silent.on('data', (d) => (got += d.toString('latin1')));
+      silent.on('close', () => resolve(got));
+    });
+    const c = await connect(t.conn(user));
+    assert.is((await c.query('select 1 as one')).rows[0].one, 1);
+    await c.end();
+    const said = await closed;
+    assert.match(said, 'client_login_timeout');
+  } finally {
+    await t.stop();
+  }
+});
+
+test('keepalive settings reach the socket (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT)', async () => {
+  const server = net.createServer((s) => s.destroy());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => socket.on('connect', r));
+  applySocketOptions(socket, { tcp_keepalive: true, tcp_keepidle: 7, tcp_keepintvl: 3, tcp_keepcnt: 4, tcp_user_timeout: 9000 });
+  assert.is(keepalive.getKeepAliveInterval(socket), 3000);
+  assert.is(keepalive.getKeepAliveProbes(socket), 4);
+  assert.is(keepalive.getUserTimeout(socket), 9000);
+  socket.destroy();
+  server.close();
+});
+
+test.run();
