@@ -30,6 +30,8 @@ export interface PoolSettings {
   connectTimeoutMs: number;
   /** How long an abandoned query may take to answer its cancel before the server is closed. */
   cancelWaitTimeoutMs: number;
+  /** After a failed server login, how long new logins are not tried (server_login_retry). */
+  loginRetryMs: number;
   socket: SocketOptions;
 }
 
@@ -47,6 +49,9 @@ export interface PoolClient {
   readonly variant: string;
   readonly serverParams: ReadonlyMap<string, string>;
   waitingSince: number;
+  /** True while the client waits only to learn the server's ParameterStatus values (login). */
+  readonly wantsStatusOnly: boolean;
+  onStatusKnown(status: ReadonlyMap<string, string>): void;
   onServerAssigned(server: ServerConnection): void;
   onServerFailed(error: PgError): void;
 }
@@ -66,6 +71,11 @@ export class Pool {
   /** The most recent client's parameters: what min_pool_size prefills with. */
   private lastParams: ReadonlyMap<string, string> = new Map();
   private closed = false;
+  /**
+   * Per parameter variant: until when a failed server login is not retried, and the server's
+   * error. Per variant, because a bad startup parameter fails only that client's logins.
+   */
+  private readonly loginFailures = new Map<string, { until: number; error: PgError }>();
 
   constructor(
     readonly name: string,
@@ -73,6 +83,8 @@ export class Pool {
     public settings: PoolSettings,
     /** How the pool's servers authenticate; updated when a client proves SCRAM keys. */
     public credentials: ServerCredentials,
+    /** Limits shared with other pools (max_db_connections, max_user_connections). */
+    private readonly mayOpen: () => boolean = () => true,
   ) {}
 
   get waiting(): number {
@@ -89,6 +101,13 @@ export class Pool {
     const server = this.takeIdle(client.variant);
     if (server) {
       client.onServerAssigned(server);
+      return;
+    }
+    // The server has been refusing logins and no connection of ours is alive: say so now, in the
+    // server's own words, instead of queueing the client behind server_login_retry.
+    const failure = this.recentLoginFailure(client.variant, Date.now());
+    if (failure && !this.hasServerFor(client.variant)) {
+      client.onServerFailed(failure);
       return;
     }
     client.waitingSince = Date.now();
@@ -189,7 +208,8 @@ export class Pool {
     }
     // Keep min_pool_size servers, started with the parameters the latest client used.
     if (!this.closed) {
-      while (this.servers.size + this.connecting < s.minSize) this.launch(this.lastParams);
+      const variant = variantOf(this.lastParams);
+      while (this.servers.size < s.minSize && !this.recentLoginFailure(variant, now) && this.mayOpen()) this.launch(this.lastParams);
     }
     this.grow(now);
   }
@@ -255,17 +275,36 @@ export class Pool {
   /** Opens servers for clients that no idle or pending server will serve. */
   private grow(now = Date.now()): void {
     if (this.closed) return;
-    while (this.waiters.length > this.connecting) {
-      if (this.servers.size < this.limit(now)) {
-        this.launch(this.waiters[this.connecting].serverParams);
+    let pending = this.connecting; // connections under way serve the first waiters
+    for (const client of this.waiters) {
+      if (pending > 0) {
+        pending--;
         continue;
       }
-      // Full: an idle server started with other parameters makes room for the waiting client.
-      const victim = this.idle.shift();
-      if (!victim) return;
-      this.servers.delete(victim);
-      victim.close();
+      if (this.recentLoginFailure(client.variant, now)) continue;
+      if (this.servers.size >= this.limit(now) || !this.mayOpen()) {
+        // Full: an idle server started with other parameters makes room for the waiting client.
+        const victim = this.idle.shift();
+        if (!victim) return;
+        this.servers.delete(victim);
+        victim.close();
+        if (!this.mayOpen()) return;
+      }
+      this.launch(client.serverParams);
     }
+  }
+
+  private recentLoginFailure(variant: string, now: number): PgError | null {
+    const f = this.loginFailures.get(variant);
+    if (!f) return null;
+    if (now < f.until) return f.error;
+    this.loginFailures.delete(variant);
+    return null;
+  }
+
+  private hasServerFor(variant: string): boolean {
+    for (const server of this.servers) if (server.variant === variant) return true;
+    return false;
   }
 
   private launch(params: ReadonlyMap<string, string>): void {
@@ -283,17 +322,39 @@ export class Pool {
     server.login().then(
       () => {
         this.connecting--;
-        this.statusCache.set(variant, new Map(server.status));
+        this.loginFailures.delete(variant);
+        const status = new Map(server.status);
+        this.statusCache.set(variant, status);
         log.debug({ pool: this.name, server: server.id }, 'server connection ready');
+        // Clients that were only waiting to log in can finish now; they need a server at their
+        // first query, not before.
+        for (let i = 0; i < this.waiters.length; ) {
+          const w = this.waiters[i];
+          if (w.variant === variant && w.wantsStatusOnly) {
+            this.waiters.splice(i, 1);
+            w.onStatusKnown(status);
+          } else i++;
+        }
         this.handOut(server);
       },
       (err: PgError) => {
         this.connecting--;
         this.servers.delete(server);
         log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
-        // The client this connection was opened for hears why, with the server's own words.
-        const i = this.waiters.findIndex((w) => w.variant === variant);
-        if (i >= 0) this.waiters.splice(i, 1)[0].onServerFailed(err);
+        this.loginFailures.set(variant, { until: Date.now() + this.settings.loginRetryMs, error: err });
+        // The client this connection was opened for hears why, in the server's own words; so do
+        // the others with the same parameters when no server is left to serve them before
+        // server_login_retry has passed.
+        const orphaned = !this.hasServerFor(variant);
+        let first = true;
+        for (let i = 0; i < this.waiters.length; ) {
+          const w = this.waiters[i];
+          if (w.variant === variant && (first || orphaned)) {
+            first = false;
+            this.waiters.splice(i, 1);
+            w.onServerFailed(err);
+          } else i++;
+        }
         this.grow();
       },
     );

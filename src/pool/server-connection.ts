@@ -67,6 +67,9 @@ export class ServerConnection implements FrameSink {
   txStatus = READY_IDLE;
   /** ReadyForQuery messages still owed for queries and Syncs sent. */
   outstanding = 0;
+  /** When the oldest unanswered query was sent, and when the last ReadyForQuery came (timeouts). */
+  queryStartedAt = 0;
+  lastReadyAt = 0;
   peer: ServerPeer | null = null;
   /** Set when the server must not be reused (protocol confusion, lost sync). */
   broken = false;
@@ -271,6 +274,7 @@ export class ServerConnection implements FrameSink {
       case Backend.ReadyForQuery:
         this.txStatus = body[0];
         if (this.outstanding > 0) this.outstanding--;
+        this.lastReadyAt = Date.now();
         this.sawReady = true;
         if (this.state === ServerState.Login) this.finishLogin(null);
         else if (this.state === ServerState.Cleanup && this.outstanding === 0) this.internalDone?.(this.internalError);

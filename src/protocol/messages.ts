@@ -124,6 +124,7 @@ export const SqlState = {
   FeatureNotSupported: '0A000',
   InvalidParameterValue: '22023',
   IdleSessionTimeout: '57P05',
+  IdleInTransactionTimeout: '25P03',
 } as const;
 
 /** An error destined for a client as an ErrorResponse. */

@@ -49,6 +49,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   serverParams: ReadonlyMap<string, string> = new Map();
   variant = '';
   waitingSince = 0;
+  /** Last time the client sent anything or got an answer (client_idle_timeout). */
+  lastActiveAt = Date.now();
   pool: Pool | null = null;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
@@ -78,6 +80,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => {}); // 'close' follows; a reset client is not worth a stack trace
     socket.on('close', () => this.onSocketClosed());
+  }
+
+  get isWaiting(): boolean {
+    return this.waiting;
   }
 
   get mode(): 'session' | 'transaction' {
@@ -239,6 +245,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   /** Client bytes in the Ready phase: scan headers, then forward to the linked server or hold. */
   private relay(chunk: Buffer): void {
+    this.lastActiveAt = Date.now();
     const heldBefore = this.framer.heldHeaderBytes;
     const heldCopy = heldBefore > 0 ? this.framer.heldHeader() : null;
     this.scanReadies = 0;
@@ -270,6 +277,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.requestServer();
       return;
     }
+    if (server.outstanding === 0 && readies + this.pendingReadies > 0) server.queryStartedAt = Date.now();
     server.outstanding += readies + this.pendingReadies;
     this.pendingReadies = 0;
     if (!server.write(bytes)) {
@@ -287,22 +295,34 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   // ---- PoolClient: the pool answers requestServer() ----
 
+  get wantsStatusOnly(): boolean {
+    return this.phase === ClientPhase.Login;
+  }
+
+  onStatusKnown(status: ReadonlyMap<string, string>): void {
+    this.waiting = false;
+    if (this.phase === ClientPhase.Login) this.finishLogin(status);
+  }
+
   onServerAssigned(server: ServerConnection): void {
     this.waiting = false;
     if (this.phase === ClientPhase.Closed) {
       this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
       return;
     }
-    this.server = server;
-    server.attach(this);
     if (this.phase === ClientPhase.Login) {
-      this.finishLogin(server.status);
-      // A transaction-mode client holds a server only while it has a transaction open.
-      if (this.mode === 'transaction' && this.pending.length === 0) this.releaseServer();
+      // Only its ParameterStatus values were needed; a server is taken again at the first query
+      // (in session mode too, as PgBouncer does, so idle logins do not hold servers).
+      const status = server.status;
+      this.pool!.releaseIdle(server);
+      this.finishLogin(status);
       return;
     }
+    this.server = server;
+    server.attach(this);
     const held = this.pending;
     this.pending = [];
+    if (this.pendingReadies > 0) server.queryStartedAt = Date.now();
     server.outstanding += this.pendingReadies;
     this.pendingReadies = 0;
     for (const bytes of held) server.write(bytes);
@@ -326,6 +346,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   onServerReady(server: ServerConnection): void {
+    this.lastActiveAt = server.lastReadyAt;
     if (
       this.mode === 'transaction' &&
       server.outstanding === 0 &&

@@ -133,6 +133,7 @@ export class Proxy implements ClientHost {
         { host: address.host, port: address.port, database: entry.dbname ?? name, user: serverUser },
         this.poolSettings(entry, serverUser),
         credentials,
+        () => this.mayOpen(name, entry, serverUser),
       );
       this.pools.set(key, pool);
     } else if (credentials.kind === 'scram-keys' || pool.credentials.kind === 'none') {
@@ -172,15 +173,50 @@ export class Proxy implements ClientHost {
   private tick(): void {
     const now = Date.now();
     for (const pool of this.pools.values()) pool.tick(now);
-    const loginTimeout = this.config.client_login_timeout * 1000;
-    if (loginTimeout > 0) {
-      for (const client of this.clients) {
-        const loggingIn = client.phase === ClientPhase.Startup || client.phase === ClientPhase.Auth;
-        if (loggingIn && now - client.connectedAt > loginTimeout) {
+    const c = this.config;
+    const loginTimeout = c.client_login_timeout * 1000;
+    const idleTimeout = c.client_idle_timeout * 1000;
+    const queryTimeout = c.query_timeout * 1000;
+    const idleInTxTimeout = c.idle_transaction_timeout * 1000;
+    for (const client of this.clients) {
+      if (client.phase === ClientPhase.Startup || client.phase === ClientPhase.Auth) {
+        if (loginTimeout > 0 && now - client.connectedAt > loginTimeout) {
           client.fail(PgError.fatal(SqlState.ProtocolViolation, 'client_login_timeout'));
+        }
+        continue;
+      }
+      if (client.phase !== ClientPhase.Ready) continue;
+      const server = client.server;
+      if (!server || (server.outstanding === 0 && !server.isIdleInTransaction)) {
+        if (idleTimeout > 0 && !client.isWaiting && now - client.lastActiveAt > idleTimeout) {
+          client.fail(PgError.fatal(SqlState.IdleSessionTimeout, 'terminating connection due to client_idle_timeout'));
+        }
+      } else if (server.outstanding > 0) {
+        if (queryTimeout > 0 && now - server.queryStartedAt > queryTimeout) {
+          // The pool cancels and drains the server when the client is gone.
+          client.fail(PgError.fatal(SqlState.QueryCanceled, 'canceling statement due to query_timeout'));
+        }
+      } else if (server.isIdleInTransaction) {
+        if (idleInTxTimeout > 0 && now - server.lastReadyAt > idleInTxTimeout) {
+          client.fail(PgError.fatal(SqlState.IdleInTransactionTimeout, 'terminating connection due to idle_transaction_timeout'));
         }
       }
     }
+  }
+
+  /** max_db_connections and max_user_connections: limits across all pools of a database or user. */
+  private mayOpen(database: string, entry: DatabaseConfig, user: string): boolean {
+    const c = this.config;
+    const maxDb = entry.max_db_connections ?? c.max_db_connections;
+    const maxUser = c.users[user]?.max_user_connections ?? c.max_user_connections;
+    if (maxDb === 0 && maxUser === 0) return true;
+    let db = 0;
+    let usr = 0;
+    for (const [key, pool] of this.pools) {
+      if (key.startsWith(`${database}\u0000`)) db += pool.servers.size;
+      if (pool.target.user === user) usr += pool.servers.size;
+    }
+    return (maxDb === 0 || db < maxDb) && (maxUser === 0 || usr < maxUser);
   }
 
   /** A user's [users] entry overrides its database's entry, which overrides the global settings. */
@@ -200,6 +236,7 @@ export class Proxy implements ClientHost {
       queryWaitTimeoutMs: c.query_wait_timeout * 1000,
       connectTimeoutMs: c.server_connect_timeout * 1000,
       cancelWaitTimeoutMs: c.cancel_wait_timeout * 1000,
+      loginRetryMs: c.server_login_retry * 1000,
       socket: this.socketOptions(),
     };
   }

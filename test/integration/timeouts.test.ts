@@ -103,6 +103,73 @@ test('client_login_timeout cuts a client that never finishes its login; others s
   }
 });
 
+test('client_idle_timeout, query_timeout and idle_transaction_timeout end the offending client with a clear error', async () => {
+  const t = await startTessera({ client_idle_timeout: 0.6, query_timeout: 0.6, idle_transaction_timeout: 0.6, databases: { '*': clusterEntry(cluster) } });
+  const errors = (c: Awaited<ReturnType<typeof connect>>) => {
+    const seen: { code?: string; message: string }[] = [];
+    c.on('error', (e: Error & { code?: string }) => seen.push(e));
+    return seen;
+  };
+  try {
+    const idle = await connect(t.conn(user));
+    const idleErrors = errors(idle);
+    const slow = await connect(t.conn(user));
+    const inTx = await connect(t.conn(user));
+    const inTxErrors = errors(inTx);
+    const busy = await connect(t.conn(user));
+    // A client that keeps working is never cut.
+    const slowQuery = rejection(slow.query('select pg_sleep(5)'));
+    await inTx.query('begin');
+    for (let i = 0; i < 8; i++) {
+      await busy.query('select 1');
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    const err = await slowQuery;
+    assert.is(err.code, '57014');
+    assert.match(err.message, 'query_timeout');
+    await until('idle clients to be cut', async () => idleErrors.length > 0 && inTxErrors.length > 0);
+    assert.is(idleErrors[0].code, '57P05');
+    assert.match(idleErrors[0].message, 'client_idle_timeout');
+    assert.is(inTxErrors[0].code, '25P03');
+    assert.match(inTxErrors[0].message, 'idle_transaction_timeout');
+    assert.is((await busy.query('select 2 as two')).rows[0].two, 2);
+    for (const c of [idle, slow, inTx, busy]) await c.end().catch(() => {});
+  } finally {
+    await t.stop();
+  }
+});
+
+test('max_db_connections caps servers across users; clients queue instead', async () => {
+  const app = 'tessera-maxdb';
+  const t = await startTessera({ max_db_connections: 2, databases: { '*': clusterEntry(cluster) } });
+  try {
+    let peak = 0;
+    const watcher = setInterval(async () => {
+      peak = Math.max(peak, (await backendPids(app)).length);
+    }, 20);
+    const clients = await Promise.all([1, 2, 3, 4].map(() => connect({ ...t.conn(user), application_name: app })));
+    await Promise.all(clients.map(async (c) => (await c.query('select pg_sleep(0.2)'), c.end())));
+    clearInterval(watcher);
+    assert.ok(peak <= 2, `peak ${peak} servers`);
+    assert.ok(peak >= 1);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('server_login_retry: after a refused server login, the next client hears the same error at once', async () => {
+  const t = await startTessera({ server_login_retry: 30, databases: { ghost: clusterEntry(cluster, { dbname: 'no_such_db_retry' }) } });
+  try {
+    const first = await rejection(connect(t.conn(user, undefined, 'ghost')));
+    assert.is(first.code, '3D000');
+    const second = await rejection(connect(t.conn(user, undefined, 'ghost')));
+    assert.is(second.code, '3D000');
+    assert.match(second.message, 'no_such_db_retry');
+  } finally {
+    await t.stop();
+  }
+});
+
 test('keepalive settings reach the socket (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT)', async () => {
   const server = net.createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
