@@ -55,7 +55,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  setLogLevel(config.log_level);
+  // TESSERA_LOG_LEVEL in the environment wins over the file, for a one-off debug run.
+  setLogLevel(process.env.TESSERA_LOG_LEVEL ?? config.log_level);
 
   // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
   let embedded: { host: string; port: number; stop(): Promise<void> } | undefined;
@@ -87,10 +88,12 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = async (graceMs: number, why: string) => {
+    log.info({ signal: why, graceMs }, 'shutting down');
+    // A second signal may shorten the wait (SIGINT after SIGTERM); only the first finishes up.
+    const done = proxy.shutdown(graceMs);
     if (stopping) return;
     stopping = true;
-    log.info({ signal: why, graceMs }, 'shutting down');
-    await proxy.shutdown(graceMs);
+    await done;
     await embedded?.stop();
     log.info('stopped');
     process.exit(0);

@@ -41,6 +41,8 @@ export class Proxy implements ClientHost {
   private userlist: ReadonlyMap<string, StoredSecret>;
   private readonly embedded?: { host: string; port: number };
   private stopping = false;
+  private stopped: Promise<void> = Promise.resolve();
+  private shutdownDeadline = Infinity;
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
@@ -70,23 +72,32 @@ export class Proxy implements ClientHost {
 
   /**
    * Stops accepting, then lets connected clients finish for up to `graceMs` (0: close them now).
-   * Resolves when every client and server connection is closed.
+   * A second call can shorten the wait (SIGINT after SIGTERM). Resolves when every client and
+   * server connection is closed.
    */
   async shutdown(graceMs: number): Promise<void> {
-    if (this.stopping) return;
+    const deadline = Date.now() + graceMs;
+    this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
+    if (this.stopping) return this.stopped;
     this.stopping = true;
     this.server?.close();
-    const deadline = Date.now() + graceMs;
-    while (this.clients.size > 0 && Date.now() < deadline) {
-      // Idle servers are not needed by anyone new; close them early.
-      for (const pool of this.pools.values()) pool.closeIdle();
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    for (const client of [...this.clients]) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
-    for (const pool of this.pools.values()) pool.close();
-    if (this.janitor) clearInterval(this.janitor);
-    // Give Terminate messages a moment to leave.
-    await new Promise((r) => setTimeout(r, 50));
+    this.stopped = (async () => {
+      while (this.clients.size > 0 && Date.now() < this.shutdownDeadline) {
+        // Idle servers are not needed by anyone new; close them early.
+        for (const pool of this.pools.values()) pool.closeIdle();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const client of [...this.clients]) {
+        // A query still running would otherwise go on in PostgreSQL after we hang up.
+        if (client.server && client.server.outstanding > 0) client.server.cancel();
+        client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+      }
+      for (const pool of this.pools.values()) pool.close();
+      if (this.janitor) clearInterval(this.janitor);
+      // Give Terminate and cancel messages a moment to leave.
+      await new Promise((r) => setTimeout(r, 50));
+    })();
+    return this.stopped;
   }
 
   // ---- ClientHost ----

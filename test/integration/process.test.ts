@@ -247,10 +247,29 @@ test('SIGINT: a client inside a long query gets an error and the process exits p
     assert.is(code, 0, `exit status; output:\n${cli.stdout()}${cli.stderr()}`);
     assert.is(cli.stderr(), '');
     jsonLines(cli);
+    // Tessera cancelled the running query on its way out: PostgreSQL is not left sleeping.
+    await until(
+      async () => (await cluster.query(`select count(*)::int as n from pg_stat_activity where query = $1 and state = 'active'`, [sql])).rows[0].n === 0,
+      10_000,
+      () => 'the abandoned pg_sleep to be cancelled',
+    );
   } finally {
     await c.end().catch(() => {});
-    // The PostgreSQL backend keeps sleeping after Tessera is gone; do not leave it to the next file.
-    await cluster.query(`select pg_terminate_backend(pid) from pg_stat_activity where query = $1`, [sql]);
+  }
+});
+
+test('SIGINT after SIGTERM stops at once instead of waiting out shutdown_timeout', async () => {
+  const cli = await start({ pool_mode: 'session', shutdown_timeout: 60 });
+  const c = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
+  try {
+    await c.query('select 1');
+    cli.child.kill('SIGTERM');
+    await until(() => cli.stdout().includes('"SIGTERM"'), 10_000, () => 'SIGTERM to be logged', cli);
+    cli.child.kill('SIGINT');
+    const { code } = await within(cli.exited, 10_000, 'exit after SIGINT (the idle client would hold SIGTERM for 60 s)');
+    assert.is(code, 0);
+  } finally {
+    await c.end().catch(() => {});
   }
 });
 
