@@ -183,4 +183,11 @@ test('proxy.config.schema.json is current (regenerate: node --import tsx src/con
   assert.is(shipped, JSON.stringify(configJsonSchema(), null, 2) + '\n');
 });
 
+test('README.md\'s configuration reference matches the schema (regenerate: node --import tsx src/config/reference.ts --write)', async () => {
+  const { withReference } = await import('../../src/config/reference.js');
+  const readmePath = new URL('../../README.md', import.meta.url);
+  const readme = (await import('node:fs')).readFileSync(readmePath, 'utf8');
+  assert.ok(readme === withReference(readme), 'README.md config reference is stale');
+});
+
 test.run();
