@@ -371,15 +371,12 @@ language plpgsql stable parallel restricted security definer
 set search_path = pg_catalog, tessera, pg_temp
 as $$
 begin
+  -- The binding checks live in current_session_id() alone.
   return (
     select a.username
-      from tessera.bindings b
-      join tessera.sessions s on s.session_id = b.session_id
+      from tessera.sessions s
       join tessera.accessors a on a.accessor_id = s.accessor_id
-     where b.pid = pg_backend_pid()
-       and b.backend_start = (select sa.backend_start from pg_stat_get_activity(pg_backend_pid()) sa)
-       and s.expires_at > now()
-       and not s.locked);
+     where s.session_id = tessera.current_session_id());
 end
 $$;
 

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, run, type RunningTessera } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, until, run, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
 let session: RunningTessera;
@@ -21,15 +21,6 @@ async function backends(app = APP): Promise<{ pid: number; state: string; xact: 
   return rows;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 10000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test.before(async () => {
   cluster = await sharedCluster();

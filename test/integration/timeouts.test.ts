@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import keepalive from 'net-keepalive';
 import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, until } from '../support/tessera.js';
 import { applySocketOptions } from '../../src/proxy/socket-options.js';
 
 let cluster: Cluster;
@@ -16,15 +16,6 @@ async function backendPids(app: string): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 10000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test.before(async () => {
   cluster = await sharedCluster();

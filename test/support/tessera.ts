@@ -162,3 +162,14 @@ export async function rejection(p: Promise<unknown>): Promise<Error & { code?: s
   }
   throw new Error('expected an error, got success');
 }
+
+/** Polls `probe` until it returns something truthy; a bounded wait, never a timing assertion. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 10000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
