@@ -45,16 +45,25 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     if (!embedded && entry.host === undefined) fail(where, 'expected host or "embedded": true');
     // The embedded server picks its own port; a port here would be silently ignored.
     if (embedded && entry.port !== undefined) fail(`${where}.port`, 'not used with "embedded": true');
+    if (entry.auth_type === 'session_token') {
+      // The client's own user name is only a label: the backend role must come from the entry.
+      if (entry.user === undefined) fail(`${where}.user`, 'expected the pool role (required with "auth_type": "session_token")');
+      const mode = entry.pool_mode ?? (config.pool_mode as string);
+      if (mode !== 'session') fail(`${where}.pool_mode`, 'session-token databases support pool_mode "session" only in this version');
+    }
     const resolved = Value.Default(DatabaseSchema, entry) as Record<string, unknown>;
     if (embedded) delete resolved.port;
     config.databases[name] = resolved as DatabaseConfig;
   }
 
+  config.session_tokens = Value.Default(ConfigSchema.properties.session_tokens, config.session_tokens ?? {});
   config.admin_users = userList(config.admin_users);
   config.stats_users = userList(config.stats_users);
 
+  // Session-token databases authenticate through the database, not auth_file.
+  const needsAuthFile = Object.values(config.databases as Record<string, DatabaseConfig>).some((d) => d.auth_type !== 'session_token') || Object.keys(config.databases).length === 0;
   if (config.auth_file === undefined) {
-    if (config.auth_type !== 'trust') fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
+    if (config.auth_type !== 'trust' && needsAuthFile) fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
   } else {
     config.auth_file = resolve(baseDir, config.auth_file);
     const reason = unreadable(config.auth_file);

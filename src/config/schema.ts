@@ -38,6 +38,11 @@ export const DatabaseSchema = Type.Object(
     reserve_pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Extra server connections for this database when clients wait; defaults to reserve_pool_size.' })),
     pool_mode: Type.Optional(poolMode({ description: 'Pool mode for this database (session or transaction); defaults to pool_mode.' })),
     max_db_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most server connections to this database across all users; defaults to max_db_connections.' })),
+    auth_type: Type.Optional(
+      Type.Literal('session_token', {
+        description: 'Set to "session_token" to log clients in with session tokens (open_connection on a pooled backend) instead of auth_file passwords; needs user and password, the pool role.',
+      }),
+    ),
   },
   { additionalProperties: false, description: 'Where to send clients that ask for this database name.' },
 );
@@ -103,6 +108,24 @@ export const ConfigSchema = Type.Object(
     ),
     shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to finish before closing them (Tessera setting, not PgBouncer).'),
 
+    session_tokens: setting(
+      Type.Object(
+        {
+          open_connection: Type.Optional(Type.String({
+            default: 'select success, errmsg from tessera.open_connection($1::bigint, $2::integer, $3::text, $4::inet)',
+            description: 'Query Tessera runs on a pooled backend to open a session-token login; $1 session id, $2 nonce, $3 authent_token, $4 the client address. Must return (success boolean, errmsg text).',
+          })),
+          close_connection: Type.Optional(Type.String({
+            default: 'select tessera.close_connection()',
+            description: 'Query Tessera runs before a session-token backend goes back to the pool.',
+          })),
+          max_failures: Type.Optional(Type.Integer({ minimum: 0, default: 20, description: 'Failed session-token logins one client address may make in a minute before it is refused; 0 disables the limit.' })),
+          ban_seconds: Type.Optional(Type.Number({ minimum: 0, default: 60, description: 'Seconds an address that passed max_failures is refused.' })),
+        },
+        { additionalProperties: false, default: {}, description: 'Session-token logins (databases with "auth_type": "session_token").' },
+      ),
+    ),
+
     databases: setting(Type.Record(Type.String(), DatabaseSchema, { default: {}, description: 'Databases clients may ask for, by name; "*" is the fallback for any other name.' })),
     users: setting(Type.Record(Type.String(), UserSchema, { default: {}, description: 'Per-user settings, by client user name.' })),
   },
@@ -129,8 +152,9 @@ export type DatabaseConfig =
 
 /** The loaded config: every setting with a default is present. */
 export type Config = Required<
-  Omit<ConfigInput, '$schema' | 'auth_file' | 'admin_users' | 'stats_users' | 'databases' | 'users'>
+  Omit<ConfigInput, '$schema' | 'auth_file' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
 > & {
+  session_tokens: Required<NonNullable<ConfigInput['session_tokens']>>;
   /** Absolute path, checked to be a readable file; unset only when auth_type is "trust". */
   auth_file?: string;
   admin_users: string[];

@@ -24,6 +24,8 @@ export interface PoolSettings {
   reserveTimeoutMs: number;
   resetQuery: string;
   resetAlways: boolean;
+  /** Run first on every release (session tokens: close_connection); a failure closes the server. */
+  closeQuery: string;
   idleTimeoutMs: number;
   lifetimeMs: number;
   queryWaitTimeoutMs: number;
@@ -158,6 +160,7 @@ export class Pool {
   private reset(server: ServerConnection): void {
     const queries: string[] = [];
     if (server.isIdleInTransaction) queries.push('ROLLBACK');
+    if (this.settings.closeQuery) queries.push(this.settings.closeQuery);
     if ((this.settings.mode === 'session' || this.settings.resetAlways) && this.settings.resetQuery) {
       queries.push(this.settings.resetQuery);
     }

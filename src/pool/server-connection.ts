@@ -82,6 +82,8 @@ export class ServerConnection implements FrameSink {
   private scram: ScramClient | null = null;
   private internalDone: ((err: PgError | null) => void) | null = null;
   private internalError: PgError | null = null;
+  /** Rows of Tessera's own parameterised query while it runs (see query()). */
+  private internalRows: (string | null)[][] | null = null;
   private readonly onClosed: (server: ServerConnection) => void;
 
   constructor(
@@ -180,6 +182,30 @@ export class ServerConnection implements FrameSink {
   }
 
   /**
+   * Runs one parameterised statement of Tessera's own (extended protocol, unnamed statement, so
+   * values are never spliced into SQL) and returns its rows as text. Rejects with the server's
+   * ErrorResponse.
+   */
+  query(sql: string, params: (string | null)[]): Promise<(string | null)[][]> {
+    this.state = ServerState.Cleanup;
+    this.outstanding++;
+    this.internalError = null;
+    const rows: (string | null)[][] = [];
+    this.internalRows = rows;
+    return new Promise((resolve, reject) => {
+      this.internalDone = (err) => {
+        this.internalDone = null;
+        this.internalRows = null;
+        if (err) reject(err);
+        else resolve(rows);
+      };
+      this.socket.write(
+        Buffer.concat([serialize.parse({ text: sql }), serialize.bind({ values: params }), serialize.execute(), serialize.sync()]),
+      );
+    });
+  }
+
+  /**
    * A client left while this server was still working for it: cancel the query, close an open
    * extended-protocol batch with a Sync, and wait until every ReadyForQuery owed has arrived, so the
    * server is quiet before anyone else gets it. Rejects after `timeoutMs`.
@@ -260,8 +286,13 @@ export class ServerConnection implements FrameSink {
         // Relay: only ReadyForQuery and ParameterStatus matter to the pool.
         return type === Backend.ReadyForQuery || type === Backend.ParameterStatus;
       case ServerState.Cleanup:
-        // Results of an abandoned query stream past; only the end and errors matter.
-        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus || type === Backend.ErrorResponse;
+        // Results of an abandoned query stream past; only the end, errors and our own rows matter.
+        return (
+          type === Backend.ReadyForQuery ||
+          type === Backend.ParameterStatus ||
+          type === Backend.ErrorResponse ||
+          (type === Backend.DataRow && this.internalRows !== null)
+        );
       case ServerState.Closed:
         return false;
       default:
@@ -294,6 +325,9 @@ export class ServerConnection implements FrameSink {
       }
       case Backend.Authentication:
         if (this.state === ServerState.Login) this.authenticate(body);
+        return;
+      case Backend.DataRow:
+        this.internalRows?.push(decodeDataRow(body));
         return;
       case Backend.BackendKeyData: {
         const r = new BodyReader(body);
@@ -389,4 +423,17 @@ export class ServerConnection implements FrameSink {
     peer?.onServerLost(this, err);
     this.onClosed(this);
   }
+}
+
+/** A DataRow's columns as text (Tessera's own queries use the text format). */
+function decodeDataRow(body: Buffer): (string | null)[] {
+  const r = new BodyReader(body);
+  const n = body.readInt16BE(0);
+  r.bytes(2);
+  const row: (string | null)[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = r.int32();
+    row.push(len < 0 ? null : r.bytes(len).toString('utf8'));
+  }
+  return row;
 }

@@ -33,6 +33,7 @@ export const enum Backend {
   CopyInResponse = 0x47, // G
   CopyOutResponse = 0x48, // H
   CopyBothResponse = 0x57, // W
+  DataRow = 0x44, // D
 }
 
 export const enum AuthCode {

@@ -6,15 +6,25 @@ import { randomBytes } from 'node:crypto';
 import * as msg from '../protocol/messages.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { BodyReader } from '../protocol/framing.js';
+import { extractSettings } from '../protocol/options.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { verifyMd5Response, verifyPlainPassword } from '../auth/md5.js';
 import { ScramServer, ScramError } from '../auth/scram.js';
 
 export type AuthType = 'trust' | 'plain' | 'md5' | 'scram-sha-256';
 
+/** What a session-token client presented: checked by open_connection on a pooled backend. */
+export interface SessionCredentials {
+  sessionId: string;
+  nonce: string;
+  authentToken: string;
+}
+
 export type AuthStep =
   | { kind: 'send'; message: Buffer }
   | { kind: 'fail'; error: PgError }
+  /** Credentials collected; the login completes only if open_connection accepts them. */
+  | { kind: 'session'; credentials: SessionCredentials; serverParams: ReadonlyMap<string, string> }
   /** Authenticated. `scramClientKey` is set when the client proved SCRAM keys (for pass-through). */
   | { kind: 'ok'; serverParams: ReadonlyMap<string, string>; scramClientKey?: Buffer; /** sent before AuthenticationOk */ before?: Buffer };
 
@@ -119,5 +129,61 @@ export class PasswordAuthenticator implements Authenticator {
   private protocolError(message: string): AuthStep {
     this.stage = 'done';
     return { kind: 'fail', error: PgError.fatal(SqlState.ProtocolViolation, message) };
+  }
+}
+
+export const SESSION_PARAMS = { sessionId: 'tessera.session_id', nonce: 'tessera.nonce', authentToken: 'tessera.authent_token' } as const;
+
+/**
+ * Session-token logins: the credentials come as startup parameters, inside `options`, or as the
+ * cleartext password `<session_id>:<nonce>:<authent_token>`. They are taken out of the parameters
+ * the server sees; open_connection decides whether they are good.
+ */
+export class SessionTokenAuthenticator implements Authenticator {
+  private readonly serverParams: Map<string, string>;
+  private readonly credentials: SessionCredentials | null;
+
+  constructor(params: ReadonlyMap<string, string>) {
+    this.serverParams = new Map(params);
+    const found = new Map<string, string>();
+    for (const name of Object.values(SESSION_PARAMS)) {
+      const v = this.serverParams.get(name);
+      if (v !== undefined) found.set(name, v);
+      this.serverParams.delete(name);
+    }
+    const options = this.serverParams.get('options');
+    if (options !== undefined) {
+      const { settings, rest } = extractSettings(options, 'tessera.');
+      for (const [k, v] of settings) found.set(k, v);
+      if (rest === undefined) this.serverParams.delete('options');
+      else this.serverParams.set('options', rest);
+    }
+    const sessionId = found.get(SESSION_PARAMS.sessionId);
+    const nonce = found.get(SESSION_PARAMS.nonce);
+    const authentToken = found.get(SESSION_PARAMS.authentToken);
+    this.credentials = sessionId !== undefined && nonce !== undefined && authentToken !== undefined ? { sessionId, nonce, authentToken } : null;
+  }
+
+  start(): AuthStep {
+    if (this.credentials) return { kind: 'session', credentials: this.credentials, serverParams: this.serverParams };
+    // Any client can send a password: ask for <session_id>:<nonce>:<authent_token>.
+    return { kind: 'send', message: msg.authCleartext() };
+  }
+
+  receive(body: Buffer): AuthStep {
+    let password: string;
+    try {
+      password = new BodyReader(body).cstring();
+    } catch {
+      return { kind: 'fail', error: PgError.fatal(SqlState.ProtocolViolation, 'invalid password packet') };
+    }
+    const first = password.indexOf(':');
+    const second = password.indexOf(':', first + 1);
+    // A malformed password is just a wrong one: open_connection answers AUTHFAIL for it.
+    const credentials =
+      first > 0 && second > first
+        ? { sessionId: password.slice(0, first), nonce: password.slice(first + 1, second), authentToken: password.slice(second + 1) }
+        : { sessionId: '0', nonce: '0', authentToken: '' };
+    return { kind: 'session', credentials, serverParams: this.serverParams };
   }
 }

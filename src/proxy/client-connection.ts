@@ -12,7 +12,7 @@ import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer } from '../pool/server-connection.js';
 import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
-import type { Authenticator, AuthStep } from './client-auth.js';
+import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
 import { log } from '../log.js';
 
 export const enum ClientPhase {
@@ -29,6 +29,10 @@ export interface ClientHost {
   /** Resolves the startup packet into an authenticator and, after auth, a pool. */
   beginLogin(client: ClientConnection, params: Map<string, string>): Authenticator;
   poolFor(client: ClientConnection): Pool;
+  /** The query that checks session-token credentials ($1 id, $2 nonce, $3 token, $4 address). */
+  readonly openConnectionSql: string;
+  /** Told of every session-token login's outcome (the per-address failure limit). */
+  onSessionLogin(client: ClientConnection, ok: boolean): void;
   cancel(pid: number, secret: number): void;
   onClientClosed(client: ClientConnection): void;
 }
@@ -59,6 +63,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private startup: StartupReader | null = new StartupReader();
   private readonly framer = new Framer(this);
   private auth: Authenticator | null = null;
+  /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
+  private session: SessionCredentials | null = null;
   private waiting = false;
   /** Bytes received while no server was linked, forwarded once one is. */
   private pending: Buffer[] = [];
@@ -214,18 +220,75 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.scramClientKey = step.scramClientKey;
         this.beginSession(step.serverParams);
         return;
+      case 'session':
+        this.auth = null;
+        this.beginTokenSession(step.credentials, step.serverParams);
+        return;
     }
   }
 
   /** Authenticated: find the pool and the ParameterStatus values the login reply needs. */
   private beginSession(serverParams: ReadonlyMap<string, string>): void {
+    this.enterPool(serverParams);
+    const cached = this.pool!.statusCache.get(this.variant);
+    if (cached) this.finishLogin(cached);
+    else this.requestServer();
+  }
+
+  private enterPool(serverParams: ReadonlyMap<string, string>): void {
     this.serverParams = serverParams;
     this.variant = variantOf(serverParams);
     this.pool = this.host.poolFor(this);
     this.phase = ClientPhase.Login;
-    const cached = this.pool.statusCache.get(this.variant);
-    if (cached) this.finishLogin(cached);
-    else this.requestServer();
+  }
+
+  /**
+   * Session-token login: the credentials are checked by open_connection on the pooled backend the
+   * client will use, before the client sees AuthenticationOk.
+   */
+  private beginTokenSession(credentials: SessionCredentials, serverParams: ReadonlyMap<string, string>): void {
+    this.enterPool(serverParams);
+    // Malformed values would make the SQL cast fail with the value in its message: answer them
+    // as the wrong credentials they are, without asking the server.
+    const wellFormed =
+      /^[0-9]{1,19}$/.test(credentials.sessionId) && /^-?[0-9]{1,10}$/.test(credentials.nonce) && credentials.authentToken.length <= 1024;
+    if (!wellFormed) return this.tokenLoginFailed('AUTHFAIL');
+    this.session = credentials;
+    this.requestServer();
+  }
+
+  private openTokenSession(server: ServerConnection): void {
+    const c = this.session!;
+    this.session = null;
+    const address = this.remoteAddress.startsWith('::ffff:') ? this.remoteAddress.slice(7) : this.remoteAddress;
+    const params = [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address];
+    server.query(this.host.openConnectionSql, params).then(
+      (rows) => {
+        const [success, errmsg] = rows[0] ?? [];
+        if (this.phase === ClientPhase.Closed || success !== 't') {
+          this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+          if (this.phase !== ClientPhase.Closed) this.tokenLoginFailed(errmsg ?? 'AUTHFAIL');
+          return;
+        }
+        this.host.onSessionLogin(this, true);
+        this.server = server;
+        server.attach(this);
+        this.socket.write(msg.authOk());
+        this.finishLogin(server.status);
+      },
+      (err: PgError) => {
+        this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        log.warn({ client: this.id, code: err.code }, 'open_connection failed on the server');
+        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
+      },
+    );
+  }
+
+  private tokenLoginFailed(errmsg: string): void {
+    this.host.onSessionLogin(this, false);
+    // As PostgreSQL words a failed login; the errmsg says which check failed.
+    const code = errmsg === 'EXPIRED' || errmsg === 'LOCKED' ? SqlState.InvalidAuthorization : SqlState.InvalidPassword;
+    this.fail(PgError.fatal(code, `session authentication failed for user "${this.user}": ${errmsg}`));
   }
 
   private finishLogin(status: ReadonlyMap<string, string>): void {
@@ -296,7 +359,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
-    return this.phase === ClientPhase.Login;
+    return this.phase === ClientPhase.Login && this.session === null;
   }
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
@@ -308,6 +371,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.waiting = false;
     if (this.phase === ClientPhase.Closed) {
       this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+      return;
+    }
+    if (this.phase === ClientPhase.Login && this.session) {
+      this.openTokenSession(server);
       return;
     }
     if (this.phase === ClientPhase.Login) {

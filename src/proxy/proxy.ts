@@ -9,7 +9,8 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
-import { PasswordAuthenticator, refuse, type Authenticator } from './client-auth.js';
+import { PasswordAuthenticator, SessionTokenAuthenticator, refuse, type Authenticator } from './client-auth.js';
+import { LoginLimiter } from './login-limiter.js';
 import { applySocketOptions, type SocketOptions } from './socket-options.js';
 import { log } from '../log.js';
 
@@ -41,6 +42,7 @@ export class Proxy implements ClientHost {
   private userlist: ReadonlyMap<string, StoredSecret>;
   private readonly embedded?: { host: string; port: number };
   private stopping = false;
+  private readonly limiter: LoginLimiter;
   private stopped: Promise<void> = Promise.resolve();
   private shutdownDeadline = Infinity;
 
@@ -48,6 +50,18 @@ export class Proxy implements ClientHost {
     this.config = opts.config;
     this.userlist = opts.userlist;
     this.embedded = opts.embedded;
+    const st = opts.config.session_tokens;
+    this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
+  }
+
+  get openConnectionSql(): string {
+    return this.config.session_tokens.open_connection;
+  }
+
+  onSessionLogin(client: ClientConnection, ok: boolean): void {
+    if (ok) return; // logged as any login is
+    this.limiter.recordFailure(client.remoteAddress);
+    log.warn({ client: client.id, user: client.user, db: client.database, addr: client.remoteAddress }, 'session-token login failed');
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -127,6 +141,12 @@ export class Proxy implements ClientHost {
     const serverParams = new Map(params);
     serverParams.delete('user');
     serverParams.delete('database');
+    if (entry.auth_type === 'session_token') {
+      if (this.limiter.isBanned(client.remoteAddress)) {
+        return refuse(PgError.fatal(SqlState.InvalidAuthorization, 'too many failed session logins from this address; try again later'));
+      }
+      return new SessionTokenAuthenticator(serverParams);
+    }
     return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), serverParams);
   }
 
@@ -184,6 +204,7 @@ export class Proxy implements ClientHost {
   private tick(): void {
     const now = Date.now();
     for (const pool of this.pools.values()) pool.tick(now);
+    this.limiter.prune(now);
     const c = this.config;
     const loginTimeout = c.client_login_timeout * 1000;
     const idleTimeout = c.client_idle_timeout * 1000;
@@ -241,6 +262,8 @@ export class Proxy implements ClientHost {
       reserveSize: entry.reserve_pool_size ?? c.reserve_pool_size,
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       resetQuery: c.server_reset_query,
+      // A session-token backend is unbound before anyone else can have it.
+      closeQuery: entry.auth_type === 'session_token' ? c.session_tokens.close_connection : '',
       resetAlways: c.server_reset_query_always,
       idleTimeoutMs: c.server_idle_timeout * 1000,
       lifetimeMs: c.server_lifetime * 1000,

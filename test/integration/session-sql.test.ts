@@ -1,17 +1,13 @@
 // sql/tessera.sql and sql/demo.sql against a real PostgreSQL, driven the way an
 // application (or Tessera) drives them: as tessera_app, the demo's non-superuser login
 // role, through node-postgres. Runs in its own database so it disturbs no other test.
-import { spawn } from 'node:child_process';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { sharedCluster, type Cluster } from '../support/cluster.js';
+import { psqlFile as installSql } from '../support/sql.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DB = 'tessera_sql_test';
 const APP = { user: 'tessera_app', password: 'tessera-app-password' };
 /** A role that runs the protocol but is not the pool: may not pass client addresses. */
@@ -30,28 +26,7 @@ interface Session {
 }
 
 /** Runs a .sql file the way the README says: psql -v ON_ERROR_STOP=1 -f, as the superuser. */
-async function psqlFile(file: string): Promise<string> {
-  const full = path.join(ROOT, file);
-  if (!PG_BIN) {
-    // No psql on this machine: the files hold no psql meta-commands, so one simple query does.
-    process.stderr.write(`session-sql: no psql; running ${file} through node-postgres\n`);
-    await cluster.query(await fsp.readFile(full, 'utf8'), undefined, DB);
-    return '';
-  }
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('PG')) delete env[k];
-  env.PGPASSWORD = cluster.superPassword;
-  const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '-d', DB, '-f', full];
-  return new Promise((resolve, reject) => {
-    // Async: other test files run a proxy in this same process.
-    const child = spawn(path.join(PG_BIN, 'psql'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`psql -f ${file} exited ${code}:\n${out}`))));
-  });
-}
+const psqlFile = (file: string): Promise<string> => installSql(cluster, DB, file);
 
 function su(sql: string, params?: unknown[]): Promise<pg.QueryResult> {
   return cluster.query(sql, params, DB);

@@ -1,0 +1,59 @@
+/**
+ * The `options` startup parameter, split and joined as PostgreSQL does (pg_split_opts): words
+ * separated by white space, a backslash taking the next character literally.
+ */
+
+export function splitOptions(options: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  for (let i = 0; i < options.length; i++) {
+    const ch = options[i];
+    if (ch === '\\' && i + 1 < options.length) {
+      word += options[++i];
+      inWord = true;
+    } else if (/\s/.test(ch)) {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += ch;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(word);
+  return words;
+}
+
+export function joinOptions(words: string[]): string {
+  return words.map((w) => w.replace(/[\\\s]/g, (c) => `\\${c}`)).join(' ');
+}
+
+/**
+ * Takes the `-c name=value` / `--name=value` settings whose name starts with `prefix` out of an
+ * options string: returns them, and the options without them (undefined when nothing is left).
+ */
+export function extractSettings(options: string, prefix: string): { settings: Map<string, string>; rest: string | undefined } {
+  const words = splitOptions(options);
+  const settings = new Map<string, string>();
+  const kept: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i];
+    let setting: string | undefined;
+    let consumed = [w];
+    if (w === '-c' && i + 1 < words.length) {
+      setting = words[i + 1];
+      consumed = [w, words[i + 1]];
+    } else if (w.startsWith('-c') && w.length > 2) setting = w.slice(2);
+    else if (w.startsWith('--')) setting = w.slice(2);
+    const eq = setting?.indexOf('=') ?? -1;
+    if (setting !== undefined && eq > 0 && setting.slice(0, eq).toLowerCase().startsWith(prefix)) {
+      settings.set(setting.slice(0, eq).toLowerCase(), setting.slice(eq + 1));
+      i += consumed.length - 1;
+      continue;
+    }
+    kept.push(...consumed);
+    i += consumed.length - 1;
+  }
+  return { settings, rest: kept.length > 0 ? joinOptions(kept) : undefined };
+}

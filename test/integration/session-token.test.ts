@@ -1,0 +1,291 @@
+// Session-token logins through Tessera: the three ways to present credentials, every failure
+// open_connection can report, isolation between users sharing one backend, forgery attempts from
+// inside a relayed connection, the per-address failure limit, and no secrets in the log.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import pg from 'pg';
+import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { startTessera, clusterEntry, connect, rejection, run, capturedLogs, type RunningTessera } from '../support/tessera.js';
+import { demoDatabase } from '../support/sql.js';
+import { SessionCredentials, authentToken } from '../../src/client/index.js';
+
+const DB = 'tessera_token_test';
+const APP = { user: 'tessera_app', password: 'tessera-app-password' };
+const PASSWORDS: Record<string, string> = { alice: 'alice-password', bob: 'bob-password' };
+
+let cluster: Cluster;
+let t: RunningTessera;
+const secrets: string[] = [];
+
+interface Session {
+  id: string;
+  token: string;
+}
+
+/** create_session as the application would (directly, as the pool role), plus the password login at nonce 1. */
+async function login(user: string): Promise<{ session: Session; creds: SessionCredentials }> {
+  const c = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...APP });
+  await c.connect();
+  try {
+    const { rows } = await c.query('select session_id, session_token from tessera.create_session($1)', [user]);
+    const session = { id: rows[0].session_id as string, token: rows[0].session_token as string };
+    secrets.push(session.token);
+    // The first open_connection authenticates the session with the password, through Tessera.
+    const first = await connect(tokenConn({ password: `${session.id}:1:${PASSWORDS[user] ?? 'nope'}` }));
+    await first.end();
+    const creds = new SessionCredentials(session.id, session.token, { firstNonce: 2 });
+    return { session, creds };
+  } finally {
+    await c.end();
+  }
+}
+
+function tokenConn(extra: pg.ClientConfig = {}): pg.ClientConfig {
+  return { host: '127.0.0.1', port: t.port, database: 'app', user: 'web', ...extra };
+}
+
+async function notes(c: pg.Client): Promise<string[]> {
+  const { rows } = await c.query('select owner from demo.notes order by owner');
+  return [...new Set(rows.map((r) => r.owner as string))];
+}
+
+async function whoAmI(c: pg.Client): Promise<string | null> {
+  return (await c.query('select tessera.current_accessor() as who')).rows[0].who;
+}
+
+test.before(async () => {
+  cluster = await sharedCluster();
+  await demoDatabase(cluster, DB);
+  t = await startTessera({
+    session_tokens: { max_failures: 1000 },
+    databases: {
+      app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }),
+      plain: clusterEntry(cluster, { dbname: DB, user: APP.user, password: APP.password, pool_size: 1 }),
+    },
+  });
+});
+
+test.after(async () => {
+  await t?.stop();
+});
+
+test('password form: <session_id>:<nonce>:<authent_token> logs in, and RLS sees only alice', async () => {
+  const { creds } = await login('alice');
+  const c = await connect(tokenConn({ password: creds.asPassword() }));
+  try {
+    assert.is(await whoAmI(c), 'alice');
+    assert.equal(await notes(c), ['alice']);
+    // The backend role is the pool's; the client's user name is a label only.
+    assert.is((await c.query('select current_user as u')).rows[0].u, APP.user);
+  } finally {
+    await c.end();
+  }
+});
+
+test('startup-parameter form (node-postgres sends custom parameters through `options` too)', async () => {
+  const { creds } = await login('bob');
+  const c = await connect(tokenConn({ options: creds.asOptions() }));
+  try {
+    assert.is(await whoAmI(c), 'bob');
+    assert.equal(await notes(c), ['bob']);
+    // The token settings never reach PostgreSQL.
+    const { rows } = await c.query(`select current_setting('tessera.session_id', true) as s, current_setting('tessera.authent_token', true) as a`);
+    assert.equal(rows[0], { s: null, a: null });
+  } finally {
+    await c.end();
+  }
+});
+
+test('raw startup parameters tessera.session_id / tessera.nonce / tessera.authent_token', async () => {
+  const { creds } = await login('alice');
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const got = await new Promise<Buffer>((resolve, reject) => {
+    const s = net.connect(t.port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    s.on('connect', () => s.write(serialize.startup({ user: 'web', database: 'app', ...creds.asStartupParams() })));
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
+        s.end(serialize.end());
+        resolve(buf);
+      }
+      if (buf[0] === 0x45) reject(new Error(buf.toString('latin1')));
+    });
+    s.on('error', reject);
+  });
+  assert.is(String.fromCharCode(got[0]), 'R'); // AuthenticationOk, straight away
+  assert.is(got.readInt32BE(5), 0);
+});
+
+if (PG_BIN) {
+  test('psql with PGOPTIONS and with PGPASSWORD', async () => {
+    const { creds } = await login('alice');
+    const args = ['-X', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'web', '-d', 'app', '-c', 'select tessera.current_accessor()'];
+    const viaOptions = await run(`${PG_BIN}/psql`, args, { env: { PGOPTIONS: creds.asOptions() } });
+    assert.is(viaOptions.stdout.trim(), 'alice', viaOptions.stderr);
+    const viaPassword = await run(`${PG_BIN}/psql`, args, { env: { PGPASSWORD: creds.asPassword() } });
+    assert.is(viaPassword.stdout.trim(), 'alice', viaPassword.stderr);
+  });
+}
+
+test('a pg.Pool with the password function authenticates every new connection by itself', async () => {
+  const { creds } = await login('bob');
+  const pool = new pg.Pool({ ...tokenConn(), password: creds.passwordFunction(), max: 3, idleTimeoutMillis: 1 });
+  try {
+    for (let i = 0; i < 10; i++) {
+      const c = await pool.connect();
+      assert.is(await whoAmI(c as unknown as pg.Client), 'bob');
+      c.release(true); // a new connection, and so a new nonce, each time
+    }
+  } finally {
+    await pool.end();
+  }
+});
+
+test('replayed nonce and a nonce far ahead are NONCEFAIL (28P01); unknown session is AUTHFAIL', async () => {
+  const { session, creds } = await login('alice');
+  const password = creds.asPassword();
+  (await connect(tokenConn({ password }))).end();
+  await new Promise((r) => setTimeout(r, 100));
+  const replay = await rejection(connect(tokenConn({ password })));
+  assert.is(replay.code, '28P01');
+  assert.match(replay.message, 'NONCEFAIL');
+  const ahead = await rejection(connect(tokenConn({ password: `${session.id}:500:${authentToken(session.token, 500)}` })));
+  assert.is(ahead.code, '28P01');
+  assert.match(ahead.message, 'NONCEFAIL');
+  const unknown = await rejection(connect(tokenConn({ password: `12345:3:${authentToken(session.token, 3)}` })));
+  assert.is(unknown.code, '28P01');
+  assert.match(unknown.message, 'AUTHFAIL');
+  const garbage = await rejection(connect(tokenConn({ password: 'not-a-session' })));
+  assert.is(garbage.code, '28P01');
+});
+
+test('an expired session is EXPIRED (28000); the sixth bad token is LOCKED (28000)', async () => {
+  const expired = await login('alice');
+  await cluster.query(`update tessera.sessions set expires_at = now() - interval '1 second' where session_id = $1`, [expired.session.id], DB);
+  const e = await rejection(connect(tokenConn({ password: expired.creds.asPassword() })));
+  assert.is(e.code, '28000');
+  assert.match(e.message, 'EXPIRED');
+
+  const { session } = await login('bob');
+  for (let nonce = 2; nonce <= 6; nonce++) {
+    const bad = await rejection(connect(tokenConn({ password: `${session.id}:${nonce}:${authentToken('wrong', nonce)}` })));
+    assert.match(bad.message, 'AUTHFAIL');
+  }
+  const locked = await rejection(connect(tokenConn({ password: `${session.id}:7:${authentToken('wrong', 7)}` })));
+  assert.is(locked.code, '28000');
+  assert.match(locked.message, 'LOCKED');
+  // Locked for good: even the right token is refused.
+  const right = await rejection(connect(tokenConn({ password: `${session.id}:8:${authentToken(session.token, 8)}` })));
+  assert.match(right.message, 'LOCKED');
+});
+
+test('pool_size 1: alice and bob alternating 200 times on one backend never see each other; a plain connection then sees nothing', async () => {
+  const alice = await login('alice');
+  const bob = await login('bob');
+  const pids = new Set<number>();
+  for (let i = 0; i < 100; i++) {
+    for (const [who, s] of [['alice', alice], ['bob', bob]] as const) {
+      const c = await connect(tokenConn({ password: s.creds.asPassword() }));
+      const { rows } = await c.query('select pg_backend_pid() as pid, tessera.current_accessor() as who, array(select distinct owner from demo.notes) as owners');
+      pids.add(rows[0].pid);
+      assert.is(rows[0].who, who);
+      assert.equal(rows[0].owners, [who]);
+      await c.end();
+    }
+  }
+  assert.is(pids.size, 1, 'one backend served all 200 logins');
+  const plain = await connect(tokenConn({ database: 'plain' }));
+  try {
+    assert.is(await whoAmI(plain), null);
+    assert.equal(await notes(plain), []);
+  } finally {
+    await plain.end();
+  }
+});
+
+test('from inside alice\'s connection, attempts to become bob all fail', async () => {
+  const alice = await login('alice');
+  const bob = await login('bob');
+  const c = await connect(tokenConn({ password: alice.creds.asPassword() }));
+  try {
+    const attempts = [
+      `set tessera.session_id = '${bob.session.id}'`,
+      `select set_config('tessera.accessor', 'bob', false)`,
+      `set role postgres`,
+      `set session authorization postgres`,
+      `insert into tessera.bindings values (pg_backend_pid(), now(), ${bob.session.id})`,
+      `update tessera.sessions set accessor_id = (select accessor_id from tessera.accessors where username = 'bob')`,
+      `create temp table bindings (pid int, backend_start timestamptz, session_id bigint)`,
+      `discard all`,
+    ];
+    for (const sql of attempts) {
+      await c.query(sql).catch(() => {});
+      const who = await whoAmI(c).catch(() => 'error');
+      assert.ok(who !== 'bob', `after ${sql}: ${who}`);
+      assert.ok(!(await notes(c).catch(() => [])).includes('bob'), `rows of bob after ${sql}`);
+    }
+    // open_connection with a wrong token for bob's session: refused, and never bob.
+    const { rows } = await c.query('select success, errmsg from tessera.open_connection($1, 5, $2)', [bob.session.id, 'guess']);
+    assert.equal(rows[0], { success: false, errmsg: 'AUTHFAIL' });
+    assert.is.not(await whoAmI(c), 'bob');
+  } finally {
+    await c.end();
+  }
+});
+
+test('200 clients logging in at once all succeed', async () => {
+  const t200 = await startTessera({
+    session_tokens: { max_failures: 1000 },
+    max_client_conn: 300,
+    databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 20 }) },
+  });
+  try {
+    // 40 users' sessions, 5 connections each (one session's nonces stay within its 64-wide window).
+    const users = await Promise.all(Array.from({ length: 40 }, (_, i) => login(i % 2 ? 'alice' : 'bob')));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const { creds } = users[i % 40];
+        const c = await connect({ ...tokenConn({ password: creds.asPassword() }), port: t200.port });
+        try {
+          return await whoAmI(c);
+        } finally {
+          await c.end();
+        }
+      }),
+    );
+    assert.is(results.length, 200);
+    results.forEach((who, i) => assert.is(who, i % 2 ? 'alice' : 'bob'));
+  } finally {
+    await t200.stop();
+  }
+});
+
+test('an address with too many failed session logins in a minute is refused for a while', async () => {
+  const strict = await startTessera({
+    session_tokens: { max_failures: 3, ban_seconds: 60 },
+    databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password }) },
+  });
+  try {
+    const { creds } = await login('alice');
+    for (let i = 0; i < 4; i++) await rejection(connect({ ...tokenConn({ password: `1:${i}:x` }), port: strict.port }));
+    const banned = await rejection(connect({ ...tokenConn({ password: creds.asPassword() }), port: strict.port }));
+    assert.is(banned.code, '28000');
+    assert.match(banned.message, 'too many failed session logins');
+  } finally {
+    await strict.stop();
+  }
+});
+
+test('no session token or authent_token appears in the proxy log', async () => {
+  assert.ok(secrets.length > 5);
+  const log = capturedLogs.join('\n');
+  for (const secret of secrets) {
+    assert.not.ok(log.includes(secret), 'a session token is in the log');
+    for (const nonce of [2, 3, 4]) assert.not.ok(log.includes(authentToken(secret, nonce)), 'an authent_token is in the log');
+  }
+  assert.not.ok(log.includes('alice-password'));
+});
+
+test.run();
