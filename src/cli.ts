@@ -11,6 +11,7 @@ import { Proxy } from './proxy/proxy.js';
 import { log, setLogLevel } from './log.js';
 
 const USAGE = `Usage: tessera [--config FILE]
+       tessera token --session-id ID --nonce N    (psql lines for a session-token login)
 
   --config FILE   proxy.config.json to load (default: ./proxy.config.json)
   --help          show this help
@@ -42,6 +43,12 @@ function fatalUsage(message: string): never {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'token') {
+    const { tokenCommand } = await import('./client/token-command.js');
+    const { out, code } = tokenCommand(process.argv.slice(3));
+    (code === 0 ? process.stdout : process.stderr).write(out);
+    process.exit(code);
+  }
   const args = parseArgs(process.argv.slice(2));
   let config;
   let userlist: ReadonlyMap<string, StoredSecret> = new Map();
