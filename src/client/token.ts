@@ -23,9 +23,9 @@ export interface NextCredentials {
 }
 
 /** Startup parameter and `-c` option names Tessera reads. */
-export const PARAM_SESSION_ID = 'tessera.session_id';
-export const PARAM_NONCE = 'tessera.nonce';
-export const PARAM_AUTHENT_TOKEN = 'tessera.authent_token';
+export { PARAM_SESSION_ID, PARAM_NONCE, PARAM_AUTHENT_TOKEN } from '../protocol/options.js';
+import { PARAM_SESSION_ID, PARAM_NONCE, PARAM_AUTHENT_TOKEN, escapeOption } from '../protocol/options.js';
+export { escapeOption };
 
 /**
  * One session's credentials. Each call of next(), asStartupParams(), asOptions(),
@@ -112,14 +112,6 @@ export class SessionCredentials {
   [inspect.custom](): string {
     return this.toString();
   }
-}
-
-/**
- * The server splits `options` at unescaped whitespace and takes a backslash to mean
- * "the next character literally" (pg_split_opts), so both get a backslash.
- */
-export function escapeOption(value: string): string {
-  return value.replace(/[\\\s]/g, (ch) => `\\${ch}`);
 }
 
 function checkNonce(nonce: number): void {

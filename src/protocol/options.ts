@@ -1,3 +1,8 @@
+/** The startup parameters (or `-c` settings) that carry session-token credentials. */
+export const PARAM_SESSION_ID = 'tessera.session_id';
+export const PARAM_NONCE = 'tessera.nonce';
+export const PARAM_AUTHENT_TOKEN = 'tessera.authent_token';
+
 /**
  * The `options` startup parameter, split and joined as PostgreSQL does (pg_split_opts): words
  * separated by white space, a backslash taking the next character literally.
@@ -25,8 +30,13 @@ export function splitOptions(options: string): string[] {
   return words;
 }
 
+/** Escapes one word so the server reads it back whole: whitespace and backslashes get a backslash. */
+export function escapeOption(word: string): string {
+  return word.replace(/[\\\s]/g, (c) => `\\${c}`);
+}
+
 export function joinOptions(words: string[]): string {
-  return words.map((w) => w.replace(/[\\\s]/g, (c) => `\\${c}`)).join(' ');
+  return words.map(escapeOption).join(' ');
 }
 
 /**

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as msg from '../protocol/messages.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { BodyReader } from '../protocol/framing.js';
-import { extractSettings } from '../protocol/options.js';
+import { extractSettings, PARAM_SESSION_ID, PARAM_NONCE, PARAM_AUTHENT_TOKEN } from '../protocol/options.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { verifyMd5Response, verifyPlainPassword } from '../auth/md5.js';
 import { ScramServer, ScramError } from '../auth/scram.js';
@@ -132,37 +132,45 @@ export class PasswordAuthenticator implements Authenticator {
   }
 }
 
-export const SESSION_PARAMS = { sessionId: 'tessera.session_id', nonce: 'tessera.nonce', authentToken: 'tessera.authent_token' } as const;
+/**
+ * Takes session-token credentials out of the startup parameters (directly, or as `-c tessera.*`
+ * inside `options`). They never reach PostgreSQL, whatever kind of database the client asked for.
+ */
+export function takeSessionCredentials(params: ReadonlyMap<string, string>): {
+  credentials: SessionCredentials | null;
+  serverParams: Map<string, string>;
+} {
+  const serverParams = new Map(params);
+  const found = new Map<string, string>();
+  for (const name of [PARAM_SESSION_ID, PARAM_NONCE, PARAM_AUTHENT_TOKEN]) {
+    const v = serverParams.get(name);
+    if (v !== undefined) found.set(name, v);
+    serverParams.delete(name);
+  }
+  const options = serverParams.get('options');
+  if (options !== undefined) {
+    const { settings, rest } = extractSettings(options, 'tessera.');
+    for (const [k, v] of settings) found.set(k, v);
+    if (rest === undefined) serverParams.delete('options');
+    else serverParams.set('options', rest);
+  }
+  const sessionId = found.get(PARAM_SESSION_ID);
+  const nonce = found.get(PARAM_NONCE);
+  const authentToken = found.get(PARAM_AUTHENT_TOKEN);
+  const credentials = sessionId !== undefined && nonce !== undefined && authentToken !== undefined ? { sessionId, nonce, authentToken } : null;
+  return { credentials, serverParams };
+}
 
 /**
  * Session-token logins: the credentials come as startup parameters, inside `options`, or as the
- * cleartext password `<session_id>:<nonce>:<authent_token>`. They are taken out of the parameters
- * the server sees; open_connection decides whether they are good.
+ * cleartext password `<session_id>:<nonce>:<authent_token>`; open_connection decides whether
+ * they are good.
  */
 export class SessionTokenAuthenticator implements Authenticator {
-  private readonly serverParams: Map<string, string>;
-  private readonly credentials: SessionCredentials | null;
-
-  constructor(params: ReadonlyMap<string, string>) {
-    this.serverParams = new Map(params);
-    const found = new Map<string, string>();
-    for (const name of Object.values(SESSION_PARAMS)) {
-      const v = this.serverParams.get(name);
-      if (v !== undefined) found.set(name, v);
-      this.serverParams.delete(name);
-    }
-    const options = this.serverParams.get('options');
-    if (options !== undefined) {
-      const { settings, rest } = extractSettings(options, 'tessera.');
-      for (const [k, v] of settings) found.set(k, v);
-      if (rest === undefined) this.serverParams.delete('options');
-      else this.serverParams.set('options', rest);
-    }
-    const sessionId = found.get(SESSION_PARAMS.sessionId);
-    const nonce = found.get(SESSION_PARAMS.nonce);
-    const authentToken = found.get(SESSION_PARAMS.authentToken);
-    this.credentials = sessionId !== undefined && nonce !== undefined && authentToken !== undefined ? { sessionId, nonce, authentToken } : null;
-  }
+  constructor(
+    private readonly credentials: SessionCredentials | null,
+    private readonly serverParams: ReadonlyMap<string, string>,
+  ) {}
 
   start(): AuthStep {
     if (this.credentials) return { kind: 'session', credentials: this.credentials, serverParams: this.serverParams };

@@ -9,7 +9,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
-import { PasswordAuthenticator, SessionTokenAuthenticator, refuse, type Authenticator } from './client-auth.js';
+import { PasswordAuthenticator, SessionTokenAuthenticator, takeSessionCredentials, refuse, type Authenticator } from './client-auth.js';
 import { LoginLimiter } from './login-limiter.js';
 import { applySocketOptions, type SocketOptions } from './socket-options.js';
 import { log } from '../log.js';
@@ -136,16 +136,17 @@ export class Proxy implements ClientHost {
     if (!entry) return refuse(PgError.fatal(SqlState.InvalidCatalogName, `database "${database}" does not exist`));
     this.databaseOf.set(client, { name: database, entry });
 
-    // Everything but user and database goes to the server as the client sent it, so the server
-    // session runs with the client's application_name, options, search_path, DateStyle, ...
-    const serverParams = new Map(params);
+    // Everything but user, database and session credentials goes to the server as the client
+    // sent it, so the server session runs with the client's application_name, options,
+    // search_path, DateStyle, ...
+    const { credentials, serverParams } = takeSessionCredentials(params);
     serverParams.delete('user');
     serverParams.delete('database');
     if (entry.auth_type === 'session_token') {
       if (this.limiter.isBanned(client.remoteAddress)) {
         return refuse(PgError.fatal(SqlState.InvalidAuthorization, 'too many failed session logins from this address; try again later'));
       }
-      return new SessionTokenAuthenticator(serverParams);
+      return new SessionTokenAuthenticator(credentials, serverParams);
     }
     return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), serverParams);
   }

@@ -96,6 +96,16 @@ test('startup-parameter form (node-postgres sends custom parameters through `opt
   }
 });
 
+test('session credentials sent to a password database are dropped, never forwarded', async () => {
+  const c = await connect(tokenConn({ database: 'plain', options: '-c tessera.session_id=1 -c tessera.nonce=2 -c tessera.authent_token=leak -c application_name=kept' }));
+  try {
+    const { rows } = await c.query(`select current_setting('tessera.authent_token', true) as a, current_setting('application_name') as app`);
+    assert.equal(rows[0], { a: null, app: 'kept' });
+  } finally {
+    await c.end();
+  }
+});
+
 test('raw startup parameters tessera.session_id / tessera.nonce / tessera.authent_token', async () => {
   const { creds } = await login('alice');
   const net = await import('node:net');

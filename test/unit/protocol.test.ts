@@ -5,6 +5,7 @@ import { Framer, ProtocolViolation, type FrameSink } from '../../src/protocol/fr
 import { StartupReader, type StartupPacket } from '../../src/protocol/startup.js';
 import * as msg from '../../src/protocol/messages.js';
 import { PgError, parseErrorFields } from '../../src/protocol/messages.js';
+import { extractSettings, splitOptions } from '../../src/protocol/options.js';
 
 /** Records what a framer reports: every header, and the bodies of the wanted types. */
 class Recorder implements FrameSink {
@@ -175,6 +176,14 @@ test('NegotiateProtocolVersion names the newest minor we speak and the options w
   assert.is(b.readInt32BE(5), 0x30000);
   assert.is(b.readInt32BE(9), 1);
   assert.is(b.toString('utf8', 13, b.length - 1), '_pq_.x');
+});
+
+test('options: tessera.* settings are taken out, the rest is kept with its escapes', () => {
+  const { settings, rest } = extractSettings('-c tessera.session_id=12 -ctessera.nonce=3 --tessera.authent_token=a\\ b -c search_path=x,\\ y --work_mem=4MB', 'tessera.');
+  assert.equal([...settings], [['tessera.session_id', '12'], ['tessera.nonce', '3'], ['tessera.authent_token', 'a b']]);
+  assert.is(rest, '-c search_path=x,\\ y --work_mem=4MB');
+  assert.equal(splitOptions(rest!), ['-c', 'search_path=x, y', '--work_mem=4MB']);
+  assert.is(extractSettings('-c tessera.nonce=1', 'tessera.').rest, undefined);
 });
 
 test.run();
