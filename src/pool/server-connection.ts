@@ -212,7 +212,8 @@ export class ServerConnection implements FrameSink {
    */
   drain(extendedOpen: boolean, timeoutMs: number): Promise<void> {
     this.state = ServerState.Cleanup;
-    if (this.outstanding > 0) this.cancel();
+    // An Execute without its Sync may be running too, with nothing owed yet.
+    if (this.outstanding > 0 || extendedOpen) this.cancel();
     if (extendedOpen) {
       this.socket.write(serialize.sync());
       this.outstanding++;

@@ -143,6 +143,33 @@ test('transaction mode: a client that vanishes while its query runs leaves no bu
   }
 });
 
+test('transaction mode: a client that vanishes in the middle of an extended-protocol pipeline leaves no busy server', async () => {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const s = net.connect(txn.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB, application_name: APP })));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) resolve();
+    });
+    s.on('error', reject);
+  });
+  // Parse/Bind/Execute and a Flush, but no Sync: the server is mid-pipeline when the client goes.
+  s.write(Buffer.concat([serialize.parse({ text: 'select pg_sleep(20)' }), serialize.bind(), serialize.execute(), serialize.flush()]));
+  await until('the pipelined query to run', async () => (await backends()).some((b) => b.state === 'active'));
+  s.destroy();
+  await until('the pipeline to be cancelled', async () => (await backends()).every((b) => b.state !== 'active'));
+  const c = await connect(conn(txn));
+  try {
+    const { rows } = await c.query('select 1 as one, now() = statement_timestamp() as fresh');
+    assert.equal(rows[0], { one: 1, fresh: true });
+  } finally {
+    await c.end();
+  }
+});
+
 test('session mode: a client that vanishes mid-transaction is rolled back before its server is reused', async () => {
   const a = await connect(conn(session));
   await a.query('begin');
