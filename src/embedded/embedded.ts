@@ -111,6 +111,12 @@ async function stopLeftover(dataDir: string, log: (msg: string) => void): Promis
     return; // gone (stale lock postgres cleans up itself) or no /proc
   }
   if (!cmdline.includes('postgres') || !cmdline.includes(dataDir)) return;
+  // Only an orphan (its Tessera died, so init adopted it) is ours to stop; a postmaster whose
+  // parent lives belongs to another running Tessera on the same folder.
+  const ppid = Number((await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.split(' ')[1]);
+  if (ppid > 1 && ppid !== process.pid) {
+    throw new Error(`the embedded PostgreSQL data folder ${dataDir} is in use by a running server (pid ${pid}); is another Tessera running from this folder?`);
+  }
   log(`embedded: stopping leftover PostgreSQL (pid ${pid}) still running on ${dataDir}`);
   process.kill(pid, 'SIGINT'); // fast shutdown
   for (const deadline = Date.now() + STOP_TIMEOUT_MS; Date.now() < deadline; ) {

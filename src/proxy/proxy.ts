@@ -293,6 +293,7 @@ export class Proxy implements ClientHost {
    */
   private credentialsFor(entry: DatabaseConfig, client: ClientConnection): ServerCredentials {
     if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
+    if (entry.embedded && (entry.user ?? client.user) === 'postgres') return { kind: 'password', password: this.config.embedded_password };
     const user = entry.user ?? client.user;
     const secret = this.userlist.get(user);
     switch (secret?.kind) {
