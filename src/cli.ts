@@ -4,7 +4,8 @@
  * asks for one, start the proxy, and map signals to shutdowns. Nothing else lives here.
  */
 import path from 'node:path';
-import { loadConfig, ConfigError } from './config/load.js';
+import { ConfigError } from './config/load.js';
+import { loadAnyConfig } from './config/ini.js';
 import { loadUserlist, UserlistError } from './auth/userlist.js';
 import type { StoredSecret } from './auth/secret.js';
 import { Proxy } from './proxy/proxy.js';
@@ -13,7 +14,7 @@ import { log, setLogLevel } from './log.js';
 const USAGE = `Usage: tessera [--config FILE]
        tessera token --session-id ID --nonce N    (psql lines for a session-token login)
 
-  --config FILE   proxy.config.json to load (default: ./proxy.config.json)
+  --config FILE   proxy.config.json or pgbouncer.ini to load (default: ./proxy.config.json)
   --help          show this help
 `;
 
@@ -51,9 +52,11 @@ async function main(): Promise<void> {
   }
   const args = parseArgs(process.argv.slice(2));
   let config;
+  let warnings: string[] = [];
   let userlist: ReadonlyMap<string, StoredSecret> = new Map();
   try {
-    config = loadConfig(args.config);
+    // proxy.config.json or a PgBouncer pgbouncer.ini, by extension or content.
+    ({ config, warnings } = loadAnyConfig(args.config));
     if (config.auth_file) userlist = loadUserlist(config.auth_file);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof UserlistError) {
@@ -64,6 +67,8 @@ async function main(): Promise<void> {
   }
   // TESSERA_LOG_LEVEL in the environment wins over the file, for a one-off debug run.
   setLogLevel(process.env.TESSERA_LOG_LEVEL ?? config.log_level);
+  // Settings Tessera does not implement are named, never silently ignored.
+  for (const warning of warnings) log.warn({ config: args.config }, warning);
 
   // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
   let embedded: { host: string; port: number; stop(): Promise<void> } | undefined;

@@ -1,0 +1,64 @@
+// The drop-in path: the same pgbouncer.ini and userlist.txt PgBouncer would read, run by Tessera.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ROLES, TEST_DB, PG_BIN, sharedCluster } from '../support/cluster.js';
+import { freePort, connect, rejection, run } from '../support/tessera.js';
+import { loadAnyConfig } from '../../src/config/ini.js';
+import { loadUserlist } from '../../src/auth/userlist.js';
+import { Proxy } from '../../src/proxy/proxy.js';
+
+test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; unsupported settings are warned about', async () => {
+  const cluster = await sharedCluster();
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-ini-'));
+  fs.writeFileSync(path.join(dir, 'userlist.txt'), `"${ROLES.md5.user}" "${ROLES.md5.password}"\n"${ROLES.trust.user}" ""\n`);
+  fs.writeFileSync(
+    path.join(dir, 'pgbouncer.ini'),
+    [
+      '; as PgBouncer reads it',
+      '[databases]',
+      `${TEST_DB} = host=${cluster.host} port=${cluster.port} dbname=${TEST_DB}`,
+      '',
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'auth_type = md5',
+      'auth_file = userlist.txt',
+      'pool_mode = transaction',
+      'default_pool_size = 4',
+      'logfile = /var/log/pgbouncer/pgbouncer.log',
+      'pidfile = /var/run/pgbouncer/pgbouncer.pid',
+      '',
+    ].join('\n'),
+  );
+  const { config, warnings } = loadAnyConfig(path.join(dir, 'pgbouncer.ini'));
+  assert.ok(warnings.some((w) => w.includes('pgbouncer.ini:12') && w.includes('logfile')), warnings.join('\n'));
+  assert.ok(warnings.some((w) => w.includes('pidfile')));
+  assert.is(config.pool_mode, 'transaction');
+  const proxy = new Proxy({ config, userlist: loadUserlist(config.auth_file!) });
+  await proxy.listen();
+  try {
+    const c = await connect({ host: '127.0.0.1', port, user: ROLES.md5.user, password: ROLES.md5.password, database: TEST_DB });
+    assert.is((await c.query('select current_user as u')).rows[0].u, ROLES.md5.user);
+    await c.end();
+    assert.is((await rejection(connect({ host: '127.0.0.1', port, user: ROLES.md5.user, password: 'wrong', database: TEST_DB }))).code, '28P01');
+    if (PG_BIN) {
+      const env = { PGPASSWORD: ROLES.md5.password };
+      const q = await run(`${PG_BIN}/psql`, ['-X', '-At', '-h', '127.0.0.1', '-p', String(port), '-U', ROLES.md5.user, '-d', TEST_DB, '-c', 'select 40 + 2'], { env });
+      assert.is(q.stdout.trim(), '42', q.stderr);
+      const script = path.join(dir, 'select.sql');
+      fs.writeFileSync(script, 'select 1;\n');
+      const bench = await run(`${PG_BIN}/pgbench`, ['-n', '-c', '8', '-t', '50', '-h', '127.0.0.1', '-p', String(port), '-U', ROLES.md5.user, '-f', script, TEST_DB], { env });
+      assert.is(bench.code, 0, bench.stderr);
+      assert.match(bench.stdout, /number of failed transactions: 0/);
+    }
+  } finally {
+    await proxy.shutdown(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
