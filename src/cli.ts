@@ -89,7 +89,15 @@ async function main(): Promise<void> {
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
 
-  const proxy = new Proxy({ config, userlist, embedded });
+  let stop: (graceMs: number, why: string) => Promise<void> = async () => {};
+  const proxy = new Proxy({
+    config,
+    userlist,
+    embedded,
+    configPath: args.config,
+    // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
+    onShutdown: (mode) => void stop(mode === 'immediate' ? 0 : config.shutdown_timeout * 1000, `SHUTDOWN ${mode}`),
+  });
   try {
     await proxy.listen();
   } catch (err) {
@@ -99,7 +107,7 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const stop = async (graceMs: number, why: string) => {
+  stop = async (graceMs: number, why: string) => {
     log.info({ signal: why, graceMs }, 'shutting down');
     // A second signal may shorten the wait (SIGINT after SIGTERM); only the first finishes up.
     const done = proxy.shutdown(graceMs);
@@ -110,9 +118,15 @@ async function main(): Promise<void> {
     log.info('stopped');
     process.exit(0);
   };
-  // PgBouncer's meanings: SIGTERM waits for clients (bounded here by shutdown_timeout), SIGINT does not.
+  // PgBouncer's meanings: SIGTERM waits for clients (bounded here by shutdown_timeout), SIGINT
+  // does not; SIGHUP reloads; SIGUSR1 pauses and SIGUSR2 resumes.
   process.on('SIGTERM', () => void stop(config.shutdown_timeout * 1000, 'SIGTERM'));
   process.on('SIGINT', () => void stop(0, 'SIGINT'));
+  process.on('SIGHUP', () => {
+    proxy.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
+  });
+  process.on('SIGUSR1', () => void proxy.admin.pause());
+  process.on('SIGUSR2', () => proxy.admin.resume());
 }
 
 main().catch((err) => {

@@ -63,8 +63,24 @@ export function variantOf(params: ReadonlyMap<string, string>): string {
   return JSON.stringify([...params].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** Totals since start, for SHOW STATS (the relay adds to them with plain increments). */
+export interface PoolCounters {
+  assignments: number;
+  xacts: number;
+  queries: number;
+  received: number;
+  sent: number;
+  /** Microseconds clients spent waiting for a server. */
+  waitUs: number;
+}
+
 export class Pool {
   readonly servers = new Set<ServerConnection>();
+  readonly counters: PoolCounters = { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0 };
+  /** PAUSE: no server is handed out or opened until RESUME. */
+  paused = false;
+  /** Servers created before this time are closed instead of reused (RECONNECT, RELOAD). */
+  private retireBefore = 0;
   private readonly idle: ServerConnection[] = [];
   private readonly waiters: PoolClient[] = [];
   private connecting = 0;
@@ -97,11 +113,43 @@ export class Pool {
     return this.idle.length;
   }
 
+  /** How long the longest-waiting client has waited, in ms. */
+  maxWaitMs(now = Date.now()): number {
+    return this.waiters.length > 0 ? now - this.waiters[0].waitingSince : 0;
+  }
+
+  isWaiting(client: PoolClient): boolean {
+    return this.waiters.includes(client);
+  }
+
+  /** PAUSE: resolves once no server is in use, then closes the idle ones (as PgBouncer). */
+  async pause(): Promise<void> {
+    this.paused = true;
+    while ([...this.servers].some((s) => s.state === ServerState.Active || s.state === ServerState.Cleanup)) {
+      await new Promise((r) => setTimeout(r, 20));
+      if (!this.paused) return;
+    }
+    this.closeIdle();
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (const server of this.idle.splice(0)) this.handOut(server);
+    this.grow();
+  }
+
+  /** RECONNECT: servers in use are closed when released; idle ones now. */
+  reconnect(): void {
+    this.retireBefore = Date.now() + 1;
+    this.closeIdle();
+  }
+
   /** Gives the client a server now or when one is free; answers through the client's callbacks. */
   acquire(client: PoolClient): void {
     this.lastParams = client.serverParams;
-    const server = this.takeIdle(client.variant);
+    const server = this.paused ? null : this.takeIdle(client.variant);
     if (server) {
+      this.counters.assignments++;
       client.onServerAssigned(server);
       return;
     }
@@ -253,14 +301,17 @@ export class Pool {
   /** A server became free: the longest-waiting client with the same parameters gets it. */
   private handOut(server: ServerConnection): void {
     if (this.closed || server.state === ServerState.Closed) return;
-    if (this.settings.lifetimeMs > 0 && Date.now() - server.createdAt > this.settings.lifetimeMs) {
+    const now = Date.now();
+    if ((this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) || server.createdAt < this.retireBefore) {
       this.discard(server);
       return;
     }
-    for (let i = 0; i < this.waiters.length; i++) {
+    for (let i = 0; !this.paused && i < this.waiters.length; i++) {
       const client = this.waiters[i];
       if (client.variant === server.variant) {
         this.waiters.splice(i, 1);
+        this.counters.assignments++;
+        this.counters.waitUs += (now - client.waitingSince) * 1000;
         client.onServerAssigned(server);
         return;
       }
@@ -277,7 +328,7 @@ export class Pool {
 
   /** Opens servers for clients that no idle or pending server will serve. */
   private grow(now = Date.now()): void {
-    if (this.closed) return;
+    if (this.closed || this.paused) return;
     let pending = this.connecting; // connections under way serve the first waiters
     for (const client of this.waiters) {
       if (pending > 0) {

@@ -74,7 +74,7 @@ export class ServerConnection implements FrameSink {
   /** Set when the server must not be reused (protocol confusion, lost sync). */
   broken = false;
 
-  private readonly socket: net.Socket;
+  readonly socket: net.Socket;
   private readonly framer = new Framer(this);
   private sawReady = false;
   private lastError: PgError | null = null;

@@ -34,6 +34,9 @@ export interface ClientHost {
   /** Told of every session-token login's outcome (the per-address failure limit). */
   onSessionLogin(client: ClientConnection, ok: boolean): void;
   cancel(pid: number, secret: number): void;
+  /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
+  adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
+  adminQuery(client: ClientConnection, sql: string): Promise<Buffer>;
   onClientClosed(client: ClientConnection): void;
 }
 
@@ -56,6 +59,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Last time the client sent anything or got an answer (client_idle_timeout). */
   lastActiveAt = Date.now();
   pool: Pool | null = null;
+  /** Logged in to the admin console rather than a database. */
+  admin = false;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
@@ -126,7 +131,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           this.socket.pause();
           return;
         case ClientPhase.Ready:
-          return this.relay(chunk);
+          return this.admin ? this.framer.push(chunk) : this.relay(chunk);
         default:
           return;
       }
@@ -178,6 +183,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       if (type !== Frontend.Password) throw new ProtocolViolation(`expected password response, got message type "${String.fromCharCode(type)}"`);
       return true;
     }
+    if (this.admin) {
+      if (type === Frontend.Query) return true;
+      if (type === Frontend.Terminate) this.close();
+      else this.fail(PgError.fatal(SqlState.FeatureNotSupported, 'extended query protocol not supported by admin console'));
+      return false;
+    }
     switch (type) {
       case Frontend.Query:
       case Frontend.FunctionCall:
@@ -202,8 +213,17 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   onBody(_type: number, body: Buffer): void {
-    // Only password messages are read whole, during authentication.
-    this.onAuthStep(this.auth!.receive(body));
+    // Only password messages (authentication) and admin console queries are read whole.
+    if (this.phase === ClientPhase.Auth) return this.onAuthStep(this.auth!.receive(body));
+    if (this.phase !== ClientPhase.Ready) return;
+    const sql = body.toString('utf8', 0, body.length - 1);
+    // One command at a time, in order: stop reading until this one is answered.
+    this.socket.pause();
+    this.host.adminQuery(this, sql).then((answer) => {
+      if (this.phase === ClientPhase.Closed) return;
+      this.socket.write(Buffer.concat([answer, msg.readyForQuery(READY_IDLE)]));
+      this.socket.resume();
+    });
   }
 
   private onAuthStep(step: AuthStep): void {
@@ -229,6 +249,16 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   /** Authenticated: find the pool and the ParameterStatus values the login reply needs. */
   private beginSession(serverParams: ReadonlyMap<string, string>): void {
+    if (this.admin) {
+      let status: ReadonlyMap<string, string>;
+      try {
+        status = this.host.adminLogin(this);
+      } catch (err) {
+        return this.fail(err as PgError);
+      }
+      this.phase = ClientPhase.Login;
+      return this.finishLogin(status);
+    }
     this.enterPool(serverParams);
     const cached = this.pool!.statusCache.get(this.variant);
     if (cached) this.finishLogin(cached);
@@ -301,7 +331,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     const early = this.pending;
     this.pending = [];
     this.socket.resume();
-    for (const chunk of early) this.relay(chunk);
+    for (const chunk of early) this.onData(chunk);
   }
 
   // ---- the relay ----
@@ -309,11 +339,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Client bytes in the Ready phase: scan headers, then forward to the linked server or hold. */
   private relay(chunk: Buffer): void {
     this.lastActiveAt = Date.now();
+    this.pool!.counters.received += chunk.length;
     const heldBefore = this.framer.heldHeaderBytes;
     const heldCopy = heldBefore > 0 ? this.framer.heldHeader() : null;
     this.scanReadies = 0;
     this.scanTerminateAt = -2;
     this.framer.push(chunk);
+    this.pool!.counters.queries += this.scanReadies;
 
     // Forward everything but a trailing partial header (kept until its type is known) and
     // anything from a Terminate on.
@@ -405,6 +437,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // ---- ServerPeer: the linked server's bytes ----
 
   writeFromServer(chunk: Buffer): boolean {
+    this.pool!.counters.sent += chunk.length;
     return this.socket.write(chunk);
   }
 
@@ -414,6 +447,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   onServerReady(server: ServerConnection): void {
     this.lastActiveAt = server.lastReadyAt;
+    if (server.txStatus === READY_IDLE) this.pool!.counters.xacts++;
     if (
       this.mode === 'transaction' &&
       server.outstanding === 0 &&

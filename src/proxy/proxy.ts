@@ -13,9 +13,21 @@ import { PasswordAuthenticator, SessionTokenAuthenticator, takeSessionCredential
 import { LoginLimiter } from './login-limiter.js';
 import { applySocketOptions, type SocketOptions } from './socket-options.js';
 import { log } from '../log.js';
+import { runAdminQuery } from '../admin/console.js';
+import type { ShutdownMode } from '../admin/view.js';
+import { ProxyAdminView } from './admin-view.js';
+import { loadAnyConfig } from '../config/ini.js';
+import { loadUserlist } from '../auth/userlist.js';
+
+/** The admin console's virtual database, as in PgBouncer. */
+const ADMIN_DB = 'pgbouncer';
 
 export interface ProxyOptions {
   config: Readonly<Config>;
+  /** Where the config came from, for RELOAD and SIGHUP. */
+  configPath?: string;
+  /** What SHUTDOWN from the admin console does (the CLI exits the process). */
+  onShutdown?: (mode: ShutdownMode) => void;
   /** auth_file's secrets by user name. */
   userlist: ReadonlyMap<string, StoredSecret>;
   /** Address of the embedded PostgreSQL, for database entries with "embedded": true. */
@@ -43,15 +55,87 @@ export class Proxy implements ClientHost {
   private readonly embedded?: { host: string; port: number };
   private stopping = false;
   private readonly limiter: LoginLimiter;
+  /** Databases closed to new clients by DISABLE. */
+  private readonly disabled = new Set<string>();
+  private readonly poolDatabase = new WeakMap<Pool, string>();
+  private readonly adminView: ProxyAdminView;
+  private readonly options: ProxyOptions;
   private stopped: Promise<void> = Promise.resolve();
   private shutdownDeadline = Infinity;
 
   constructor(opts: ProxyOptions) {
+    this.options = opts;
     this.config = opts.config;
     this.userlist = opts.userlist;
     this.embedded = opts.embedded;
     const st = opts.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
+    this.adminView = new ProxyAdminView(this, {
+      reload: () => this.reload(),
+      shutdown: (mode) => (opts.onShutdown ? opts.onShutdown(mode) : void this.shutdown(mode === 'immediate' ? 0 : this.config.shutdown_timeout * 1000)),
+      disabled: this.disabled,
+      databaseNameOf: (pool) => this.poolDatabase.get(pool) ?? pool.name,
+    });
+  }
+
+  get currentConfig(): Readonly<Config> {
+    return this.config;
+  }
+
+  /** The admin console's view, for signals that act like its commands (SIGUSR1 = PAUSE). */
+  get admin(): ProxyAdminView {
+    return this.adminView;
+  }
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * RELOAD / SIGHUP: read the config file and auth_file again. New settings apply to pools from
+   * now on; servers started under the old settings are replaced as they come free. A bad file
+   * leaves everything as it was.
+   */
+  async reload(): Promise<void> {
+    if (!this.options.configPath) throw new Error('no config file to reload');
+    const { config, warnings } = loadAnyConfig(this.options.configPath);
+    const userlist = config.auth_file ? loadUserlist(config.auth_file) : new Map();
+    for (const w of warnings) log.warn(w);
+    this.config = config;
+    this.userlist = userlist;
+    for (const [key, pool] of this.pools) {
+      const name = this.poolDatabase.get(pool) ?? key.split('\u0000')[0];
+      const entry = config.databases[name] ?? config.databases['*'];
+      if (!entry) {
+        pool.reconnect();
+        continue;
+      }
+      pool.settings = this.poolSettings(entry, pool.target.user);
+    }
+    log.info({ config: this.options.configPath }, 'configuration reloaded');
+  }
+
+  adminLogin(client: ClientConnection): ReadonlyMap<string, string> {
+    const c = this.config;
+    const isAdmin = c.admin_users.includes(client.user);
+    // With auth_type trust PgBouncer still only lets listed users in.
+    if (!isAdmin && !c.stats_users.includes(client.user)) {
+      throw PgError.fatal(SqlState.ProtocolViolation, 'not allowed');
+    }
+    return new Map([
+      ['server_version', `${this.adminView.version()}/bouncer`],
+      ['client_encoding', 'UTF8'],
+      ['server_encoding', 'UTF8'],
+      ['DateStyle', 'ISO'],
+      ['TimeZone', 'GMT'],
+      ['standard_conforming_strings', 'on'],
+      ['is_superuser', isAdmin ? 'on' : 'off'],
+    ]);
+  }
+
+  adminQuery(client: ClientConnection, sql: string): Promise<Buffer> {
+    const c = this.config;
+    return runAdminQuery(sql, this.adminView, { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) });
   }
 
   get openConnectionSql(): string {
@@ -132,6 +216,13 @@ export class Proxy implements ClientHost {
     if (replication !== undefined && !NOT_REPLICATION.has(replication.toLowerCase())) {
       return refuse(PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
     }
+    if (database === ADMIN_DB) {
+      client.admin = true;
+      return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), new Map());
+    }
+    if (this.disabled.has(database)) {
+      return refuse(PgError.fatal('55000', `database "${database}" is not currently accepting connections (DISABLE)`));
+    }
     const entry = c.databases[database] ?? c.databases['*'];
     if (!entry) return refuse(PgError.fatal(SqlState.InvalidCatalogName, `database "${database}" does not exist`));
     this.databaseOf.set(client, { name: database, entry });
@@ -168,6 +259,7 @@ export class Proxy implements ClientHost {
         () => this.mayOpen(name, entry, serverUser),
       );
       this.pools.set(key, pool);
+      this.poolDatabase.set(pool, name);
     } else if (credentials.kind === 'scram-keys' || pool.credentials.kind === 'none') {
       // Keys proven by the latest client replace older ones (the password may have changed).
       pool.credentials = credentials;

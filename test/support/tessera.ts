@@ -45,6 +45,8 @@ export interface RunningTessera {
   port: number;
   proxy: Proxy;
   dir: string;
+  /** The config file it was started from (edit it, then proxy.reload()). */
+  file: string;
   /** Connection settings for node-postgres through Tessera. */
   conn(user: string, password?: string, database?: string): pg.ClientConfig;
   stop(): Promise<void>;
@@ -72,12 +74,13 @@ export async function startTessera(settings: Record<string, unknown>, userlist?:
   const port = await freePort();
   const { dir, file, json } = writeConfig(settings, userlist, port);
   const config = parseConfig(json, file, dir);
-  const proxy = new Proxy({ config, userlist: config.auth_file ? loadUserlist(config.auth_file) : new Map() });
+  const proxy = new Proxy({ config, configPath: file, userlist: config.auth_file ? loadUserlist(config.auth_file) : new Map() });
   await proxy.listen();
   return {
     port,
     proxy,
     dir,
+    file,
     conn: (user, password, database = 'tessera_test') => ({ host: '127.0.0.1', port, user, password, database }),
     stop: async () => {
       await proxy.shutdown(0);
