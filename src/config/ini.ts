@@ -200,7 +200,6 @@ function setting(state: State, key: string, value: string, loc: string, dir: str
 
 function unsupported(key: string): string {
   if (key === 'ignore_startup_parameters') return 'setting "ignore_startup_parameters" is not needed: Tessera honours every startup parameter; ignored';
-  if (key === 'unix_socket_dir') return 'setting "unix_socket_dir" is used only as the socket folder of databases without host: Tessera does not listen on a Unix socket yet';
   if (PGBOUNCER_SETTINGS.has(key)) return `setting "${key}" is not supported by Tessera and is ignored`;
   return `setting "${key}" is not a PgBouncer or Tessera setting (a typo?) and is ignored`;
 }
@@ -319,10 +318,8 @@ function finish(state: State, path: string): void {
     if (value.startsWith('@')) throw new ConfigError(`${loc}: database "${name}": no host, and unix_socket_dir is an abstract "@" socket, which Tessera does not support`);
     state.json.databases[name]!.host = resolve(dir, value);
   }
-  if (state.json.listen_addr === undefined) {
-    const listen = ConfigSchema.properties.listen_addr.default as string;
-    state.warnings.push(`${path}: listen_addr is not set: PgBouncer would take Unix socket connections only, Tessera listens on ${listen}`);
-  }
+  // As in PgBouncer: no listen_addr means Unix socket connections only.
+  if (state.json.listen_addr === undefined) state.json.listen_addr = '';
 }
 
 /** Puts a parseConfig error (`file: key.path: problem`) on the ini line that set that key. */

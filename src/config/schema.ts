@@ -60,8 +60,9 @@ export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(Type.String({ description: 'JSON Schema reference for editors; ignored by Tessera.' })),
 
-    listen_addr: setting(Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to accept client connections on; "*" means all addresses.' })),
-    listen_port: setting(portNumber({ default: 6432, description: 'TCP port to accept client connections on.' })),
+    listen_addr: setting(Type.String({ default: '127.0.0.1', description: 'Addresses to accept TCP clients on, comma-separated; "*" means all addresses; empty means the Unix socket only.' })),
+    listen_port: setting(portNumber({ default: 6432, description: 'TCP port to accept client connections on; also names the Unix socket (.s.PGSQL.<port>).' })),
+    unix_socket_dir: setting(Type.String({ default: '/tmp', description: 'Folder for the Unix socket .s.PGSQL.<listen_port>, so `psql -h /tmp` works; empty disables it.' })),
     pool_mode: setting(poolMode({ default: 'session', description: 'When a server connection returns to the pool: when the client disconnects (session) or after each transaction (transaction).' })),
     default_pool_size: count(20, 'Server connections per user and database pair.'),
     min_pool_size: count(0, 'Server connections to keep open in each pool even when idle.'),

@@ -3,6 +3,7 @@
  * cancel-key registry and the janitor, and shuts down in order.
  */
 import net from 'node:net';
+import { unlink } from 'node:fs/promises';
 import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
@@ -48,7 +49,7 @@ export class Proxy implements ClientHost {
   readonly clients = new Set<ClientConnection>();
   private readonly byPid = new Map<number, ClientConnection>();
   private readonly databaseOf = new WeakMap<ClientConnection, ResolvedDatabase>();
-  private server: net.Server | null = null;
+  private readonly servers: net.Server[] = [];
   private janitor: NodeJS.Timeout | null = null;
   private config: Readonly<Config>;
   private userlist: ReadonlyMap<string, StoredSecret>;
@@ -148,24 +149,43 @@ export class Proxy implements ClientHost {
     log.warn({ client: client.id, user: client.user, db: client.database, addr: client.remoteAddress }, 'session-token login failed');
   }
 
-  /** Starts listening; resolves with the bound address. */
-  async listen(): Promise<net.AddressInfo> {
+  /**
+   * Starts listening on every listen_addr address and on the Unix socket; resolves with the first
+   * TCP address (or null when there is none).
+   */
+  async listen(): Promise<net.AddressInfo | null> {
     const c = this.config;
+    const hosts = c.listen_addr.split(',').map((h) => h.trim()).filter(Boolean);
+    let first: net.AddressInfo | null = null;
+    for (const host of hosts) {
+      // "*": every address, IPv4 and IPv6 (Node's default dual-stack listen).
+      const server = await this.listenOn({ host: host === '*' ? undefined : host, port: c.listen_port, backlog: 128 });
+      const address = server.address() as net.AddressInfo;
+      first ??= address;
+      log.info({ addr: address.address, port: address.port }, 'listening');
+    }
+    if (c.unix_socket_dir) {
+      const path = `${c.unix_socket_dir}/.s.PGSQL.${c.listen_port}`;
+      await removeStaleSocket(path);
+      await this.listenOn({ path });
+      log.info({ socket: path }, 'listening');
+    }
+    this.janitor = setInterval(() => this.tick(), JANITOR_INTERVAL_MS);
+    this.janitor.unref();
+    return first;
+  }
+
+  private async listenOn(options: net.ListenOptions): Promise<net.Server> {
     const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
-    this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      const host = c.listen_addr === '*' ? undefined : c.listen_addr;
-      server.listen({ host, port: c.listen_port, backlog: 128 }, () => {
+      server.listen(options, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    this.janitor = setInterval(() => this.tick(), JANITOR_INTERVAL_MS);
-    this.janitor.unref();
-    const address = server.address() as net.AddressInfo;
-    log.info({ addr: address.address, port: address.port }, 'listening');
-    return address;
+    this.servers.push(server);
+    return server;
   }
 
   /**
@@ -178,7 +198,7 @@ export class Proxy implements ClientHost {
     this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
     if (this.stopping) return this.stopped;
     this.stopping = true;
-    this.server?.close();
+    for (const server of this.servers) server.close();
     this.stopped = (async () => {
       while (this.clients.size > 0 && Date.now() < this.shutdownDeadline) {
         // Idle servers are not needed by anyone new; close them early.
@@ -402,4 +422,20 @@ export class Proxy implements ClientHost {
         return { kind: 'none' };
     }
   }
+}
+
+/**
+ * A socket file left by a Tessera that died is removed; one that answers belongs to a running
+ * server, and listening would fail with EADDRINUSE as it should.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!alive) await unlink(path).catch(() => {});
 }

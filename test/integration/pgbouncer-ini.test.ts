@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, PG_BIN, sharedCluster } from '../support/cluster.js';
-import { freePort, connect, rejection, run } from '../support/tessera.js';
+import { freePort, connect, rejection, run, startTessera, clusterEntry } from '../support/tessera.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
 import { Proxy } from '../../src/proxy/proxy.js';
@@ -57,6 +57,27 @@ test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; 
     }
   } finally {
     await proxy.shutdown(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('Unix socket (psql -h DIR) and a listen_addr list', async () => {
+  const cluster = await sharedCluster();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-sock-'));
+  const t = await startTessera({ unix_socket_dir: dir, listen_addr: '127.0.0.1, 127.0.0.2', databases: { '*': clusterEntry(cluster) } });
+  try {
+    assert.ok(fs.existsSync(path.join(dir, `.s.PGSQL.${t.port}`)));
+    for (const host of [dir, '127.0.0.2']) {
+      const c = await connect({ ...t.conn(ROLES.trust.user), host });
+      assert.is((await c.query('select 1 as one')).rows[0].one, 1);
+      await c.end();
+    }
+    if (PG_BIN) {
+      const r = await run(`${PG_BIN}/psql`, ['-X', '-At', '-h', dir, '-p', String(t.port), '-U', ROLES.trust.user, '-d', TEST_DB, '-c', 'select 7']);
+      assert.is(r.stdout.trim(), '7', r.stderr);
+    }
+  } finally {
+    await t.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

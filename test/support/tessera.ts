@@ -59,7 +59,8 @@ export function clusterEntry(cluster: Cluster, extra: Record<string, unknown> = 
 
 function writeConfig(settings: Record<string, unknown>, userlist: string | undefined, port: number): { dir: string; file: string; json: Record<string, unknown> } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-cfg-'));
-  const json: Record<string, unknown> = { listen_port: port, auth_type: 'trust', ...settings };
+  // No Unix socket unless a test asks for one: parallel runs would otherwise litter /tmp.
+  const json: Record<string, unknown> = { listen_port: port, auth_type: 'trust', unix_socket_dir: '', ...settings };
   if (userlist !== undefined) {
     fs.writeFileSync(path.join(dir, 'userlist.txt'), userlist);
     json.auth_file ??= 'userlist.txt';
