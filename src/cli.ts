@@ -106,6 +106,11 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
+  if (config.metrics_listen) {
+    const { startMetrics } = await import('./metrics/metrics.js');
+    await startMetrics(config.metrics_listen, proxy);
+  }
+
   let stopping = false;
   stop = async (graceMs: number, why: string) => {
     log.info({ signal: why, graceMs }, 'shutting down');

@@ -72,11 +72,13 @@ export interface PoolCounters {
   sent: number;
   /** Microseconds clients spent waiting for a server. */
   waitUs: number;
+  /** Server connections opened. */
+  connects: number;
 }
 
 export class Pool {
   readonly servers = new Set<ServerConnection>();
-  readonly counters: PoolCounters = { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0 };
+  readonly counters: PoolCounters = { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0 };
   /** PAUSE: no server is handed out or opened until RESUME. */
   paused = false;
   /** Servers created before this time are closed instead of reused (RECONNECT, RELOAD). */
@@ -373,6 +375,7 @@ export class Pool {
     const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s));
     this.servers.add(server);
     this.connecting++;
+    this.counters.connects++;
     server.login().then(
       () => {
         this.connecting--;

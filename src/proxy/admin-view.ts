@@ -270,7 +270,7 @@ export class ProxyAdminView implements AdminView {
     const seconds = (now - this.periodStart) / 1000;
     const averages = new Map<string, StatCounters>();
     for (const pool of this.proxy.pools.values()) {
-      const before = this.periodTotals.get(pool) ?? { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0 };
+      const before = this.periodTotals.get(pool) ?? { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0 };
       const k = pool.counters;
       const name = this.control.databaseNameOf(pool);
       const a = averages.get(name) ?? zeroCounters();

@@ -33,6 +33,8 @@ export interface ClientHost {
   readonly openConnectionSql: string;
   /** Told of every session-token login's outcome (the per-address failure limit). */
   onSessionLogin(client: ClientConnection, ok: boolean): void;
+  /** Counts a refused login by reason (metrics). */
+  onLoginFailed(client: ClientConnection, reason: string): void;
   cancel(pid: number, secret: number): void;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
@@ -42,6 +44,16 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 let nextClientId = 1;
+
+/** Metric labels for the SQLSTATEs a refused login carries. */
+const LOGIN_FAILURE_REASONS: Record<string, string> = {
+  [SqlState.InvalidPassword]: 'invalid_password',
+  [SqlState.InvalidCatalogName]: 'unknown_database',
+  [SqlState.TooManyConnections]: 'max_client_conn',
+  [SqlState.InvalidAuthorization]: 'not_authorized',
+  [SqlState.ProtocolViolation]: 'protocol_violation',
+  [SqlState.CannotConnectNow]: 'shutting_down',
+};
 
 export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   readonly id = nextClientId++;
@@ -232,6 +244,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.socket.write(step.message);
         return;
       case 'fail':
+        this.host.onLoginFailed(this, LOGIN_FAILURE_REASONS[step.error.code] ?? step.error.code);
         this.fail(step.error);
         return;
       case 'ok':
@@ -316,6 +329,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private tokenLoginFailed(errmsg: string): void {
     this.host.onSessionLogin(this, false);
+    this.host.onLoginFailed(this, `session_${errmsg.toLowerCase()}`);
     // As PostgreSQL words a failed login; the errmsg says which check failed.
     const code = errmsg === 'EXPIRED' || errmsg === 'LOCKED' ? SqlState.InvalidAuthorization : SqlState.InvalidPassword;
     this.fail(PgError.fatal(code, `session authentication failed for user "${this.user}": ${errmsg}`));

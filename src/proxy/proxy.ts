@@ -75,8 +75,19 @@ export class Proxy implements ClientHost {
       reload: () => this.reload(),
       shutdown: (mode) => (opts.onShutdown ? opts.onShutdown(mode) : void this.shutdown(mode === 'immediate' ? 0 : this.config.shutdown_timeout * 1000)),
       disabled: this.disabled,
-      databaseNameOf: (pool) => this.poolDatabase.get(pool) ?? pool.name,
+      databaseNameOf: (pool) => this.databaseNameOf(pool),
     });
+  }
+
+  /** Failed logins by reason, for the metrics endpoint. */
+  readonly loginFailures = new Map<string, number>();
+
+  databaseNameOf(pool: Pool): string {
+    return this.poolDatabase.get(pool) ?? pool.name;
+  }
+
+  onLoginFailed(client: ClientConnection, reason: string): void {
+    this.loginFailures.set(reason, (this.loginFailures.get(reason) ?? 0) + 1);
   }
 
   get currentConfig(): Readonly<Config> {

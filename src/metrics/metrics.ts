@@ -1,0 +1,142 @@
+/**
+ * The Prometheus endpoint (metrics_listen) and a small live status page at the same address.
+ * Everything is read from the proxy's state at scrape time, so the relay pays nothing for it.
+ */
+import http from 'node:http';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { ServerState } from '../pool/server-connection.js';
+import type { Pool, PoolCounters } from '../pool/pool.js';
+import type { Proxy } from '../proxy/proxy.js';
+import { log } from '../log.js';
+
+const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup] as const;
+
+export function buildRegistry(proxy: Proxy): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'tessera_' });
+  const labels = (pool: Pool) => ({ database: proxy.databaseNameOf(pool), user: pool.target.user });
+
+  new Gauge({
+    name: 'tessera_pool_servers',
+    help: 'Server connections by pool and state (login, idle, active, cleanup).',
+    labelNames: ['database', 'user', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const pool of proxy.pools.values()) {
+        for (const state of SERVER_STATES) {
+          this.set({ ...labels(pool), state }, [...pool.servers].filter((s) => s.state === state).length);
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: 'tessera_pool_clients',
+    help: 'Logged-in clients by pool: active (served or idle) and waiting for a server.',
+    labelNames: ['database', 'user', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const pool of proxy.pools.values()) {
+        const clients = [...proxy.clients].filter((c) => c.pool === pool);
+        const waiting = clients.filter((c) => c.isWaiting).length;
+        this.set({ ...labels(pool), state: 'active' }, clients.length - waiting);
+        this.set({ ...labels(pool), state: 'waiting' }, waiting);
+      }
+    },
+  });
+  new Gauge({
+    name: 'tessera_pool_max_wait_seconds',
+    help: 'How long the longest-waiting client of each pool has waited for a server.',
+    labelNames: ['database', 'user'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const pool of proxy.pools.values()) this.set(labels(pool), pool.maxWaitMs() / 1000);
+    },
+  });
+  new Gauge({
+    name: 'tessera_clients',
+    help: 'Client connections, in any phase.',
+    registers: [registry],
+    collect() {
+      this.set(proxy.clients.size);
+    },
+  });
+
+  const poolCounter = (name: string, help: string, pick: (k: PoolCounters) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['database', 'user'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const pool of proxy.pools.values()) this.inc(labels(pool), pick(pool.counters));
+      },
+    });
+  poolCounter('tessera_transactions_total', 'Transactions (ReadyForQuery back to idle).', (k) => k.xacts);
+  poolCounter('tessera_queries_total', 'Queries and Syncs sent by clients.', (k) => k.queries);
+  poolCounter('tessera_received_bytes_total', 'Bytes received from clients.', (k) => k.received);
+  poolCounter('tessera_sent_bytes_total', 'Bytes sent to clients.', (k) => k.sent);
+  poolCounter('tessera_server_assignments_total', 'Times a server was handed to a client.', (k) => k.assignments);
+  poolCounter('tessera_server_connects_total', 'Server connections opened.', (k) => k.connects);
+
+  new Counter({
+    name: 'tessera_login_failures_total',
+    help: 'Failed client logins by reason (invalid_password, unknown_database, max_client_conn, session_authfail, ...).',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of proxy.loginFailures) this.inc({ reason }, n);
+    },
+  });
+  return registry;
+}
+
+const escape = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The status page: the pools at a glance, refreshed every two seconds. */
+function statusPage(proxy: Proxy): string {
+  const rows = [...proxy.pools.values()].map((pool) => {
+    const servers = [...pool.servers];
+    const count = (s: ServerState) => servers.filter((x) => x.state === s).length;
+    const clients = [...proxy.clients].filter((c) => c.pool === pool);
+    const waiting = clients.filter((c) => c.isWaiting).length;
+    const cells = [proxy.databaseNameOf(pool), pool.target.user, pool.settings.mode, clients.length - waiting, waiting, count(ServerState.Active), count(ServerState.Idle), count(ServerState.Login), (pool.maxWaitMs() / 1000).toFixed(1), pool.counters.xacts, pool.paused ? 'paused' : ''];
+    return `<tr>${cells.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`;
+  });
+  const head = ['database', 'user', 'mode', 'clients', 'waiting', 'servers active', 'idle', 'connecting', 'max wait s', 'transactions', ''];
+  return `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2"><title>Tessera</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}</style>
+</head><body><h1>Tessera</h1><p>${escape(proxy.clients.size)} clients connected. Metrics for Prometheus: <a href="/metrics">/metrics</a>.</p>
+<table><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr>${rows.join('') || '<tr><td colspan="11">no pools yet</td></tr>'}</table></body></html>`;
+}
+
+/** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
+export async function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
+  const registry = buildRegistry(proxy);
+  const i = listen.lastIndexOf(':');
+  const host = i > 0 ? listen.slice(0, i) : '127.0.0.1';
+  const port = Number(i >= 0 ? listen.slice(i + 1) : listen);
+  const server = http.createServer((req, res) => {
+    if (req.url === '/metrics') {
+      registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+        (err) => res.writeHead(500).end(String(err)),
+      );
+    } else if (req.url === '/' || req.url === '/status') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(proxy));
+    } else {
+      res.writeHead(404).end('not found\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  server.unref();
+  log.info({ metrics: `${host}:${(server.address() as { port: number }).port}` }, 'metrics listening');
+  return server;
+}
