@@ -82,6 +82,7 @@ export const ConfigSchema = Type.Object(
     admin_users: UserList('Users allowed every admin console command, as a list or comma-separated string.'),
     stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
 
+    max_prepared_statements: count(200, 'Protocol-level prepared statements kept per server connection in transaction mode (LRU); 0 passes Parse/Bind through untracked.'),
     server_reset_query: setting(Type.String({ default: 'DISCARD ALL', description: 'Query run on a server connection before another client gets it; empty disables it.' })),
     server_reset_query_always: setting(Type.Boolean({ default: false, description: 'Run server_reset_query in transaction mode too, not only in session mode.' })),
     server_connect_timeout: seconds(15, 'Seconds to wait for a server connection and login to finish.'),

@@ -12,6 +12,7 @@
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
+import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
 
 export type PoolMode = 'session' | 'transaction';
@@ -32,6 +33,8 @@ export interface PoolSettings {
   connectTimeoutMs: number;
   /** How long an abandoned query may take to answer its cancel before the server is closed. */
   cancelWaitTimeoutMs: number;
+  /** Per-backend bound on transaction-mode prepared statements; 0 turns the tracking off. */
+  maxPreparedStatements: number;
   /** After a failed server login, how long new logins are not tried (server_login_retry). */
   loginRetryMs: number;
   socket: SocketOptions;
@@ -192,7 +195,8 @@ export class Pool {
     server.detach();
     if (server.state === ServerState.Closed) return;
     if (how.midMessage || server.broken) {
-      if (server.outstanding > 0) server.cancel();
+      // Closing alone would leave PostgreSQL running the query until it next writes to us.
+      if (server.outstanding > 0 || how.extendedOpen) server.cancel();
       this.discard(server);
       return;
     }
@@ -221,6 +225,8 @@ export class Pool {
     }
     server.runInternal(queries).then(
       () => {
+        // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
+        if (queries.some((q) => dropsAllStatements(Buffer.from(q)))) server.statements.clear();
         server.state = ServerState.Idle;
         this.handOut(server);
       },
@@ -428,3 +434,4 @@ export class Pool {
     if (this.waiters.length > 0) this.grow();
   }
 }
+

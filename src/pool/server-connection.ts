@@ -10,6 +10,8 @@ import { Backend, AuthCode, PgError, SqlState } from '../protocol/messages.js';
 import { md5Response, md5Secret } from '../auth/md5.js';
 import { ScramClient, type ScramCredentials } from '../auth/scram.js';
 import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.js';
+import { ServerStatements } from './prepared.js';
+import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
 
 /** Where and as whom to connect. `params` are the startup parameters the server session runs with. */
 export interface ServerTarget {
@@ -73,6 +75,17 @@ export class ServerConnection implements FrameSink {
   peer: ServerPeer | null = null;
   /** Set when the server must not be reused (protocol confusion, lost sync). */
   broken = false;
+  /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
+  readonly statements = new ServerStatements();
+  /** What this backend owes while a client's extended protocol is being rewritten; else null. */
+  responses: ResponseQueue | null = null;
+
+  // Tracked relay state for one incoming chunk (see relayTracked()).
+  private out: Buffer[] = [];
+  private outFrom = 0;
+  private chunk: Buffer = Buffer.alloc(0);
+  private heldPending: Buffer | null = null;
+  private dropping = false;
 
   readonly socket: net.Socket;
   private readonly framer = new Framer(this);
@@ -135,13 +148,18 @@ export class ServerConnection implements FrameSink {
   }
 
   /** Links the server to a client; from now on its bytes go to that client. */
-  attach(peer: ServerPeer): void {
+  /** Links the server to a client; `track` when the client's messages are rewritten. */
+  attach(peer: ServerPeer, track = false): void {
     this.peer = peer;
     this.state = ServerState.Active;
     this.lastUsedAt = Date.now();
+    this.responses = track ? new ResponseQueue() : null;
   }
 
   detach(): void {
+    // Responses still owed to a rewritten batch would leave our statement bookkeeping unsure.
+    if (this.responses && !this.responses.empty) this.broken = true;
+    this.responses = null;
     this.peer = null;
     this.lastUsedAt = Date.now();
   }
@@ -263,6 +281,7 @@ export class ServerConnection implements FrameSink {
 
   private onData(chunk: Buffer): void {
     this.sawReady = false;
+    if (this.responses && this.state === ServerState.Active) return this.relayTracked(chunk);
     try {
       this.framer.push(chunk);
     } catch (err) {
@@ -281,9 +300,61 @@ export class ServerConnection implements FrameSink {
     }
   }
 
-  onHeader(type: number): boolean {
+  /**
+   * The relay while a client's messages are rewritten: responses Tessera caused itself (to an
+   * injected Parse or Close) are cut out, and responses Tessera makes up are spliced in where the
+   * server's own would have been. A trailing partial header is held back until its message is
+   * known, so nothing that might be cut has been sent already.
+   */
+  private relayTracked(chunk: Buffer): void {
+    this.heldPending = this.framer.heldHeaderBytes > 0 ? this.framer.heldHeader() : null;
+    this.out = [];
+    this.outFrom = 0;
+    this.chunk = chunk;
+    try {
+      this.framer.push(chunk);
+    } catch (err) {
+      this.broken = true;
+      this.lastError = PgError.fatal(SqlState.ProtocolViolation, `server sent invalid data: ${(err as Error).message}`);
+      this.socket.destroy();
+      return;
+    }
+    this.emitUpTo(chunk.length - this.framer.heldHeaderBytes);
+    const peer = this.peer;
+    if (!peer) return;
+    let ok = true;
+    for (const part of this.out) ok = peer.writeFromServer(part) && ok;
+    this.out = [];
+    if (!ok) {
+      this.socket.pause();
+      peer.onceDrained(() => this.socket.resume());
+    }
+    if (this.sawReady) peer.onServerReady(this);
+  }
+
+  /** Queues this chunk's bytes up to `end` (after any held header bytes) for the client. */
+  private emitUpTo(end: number): void {
+    if (this.heldPending) {
+      this.out.push(this.heldPending);
+      this.heldPending = null;
+    }
+    if (end > this.outFrom) this.out.push(this.chunk.subarray(this.outFrom, end));
+    this.outFrom = Math.max(this.outFrom, end);
+  }
+
+  onHeader(type: number, _length?: number, _chunk?: Buffer, start?: number): boolean {
     switch (this.state) {
       case ServerState.Active:
+        if (this.responses) {
+          if (this.responses.swallows(type)) {
+            // Cut this message: send what came before it, skip it (its body ends the message).
+            if (start === -1) this.heldPending = null;
+            else this.emitUpTo(start!);
+            this.dropping = true;
+            return true;
+          }
+          return TRACKED_RESPONSES.has(type) || type === Backend.ParameterStatus;
+        }
         // Relay: only ReadyForQuery and ParameterStatus matter to the pool.
         return type === Backend.ReadyForQuery || type === Backend.ParameterStatus;
       case ServerState.Cleanup:
@@ -302,6 +373,17 @@ export class ServerConnection implements FrameSink {
   }
 
   onBody(type: number, body: Buffer): void {
+    if (this.responses && this.state === ServerState.Active) {
+      if (this.dropping) {
+        this.dropping = false;
+        this.outFrom = this.framer.offset;
+      }
+      const due = this.responses.onResponse(type);
+      if (due.length > 0) {
+        this.emitUpTo(this.framer.offset);
+        this.out.push(...due);
+      }
+    }
     switch (type) {
       case Backend.ReadyForQuery:
         this.txStatus = body[0];
@@ -320,8 +402,9 @@ export class ServerConnection implements FrameSink {
         const err = PgError.fromServer(body);
         if (this.state === ServerState.Login) return this.finishLogin(err);
         if (this.state === ServerState.Cleanup) this.internalError ??= err;
-        // An error outside any query (admin shutdown of an idle server) comes before a close.
-        this.lastError = err;
+        // An error outside any query (admin shutdown of an idle server) comes before a close;
+        // a query's own error, relayed to its client, is not the server's last word.
+        if (this.state !== ServerState.Active || err.fields.severity === 'FATAL') this.lastError = err;
         return;
       }
       case Backend.Authentication:

@@ -31,13 +31,24 @@ export class Framer {
   private body: Buffer | null = null;
   private bodyFill = 0;
   private bodyType = 0;
+  /**
+   * During a callback: the offset in the current chunk just past what was read (past the header
+   * in onHeader, past the body in onBody). Relays that cut or splice messages use it.
+   */
+  offset = 0;
 
   constructor(
     private readonly sink: FrameSink,
     /** Largest message length accepted at all (PostgreSQL's own limit is 1 GB). */
     private readonly maxLength = 0x40000000,
-    private readonly maxWantedBody = 1 << 20,
+    /** Largest body assembled for onBody; relays that rewrite messages raise it. */
+    public maxWantedBody = 1 << 20,
   ) {}
+
+  /** True while a wanted body is being assembled across chunks. */
+  get assembling(): boolean {
+    return this.body !== null;
+  }
 
   /** True between messages: no partial header and no body bytes outstanding. */
   get atBoundary(): boolean {
@@ -74,6 +85,7 @@ export class Framer {
         if (this.remaining === 0 && this.body) {
           const body = this.body;
           this.body = null;
+          this.offset = pos;
           this.sink.onBody(this.bodyType, body);
         }
         continue;
@@ -102,6 +114,7 @@ export class Framer {
         throw new ProtocolViolation(`invalid message length ${length} for message type 0x${type.toString(16)}`);
       }
       this.remaining = length - 4;
+      this.offset = pos;
       if (!this.sink.onHeader(type, length, chunk, start)) continue;
 
       if (this.remaining > this.maxWantedBody) {
@@ -111,6 +124,7 @@ export class Framer {
         const body = chunk.subarray(pos, pos + this.remaining);
         pos += this.remaining;
         this.remaining = 0;
+        this.offset = pos;
         this.sink.onBody(type, body);
       } else {
         this.body = Buffer.allocUnsafe(this.remaining);

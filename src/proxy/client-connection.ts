@@ -13,6 +13,8 @@ import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer } from '../pool/server-connection.js';
 import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
+import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
+import { Expect } from '../pool/response-queue.js';
 import { log } from '../log.js';
 
 export const enum ClientPhase {
@@ -43,6 +45,7 @@ export interface ClientHost {
 }
 
 const READY_IDLE = 0x49;
+const STATEMENT = 0x53; // 'S' in Describe/Close
 let nextClientId = 1;
 
 /** Metric labels for the SQLSTATEs a refused login carries. */
@@ -91,6 +94,16 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private scanTerminateAt = -2;
   /** An extended-protocol batch was sent without its Sync yet: the server must stay linked. */
   private extendedOpen = false;
+
+  // Transaction-mode prepared statements: the client's messages are handled one by one.
+  private tracking = false;
+  private readonly statements = new Map<string, Statement>();
+  /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
+  private discarding = false;
+  private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = [];
+  private currentChunk: Buffer = Buffer.alloc(0);
+  private msgChunk: Buffer | null = null;
+  private msgStart = -1;
 
   constructor(
     readonly socket: Socket,
@@ -221,13 +234,24 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         if (this.scanTerminateAt === -2) this.scanTerminateAt = start;
         break;
     }
+    if (this.tracking) {
+      // Rewriting relay: every message is read whole and handled in onBody.
+      this.msgChunk = chunk;
+      this.msgStart = start;
+      return true;
+    }
     return false;
   }
 
-  onBody(_type: number, body: Buffer): void {
-    // Only password messages (authentication) and admin console queries are read whole.
+  onBody(type: number, body: Buffer): void {
+    // Password messages (authentication), admin console queries, and in tracking mode everything.
     if (this.phase === ClientPhase.Auth) return this.onAuthStep(this.auth!.receive(body));
     if (this.phase !== ClientPhase.Ready) return;
+    if (this.tracking) {
+      // The message's own bytes when it lay whole in this chunk; else rebuilt from its parts.
+      const raw = this.msgChunk === this.currentChunk && this.msgStart >= 0 ? this.currentChunk.subarray(this.msgStart, this.framer.offset) : wholeMessage(type, body);
+      return this.onClientMessage(type, body, raw);
+    }
     const sql = body.toString('utf8', 0, body.length - 1);
     // One command at a time, in order: stop reading until this one is answered.
     this.socket.pause();
@@ -283,6 +307,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.variant = variantOf(serverParams);
     this.pool = this.host.poolFor(this);
     this.phase = ClientPhase.Login;
+    const s = this.pool.settings;
+    this.tracking = s.mode === 'transaction' && s.maxPreparedStatements > 0;
+    // Rewritten messages are read whole, so the limit is the protocol's own.
+    if (this.tracking) this.framer.maxWantedBody = 0x40000000;
   }
 
   /**
@@ -354,6 +382,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private relay(chunk: Buffer): void {
     this.lastActiveAt = Date.now();
     this.pool!.counters.received += chunk.length;
+    if (this.tracking) {
+      this.currentChunk = chunk;
+      const server = this.server;
+      server?.socket.cork();
+      this.framer.push(chunk);
+      server?.socket.uncork();
+      return;
+    }
     const heldBefore = this.framer.heldHeaderBytes;
     const heldCopy = heldBefore > 0 ? this.framer.heldHeader() : null;
     this.scanReadies = 0;
@@ -402,6 +438,140 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.pool!.acquire(this);
   }
 
+  // ---- transaction-mode prepared statements ----
+
+  /** One whole client message in tracking mode: forward it now, or hold it until a server is linked. */
+  private onClientMessage(type: number, body: Buffer, raw: Buffer): void {
+    if (type === Frontend.Terminate) return this.close();
+    if (!this.server) {
+      this.pendingMessages.push({ type, body, raw });
+      this.requestServer();
+      return;
+    }
+    this.forwardTracked(type, body, raw);
+  }
+
+  /**
+   * Sends one client message to the linked server, with the client's statement names mapped to
+   * Tessera's, the statement prepared first on a server that lacks it, and the messages Tessera
+   * answers itself (Parse of a statement the server has, Close of a statement) answered in order.
+   */
+  private forwardTracked(type: number, body: Buffer, raw: Buffer): void {
+    const server = this.server!;
+    if (this.discarding && type !== Frontend.Sync) return;
+    switch (type) {
+      case Frontend.Parse: {
+        const { name, tail } = readParse(body);
+        if (name === '') return this.toServer(raw, Expect.Parse);
+        if (this.statements.has(name)) {
+          // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
+          this.discarding = true;
+          return this.answer(msg.errorResponse({ severity: 'ERROR', code: '42P05', message: `prepared statement "${name}" already exists` }));
+        }
+        const st = statementFor(tail);
+        this.statements.set(name, st);
+        const forget = () => this.statements.get(name) === st && this.statements.delete(name);
+        if (server.statements.has(st.key)) {
+          server.statements.touch(st.key);
+          this.answer(PARSE_COMPLETE, forget);
+        } else {
+          this.prepareOn(server, st, false, forget);
+        }
+        return;
+      }
+      case Frontend.Bind: {
+        const { portal, statement, rest } = readBind(body);
+        const st = statement === '' ? undefined : this.statements.get(statement);
+        // An unknown name goes through as it is: the server answers 26000 with the client's name.
+        if (!st) return this.toServer(raw, Expect.Bind);
+        this.ensurePrepared(server, st);
+        return this.toServer(bindMessage(portal, st.serverName, rest), Expect.Bind);
+      }
+      case Frontend.Describe: {
+        const { kind, name } = readTarget(body);
+        if (kind !== STATEMENT) return this.toServer(raw, Expect.DescribePortal);
+        const st = name === '' ? undefined : this.statements.get(name);
+        if (!st) return this.toServer(raw, Expect.DescribeStatement);
+        this.ensurePrepared(server, st);
+        return this.toServer(describeStatement(st.serverName), Expect.DescribeStatement);
+      }
+      case Frontend.Close: {
+        const { kind, name } = readTarget(body);
+        if (kind !== STATEMENT || name === '') return this.toServer(raw, Expect.Close);
+        // Shared on the server and kept for other clients; closing a missing name is no error.
+        this.statements.delete(name);
+        return this.answer(CLOSE_COMPLETE);
+      }
+      case Frontend.Execute:
+        return this.toServer(raw, Expect.Execute);
+      case Frontend.Sync:
+        this.discarding = false;
+        return this.toServer(raw, Expect.Ready);
+      case Frontend.Query:
+        if (dropsAllStatements(body)) {
+          this.statements.clear();
+          server.statements.clear();
+        }
+        return this.toServer(raw, Expect.Ready);
+      case Frontend.FunctionCall:
+        return this.toServer(raw, Expect.Ready);
+      default:
+        // Flush, CopyData, CopyDone, CopyFail: no response of their own.
+        this.write(server, raw, 0);
+        return;
+    }
+  }
+
+  private toServer(bytes: Buffer, expect: Expect): void {
+    const server = this.server!;
+    this.write(server, bytes, expect === Expect.Ready ? 1 : 0);
+    this.deliver(server.responses!.push({ expect }));
+  }
+
+  /** A response Tessera gives itself, in its place among the server's. */
+  private answer(bytes: Buffer, onSkipped?: () => void): void {
+    this.deliver(this.server!.responses!.push({ expect: Expect.Synthetic, synthetic: bytes, onSkipped }));
+  }
+
+  private deliver(due: Buffer[]): void {
+    for (const b of due) this.writeFromServer(b);
+  }
+
+  private write(server: ServerConnection, bytes: Buffer, readies: number): void {
+    if (readies > 0) {
+      if (server.outstanding === 0) server.queryStartedAt = Date.now();
+      server.outstanding += readies;
+    }
+    if (!server.write(bytes)) {
+      this.socket.pause();
+      server.onceDrained(() => this.socket.resume());
+    }
+  }
+
+  private ensurePrepared(server: ServerConnection, st: Statement): void {
+    if (server.statements.has(st.key)) server.statements.touch(st.key);
+    else this.prepareOn(server, st, true);
+  }
+
+  /** Prepares a statement on the server (evicting its least recently used one when full). */
+  private prepareOn(server: ServerConnection, st: Statement, injected: boolean, forget?: () => void): void {
+    const queue = server.responses!;
+    if (server.statements.size >= this.pool!.settings.maxPreparedStatements) {
+      const old = server.statements.evictOldest();
+      if (old) {
+        this.write(server, closeStatement(old.name), 0);
+        queue.push({ expect: Expect.Close, swallow: true });
+      }
+    }
+    server.statements.add(st);
+    this.write(server, parseMessage(st), 0);
+    const onSkipped = () => {
+      server.statements.delete(st.key);
+      forget?.();
+    };
+    this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
+  }
+
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
@@ -432,7 +602,16 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return;
     }
     this.server = server;
-    server.attach(this);
+    server.attach(this, this.tracking);
+    if (this.tracking) {
+      const held = this.pendingMessages;
+      this.pendingMessages = [];
+      server.socket.cork();
+      for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
+      server.socket.uncork();
+      this.socket.resume();
+      return;
+    }
     const held = this.pending;
     this.pending = [];
     if (this.pendingReadies > 0) server.queryStartedAt = Date.now();
@@ -468,7 +647,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       server.txStatus === READY_IDLE &&
       !this.extendedOpen &&
       this.framer.atBoundary &&
-      this.pendingReadies === 0
+      this.pendingReadies === 0 &&
+      this.pendingMessages.length === 0 &&
+      (server.responses === null || server.responses.empty)
     ) {
       this.releaseServer();
     }
@@ -507,4 +688,5 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.host.onClientClosed(this);
   }
 }
+
 

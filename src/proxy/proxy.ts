@@ -380,7 +380,8 @@ export class Proxy implements ClientHost {
     const c = this.config;
     const u = c.users[user] ?? {};
     return {
-      mode: u.pool_mode ?? entry.pool_mode ?? c.pool_mode,
+      // A session-token backend is bound to one client's session: it must stay with that client.
+      mode: entry.auth_type === 'session_token' ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
       size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
       minSize: entry.min_pool_size ?? c.min_pool_size,
       reserveSize: entry.reserve_pool_size ?? c.reserve_pool_size,
@@ -395,6 +396,7 @@ export class Proxy implements ClientHost {
       connectTimeoutMs: c.server_connect_timeout * 1000,
       cancelWaitTimeoutMs: c.cancel_wait_timeout * 1000,
       loginRetryMs: c.server_login_retry * 1000,
+      maxPreparedStatements: c.max_prepared_statements,
       socket: this.socketOptions(),
     };
   }

@@ -1,0 +1,115 @@
+/**
+ * Protocol-level prepared statements in transaction mode. A client names its statements; Tessera
+ * gives identical query text (and parameter types) one server-side name, prepares it on whichever
+ * backend serves the client, just before it is used, and keeps a per-backend LRU bound
+ * (max_prepared_statements). Only the message codecs and bookkeeping live here; the relays decide
+ * when to call them.
+ */
+import { createHash } from 'node:crypto';
+import { BodyReader } from '../protocol/framing.js';
+
+export interface Statement {
+  /** Identity on a backend: hash of the query text and parameter types. */
+  key: string;
+  /** The name Tessera uses on backends. */
+  serverName: string;
+  /** The Parse body after the statement name (query, parameter types), replayed on any backend. */
+  tail: Buffer;
+}
+
+/** Decodes a Parse body: statement name and everything after it. */
+export function readParse(body: Buffer): { name: string; tail: Buffer } {
+  const end = body.indexOf(0);
+  if (end < 0) throw new Error('malformed Parse');
+  return { name: body.toString('utf8', 0, end), tail: body.subarray(end + 1) };
+}
+
+export function statementFor(tail: Buffer): Statement {
+  const key = createHash('sha256').update(tail).digest('hex').slice(0, 24);
+  return { key, serverName: `tessera_${key}`, tail: Buffer.from(tail) };
+}
+
+/** Decodes a Bind body's portal and statement names; `rest` is everything after them. */
+export function readBind(body: Buffer): { portal: string; statement: string; rest: Buffer } {
+  const r = new BodyReader(body);
+  const portal = r.cstring();
+  const statement = r.cstring();
+  return { portal, statement, rest: r.rest() };
+}
+
+/** Decodes a Describe or Close body: 'S' or 'P' and a name. */
+export function readTarget(body: Buffer): { kind: number; name: string } {
+  const r = new BodyReader(body);
+  return { kind: r.byte(), name: r.cstring() };
+}
+
+function message(type: number, ...parts: Buffer[]): Buffer {
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  const out = Buffer.allocUnsafe(5 + len);
+  out[0] = type;
+  out.writeInt32BE(4 + len, 1);
+  let pos = 5;
+  for (const p of parts) pos += p.copy(out, pos);
+  return out;
+}
+
+const cstr = (s: string) => Buffer.from(s + '\0', 'utf8');
+
+export const parseMessage = (s: Statement): Buffer => message(0x50, cstr(s.serverName), s.tail);
+export const bindMessage = (portal: string, statement: string, rest: Buffer): Buffer => message(0x42, cstr(portal), cstr(statement), rest);
+export const describeStatement = (name: string): Buffer => message(0x44, Buffer.from([0x53]), cstr(name));
+export const closeStatement = (name: string): Buffer => message(0x43, Buffer.from([0x53]), cstr(name));
+
+/** Rebuilds a whole message from its type and body (for messages that arrived in pieces). */
+export const wholeMessage = (type: number, body: Buffer): Buffer => message(type, body);
+
+/** Server responses Tessera makes up for messages it answered itself. */
+export const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+export const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);
+
+/** A backend's prepared statements, least recently used first (Map keeps insertion order). */
+export class ServerStatements {
+  private readonly byKey = new Map<string, string>();
+
+  has(key: string): boolean {
+    return this.byKey.has(key);
+  }
+
+  /** Marks a statement used now (moves it to the back of the LRU order). */
+  touch(key: string): void {
+    const name = this.byKey.get(key);
+    if (name === undefined) return;
+    this.byKey.delete(key);
+    this.byKey.set(key, name);
+  }
+
+  add(s: Statement): void {
+    this.byKey.set(s.key, s.serverName);
+  }
+
+  delete(key: string): void {
+    this.byKey.delete(key);
+  }
+
+  clear(): void {
+    this.byKey.clear();
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  /** Removes and returns the least recently used statement's server name. */
+  evictOldest(): { key: string; name: string } | null {
+    const first = this.byKey.entries().next();
+    if (first.done) return null;
+    const [key, name] = first.value;
+    this.byKey.delete(key);
+    return { key, name };
+  }
+}
+
+/** Simple-protocol statements that drop every prepared statement of the session. */
+export function dropsAllStatements(query: Buffer): boolean {
+  return /^\s*(deallocate\s+(prepare\s+)?all|discard\s+all)\s*;?\s*$/i.test(query.toString('utf8', 0, Math.min(query.length, 64)).replace(/\0$/, ''));
+}

@@ -1,0 +1,92 @@
+/**
+ * What a backend owes for the messages sent to it, in order, while Tessera rewrites a client's
+ * extended-protocol traffic (prepared statements in transaction mode). Each entry says which
+ * response completes it, whether that response is Tessera's own to swallow (a Parse or Close it
+ * injected), or, for a message Tessera answered itself, the bytes to hand the client when every
+ * earlier response has been relayed.
+ */
+
+export const enum Expect {
+  Parse,
+  Bind,
+  DescribeStatement,
+  DescribePortal,
+  Execute,
+  Close,
+  /** Sync, simple Query and FunctionCall: complete at ReadyForQuery. */
+  Ready,
+  /** Answered by Tessera: `synthetic` goes to the client in order. */
+  Synthetic,
+}
+
+export interface Entry {
+  expect: Expect;
+  /** The completing response is Tessera's own (an injected Parse/Close): do not relay it. */
+  swallow?: boolean;
+  synthetic?: Buffer;
+  /** Undo bookkeeping when the server never ran the message (an earlier error skipped it). */
+  onSkipped?: () => void;
+}
+
+const T = (c: string) => c.charCodeAt(0);
+const ERROR = T('E');
+const READY = T('Z');
+
+/** Response types that can complete an entry of each kind (ErrorResponse aside). */
+const COMPLETES: Record<Exclude<Expect, Expect.Synthetic>, number[]> = {
+  [Expect.Parse]: [T('1')],
+  [Expect.Bind]: [T('2')],
+  [Expect.DescribeStatement]: [T('T'), T('n')],
+  [Expect.DescribePortal]: [T('T'), T('n')],
+  [Expect.Execute]: [T('C'), T('I'), T('s')],
+  [Expect.Close]: [T('3')],
+  [Expect.Ready]: [READY],
+};
+
+/** Types the server relay must read whole to follow the queue. */
+export const TRACKED_RESPONSES = new Set([T('1'), T('2'), T('3'), T('T'), T('n'), T('C'), T('I'), T('s'), ERROR, READY]);
+
+export class ResponseQueue {
+  private readonly entries: Entry[] = [];
+
+  get empty(): boolean {
+    return this.entries.length === 0;
+  }
+
+  /** Adds an entry; returns synthetic bytes that are due now (nothing was outstanding before them). */
+  push(entry: Entry): Buffer[] {
+    this.entries.push(entry);
+    return this.dueSynthetics();
+  }
+
+  /** True when a response of this type completes the head entry and is Tessera's to swallow. */
+  swallows(type: number): boolean {
+    const head = this.entries[0];
+    return head !== undefined && head.swallow === true && head.expect !== Expect.Synthetic && COMPLETES[head.expect].includes(type);
+  }
+
+  /**
+   * A whole response arrived. Advances the queue and returns the synthetic responses that are due
+   * right after it.
+   */
+  onResponse(type: number): Buffer[] {
+    const head = this.entries[0];
+    if (!head || head.expect === Expect.Synthetic) return [];
+    if (type === ERROR && head.expect !== Expect.Ready) {
+      // The server skips everything up to the next Sync after an error in an extended batch.
+      this.entries.shift();
+      head.onSkipped?.();
+      while (this.entries.length > 0 && this.entries[0].expect !== Expect.Ready) this.entries.shift()!.onSkipped?.();
+      return [];
+    }
+    if (!COMPLETES[head.expect].includes(type)) return [];
+    this.entries.shift();
+    return this.dueSynthetics();
+  }
+
+  private dueSynthetics(): Buffer[] {
+    const due: Buffer[] = [];
+    while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) due.push(this.entries.shift()!.synthetic!);
+    return due;
+  }
+}

@@ -1,0 +1,189 @@
+// Protocol-level prepared statements in transaction mode: statements follow the client from
+// backend to backend, identical text shares one server-side statement, and PostgreSQL's own
+// answers (errors, Close, DEALLOCATE ALL) come back as they would on a direct connection.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import pg from 'pg';
+import postgres from 'postgres';
+import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { startTessera, clusterEntry, connect, rejection, run, type RunningTessera } from '../support/tessera.js';
+
+let cluster: Cluster;
+let t: RunningTessera;
+const user = ROLES.trust.user;
+
+test.before(async () => {
+  cluster = await sharedCluster();
+  t = await startTessera({ pool_mode: 'transaction', default_pool_size: 5, databases: { '*': clusterEntry(cluster) } });
+});
+
+test.after(async () => {
+  await t?.stop();
+});
+
+test('node-postgres named queries work across thousands of transactions through 5 backends', async () => {
+  const app = 'tessera-prepared';
+  const clients = await Promise.all(Array.from({ length: 20 }, () => connect({ ...t.conn(user), application_name: app })));
+  const pids = new Set<number>();
+  try {
+    await Promise.all(
+      clients.map(async (c, i) => {
+        for (let k = 0; k < 100; k++) {
+          const r = await c.query({ name: 'add', text: 'select $1::int + $2::int as sum, pg_backend_pid() as pid', values: [i, k] });
+          assert.is(r.rows[0].sum, i + k);
+          pids.add(r.rows[0].pid);
+          const w = await c.query({ name: `who-${i % 3}`, text: `select ${i % 3} as n` });
+          assert.is(w.rows[0].n, i % 3);
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c.end()));
+  }
+  assert.ok(pids.size > 1, `served by ${pids.size} backend(s): the statements never had to move`);
+  assert.ok(pids.size <= 5, `served by ${pids.size} backends`);
+  const { rows } = await cluster.query(`select count(*)::int as n from pg_stat_activity where application_name = $1`, [app]);
+  assert.ok(rows[0].n <= 5, `${rows[0].n} backends`);
+});
+
+test('postgres.js (which prepares every query) works through transaction pooling', async () => {
+  const sql = postgres({ host: '127.0.0.1', port: t.port, user, database: TEST_DB, max: 10, prepare: true, onnotice: () => {} });
+  try {
+    const results = await Promise.all(Array.from({ length: 500 }, (_, i) => sql`select ${i}::int as i, ${'x' + i}::text as s`));
+    results.forEach((r, i) => assert.equal([r[0].i, r[0].s], [i, 'x' + i]));
+    await sql.begin(async (tx) => {
+      await tx`create temp table if not exists pjs (x int) on commit drop`;
+      await tx`insert into pjs values (${1}), (${2})`;
+      const [{ n }] = await tx`select count(*)::int as n from pjs`;
+      assert.is(n, 2);
+    });
+  } finally {
+    await sql.end();
+  }
+});
+
+test('errors, Close and DEALLOCATE ALL answer as PostgreSQL does', async () => {
+  const c = await connect(t.conn(user));
+  try {
+    await c.query({ name: 's1', text: 'select 1 as one' });
+    // A statement that fails to parse is not kept: the name can be used again.
+    assert.is((await rejection(c.query({ name: 'bad', text: 'selec 1' }))).code, '42601');
+    assert.is((await c.query({ name: 'bad', text: 'select 2 as two' })).rows[0].two, 2);
+    // A Bind of an unknown statement gets the server's own error with the client's name.
+    const conn = (c as unknown as { connection: { bind(o: object): void; execute(o: object): void; sync(): void } }).connection;
+    const unknown = new Promise<Error & { code?: string }>((resolve) => c.once('error', resolve));
+    conn.bind({ statement: 'never_prepared', values: [] });
+    conn.execute({});
+    conn.sync();
+    const err = await Promise.race([unknown, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
+    assert.ok(err, 'no error for a Bind of an unknown statement');
+    assert.is(err!.code, '26000');
+    assert.match(err!.message, 'never_prepared');
+  } finally {
+    await c.end().catch(() => {});
+  }
+  const d = await connect(t.conn(user));
+  try {
+    await d.query({ name: 'keep', text: 'select 3 as three' });
+    await d.query('DEALLOCATE ALL');
+    // node-postgres still believes it is prepared and sends only Bind: the server says it is gone.
+    const gone = await rejection(d.query({ name: 'keep', text: 'select 3 as three' }));
+    assert.is(gone.code, '26000');
+  } finally {
+    await d.end();
+  }
+});
+
+/** A raw connection: logs in, then sends `bytes` and returns every message until `count` ReadyForQuerys. */
+async function raw(port: number, batches: Buffer[]): Promise<string[][]> {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const s = net.connect(port, '127.0.0.1');
+  const replies: string[][] = [];
+  let buf = Buffer.alloc(0);
+  let current: string[] = [];
+  let batch = -1;
+  await new Promise<void>((resolve, reject) => {
+    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
+    s.on('error', reject);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
+        const len = buf.readInt32BE(1);
+        const type = String.fromCharCode(buf[0]);
+        const body = buf.subarray(5, 1 + len);
+        buf = buf.subarray(1 + len);
+        if (type === 'E') current.push(`E:${/C([0-9A-Z]{5})/.exec(body.toString('latin1'))?.[1]}`);
+        else current.push(type);
+        if (type === 'Z') {
+          if (batch >= 0) replies.push(current);
+          current = [];
+          batch++;
+          if (batch < batches.length) s.write(batches[batch]);
+          else {
+            s.end(serialize.end());
+            resolve();
+          }
+        }
+      }
+    });
+  });
+  return replies;
+}
+
+test('a second Parse of the same name is 42P05 and skips to Sync; another client cannot use the name', async () => {
+  const { serialize } = await import('pg-protocol');
+  const parse = (name: string, text: string) => serialize.parse({ name, text });
+  const replies = await raw(t.port, [
+    Buffer.concat([parse('dup', 'select 1'), serialize.sync()]),
+    Buffer.concat([parse('dup', 'select 2'), serialize.bind({ statement: 'dup' }), serialize.execute(), serialize.sync()]),
+    Buffer.concat([serialize.bind({ statement: 'dup' }), serialize.describe({ type: 'P' }), serialize.execute(), serialize.close({ type: 'S', name: 'dup' }), serialize.sync()]),
+  ]);
+  assert.equal(replies, [['1', 'Z'], ['E:42P05', 'Z'], ['2', 'T', 'D', 'C', '3', 'Z']]);
+  const other = await raw(t.port, [Buffer.concat([serialize.bind({ statement: 'dup' }), serialize.execute(), serialize.sync()])]);
+  assert.equal(other, [['E:26000', 'Z']]);
+});
+
+test('max_prepared_statements bounds each backend (LRU) without breaking clients', async () => {
+  const small = await startTessera({ pool_mode: 'transaction', default_pool_size: 2, max_prepared_statements: 3, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const c = await connect(small.conn(user));
+    for (let round = 0; round < 3; round++) {
+      for (let k = 0; k < 8; k++) {
+        const r = await c.query({ name: `q${k}`, text: `select ${k} as k, $1::int as r`, values: [round] });
+        assert.equal(r.rows[0], { k, r: round });
+      }
+    }
+    const { rows } = await c.query(`select count(*)::int as n from pg_prepared_statements where name like 'tessera_%'`);
+    assert.ok(rows[0].n <= 3, `${rows[0].n} statements on the backend`);
+    await c.end();
+  } finally {
+    await small.stop();
+  }
+});
+
+if (PG_BIN) {
+  for (const mode of ['extended', 'prepared'] as const) {
+    test(`pgbench -S -M ${mode}, 100 clients over 10 backends: 0 failed transactions`, async () => {
+      const p = await startTessera({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 200, databases: { '*': clusterEntry(cluster) } });
+      try {
+        const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+        assert.is(init.code, 0, init.stderr);
+        await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
+        const bench = await run(`${PG_BIN}/pgbench`, ['-S', '-M', mode, '-c', '100', '-j', '4', '-t', '50', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+        assert.is(bench.code, 0, bench.stderr);
+        assert.match(bench.stdout, /number of transactions actually processed: 5000\/5000/);
+        assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+        // The TPC-B-like script holds transactions open across statements; one thread per client,
+        // since pgbench prepares synchronously and would otherwise wait on itself.
+        const tpcb = await run(`${PG_BIN}/pgbench`, ['-M', mode, '-c', '10', '-j', '10', '-t', '30', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+        assert.is(tpcb.code, 0, tpcb.stderr);
+        assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+      } finally {
+        await p.stop();
+      }
+    });
+  }
+}
+
+test.run();
