@@ -83,6 +83,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private startup: StartupReader | null = new StartupReader();
   private readonly framer = new Framer(this);
   private auth: Authenticator | null = null;
+  /** AuthenticationOk (and SASLFinal), held to go out with the rest of the login reply. */
+  private replyPrefix: Buffer[] = [];
   /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
   private session: SessionCredentials | null = null;
   private waiting = false;
@@ -272,7 +274,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.fail(step.error);
         return;
       case 'ok':
-        this.socket.write(step.before ? Buffer.concat([step.before, msg.authOk()]) : msg.authOk());
+        // Sent with the rest of the login reply: one write per login (connection storms).
+        this.replyPrefix = step.before ? [step.before, msg.authOk()] : [msg.authOk()];
         this.auth = null;
         this.scramClientKey = step.scramClientKey;
         this.beginSession(step.serverParams);
@@ -344,7 +347,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.host.onSessionLogin(this, true);
         this.server = server;
         server.attach(this);
-        this.socket.write(msg.authOk());
+        this.replyPrefix = [msg.authOk()];
         this.finishLogin(server.status);
       },
       (err: PgError) => {
@@ -364,7 +367,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   private finishLogin(status: ReadonlyMap<string, string>): void {
-    const parts: Buffer[] = [];
+    const parts: Buffer[] = this.replyPrefix;
+    this.replyPrefix = [];
     for (const [name, value] of status) parts.push(msg.parameterStatus(name, value));
     parts.push(msg.backendKeyData(this.pid, this.secret), msg.readyForQuery(READY_IDLE));
     this.socket.write(Buffer.concat(parts));
