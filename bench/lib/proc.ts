@@ -198,17 +198,8 @@ export async function stop(s: Started, signal: NodeJS.Signals = 'SIGINT', graceM
   clearTimeout(timer);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+// One free-port helper for tests and bench alike.
+export { freePort } from '../../test/support/cluster.js';
 
 /** Waits until something accepts TCP connections on 127.0.0.1:port, or the child exits. */
 export async function waitForPort(port: number, s: Started, what: string, timeoutMs = 30_000): Promise<void> {

@@ -187,23 +187,28 @@ export class Pool {
   }
 
   /**
-   * A client is done with a server in any state. A server still running the client's query is
-   * cancelled and drained; one cut off mid-message is closed; one inside a transaction is rolled
-   * back; in session mode it is reset. Only then is it handed to someone else.
+   * A client is done with a server in any state. One cut off mid-message, or inside an extended
+   * batch without its Sync (whose implicit transaction PostgreSQL would roll back, and a Sync now
+   * would commit), is cancelled and closed. One still running a query is drained (cancelled first
+   * unless the client said Terminate); one inside a transaction is rolled back; in session mode
+   * it is reset. Only then is it handed to someone else.
    */
-  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean }): void {
+  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean }): void {
     server.detach();
     if (server.state === ServerState.Closed) return;
-    if (how.midMessage || server.broken) {
+    if (how.midMessage || how.extendedOpen || server.broken) {
       // Closing alone would leave PostgreSQL running the query until it next writes to us.
       if (server.outstanding > 0 || how.extendedOpen) server.cancel();
       this.discard(server);
       return;
     }
-    if (server.outstanding > 0 || how.extendedOpen) {
-      server.drain(how.extendedOpen, this.settings.cancelWaitTimeoutMs).then(
+    if (server.outstanding > 0) {
+      server.drain(!how.terminated, this.settings.cancelWaitTimeoutMs).then(
         () => this.reset(server),
-        () => this.discard(server),
+        () => {
+          server.cancel();
+          this.discard(server);
+        },
       );
       return;
     }

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BodyReader } from '../protocol/framing.js';
+import { message } from '../protocol/messages.js';
 
 export interface Statement {
   /** Identity on a backend: hash of the query text and parameter types. */
@@ -41,16 +42,6 @@ export function readBind(body: Buffer): { portal: string; statement: string; res
 export function readTarget(body: Buffer): { kind: number; name: string } {
   const r = new BodyReader(body);
   return { kind: r.byte(), name: r.cstring() };
-}
-
-function message(type: number, ...parts: Buffer[]): Buffer {
-  const len = parts.reduce((n, p) => n + p.length, 0);
-  const out = Buffer.allocUnsafe(5 + len);
-  out[0] = type;
-  out.writeInt32BE(4 + len, 1);
-  let pos = 5;
-  for (const p of parts) pos += p.copy(out, pos);
-  return out;
 }
 
 const cstr = (s: string) => Buffer.from(s + '\0', 'utf8');

@@ -224,18 +224,14 @@ export class ServerConnection implements FrameSink {
   }
 
   /**
-   * A client left while this server was still working for it: cancel the query, close an open
-   * extended-protocol batch with a Sync, and wait until every ReadyForQuery owed has arrived, so the
-   * server is quiet before anyone else gets it. Rejects after `timeoutMs`.
+   * A client left while this server still owed it ReadyForQuery: wait until every one has arrived,
+   * so the server is quiet before anyone else gets it. `cancel` first when the client vanished
+   * (its query is abandoned); not when it said Terminate after pipelining a query, which
+   * PostgreSQL would have run to completion. Rejects after `timeoutMs`.
    */
-  drain(extendedOpen: boolean, timeoutMs: number): Promise<void> {
+  drain(cancel: boolean, timeoutMs: number): Promise<void> {
     this.state = ServerState.Cleanup;
-    // An Execute without its Sync may be running too, with nothing owed yet.
-    if (this.outstanding > 0 || extendedOpen) this.cancel();
-    if (extendedOpen) {
-      this.socket.write(serialize.sync());
-      this.outstanding++;
-    }
+    if (cancel) this.cancel();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.internalDone = null;
@@ -282,14 +278,7 @@ export class ServerConnection implements FrameSink {
   private onData(chunk: Buffer): void {
     this.sawReady = false;
     if (this.responses && this.state === ServerState.Active) return this.relayTracked(chunk);
-    try {
-      this.framer.push(chunk);
-    } catch (err) {
-      this.broken = true;
-      this.lastError = PgError.fatal(SqlState.ProtocolViolation, `server sent invalid data: ${(err as Error).message}`);
-      this.socket.destroy();
-      return;
-    }
+    if (!this.frame(chunk)) return;
     const peer = this.peer;
     if (this.state === ServerState.Active && peer) {
       if (!peer.writeFromServer(chunk)) {
@@ -297,6 +286,19 @@ export class ServerConnection implements FrameSink {
         peer.onceDrained(() => this.socket.resume());
       }
       if (this.sawReady) peer.onServerReady(this);
+    }
+  }
+
+  /** Feeds the framer; a server that sends garbage is closed (false). */
+  private frame(chunk: Buffer): boolean {
+    try {
+      this.framer.push(chunk);
+      return true;
+    } catch (err) {
+      this.broken = true;
+      this.lastError = PgError.fatal(SqlState.ProtocolViolation, `server sent invalid data: ${(err as Error).message}`);
+      this.socket.destroy();
+      return false;
     }
   }
 
@@ -311,14 +313,7 @@ export class ServerConnection implements FrameSink {
     this.out = [];
     this.outFrom = 0;
     this.chunk = chunk;
-    try {
-      this.framer.push(chunk);
-    } catch (err) {
-      this.broken = true;
-      this.lastError = PgError.fatal(SqlState.ProtocolViolation, `server sent invalid data: ${(err as Error).message}`);
-      this.socket.destroy();
-      return;
-    }
+    if (!this.frame(chunk)) return;
     this.emitUpTo(chunk.length - this.framer.heldHeaderBytes);
     const peer = this.peer;
     if (!peer) return;

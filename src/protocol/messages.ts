@@ -46,7 +46,7 @@ export const enum AuthCode {
 }
 
 /** Builds one typed message: type byte, int32 length, then the body parts. */
-function message(type: number, ...parts: (Buffer | string | number)[]): Buffer {
+export function message(type: number, ...parts: (Buffer | string | number)[]): Buffer {
   const bufs = parts.map((p) => {
     if (typeof p === 'number') {
       const b = Buffer.allocUnsafe(4);

@@ -74,6 +74,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Last time the client sent anything or got an answer (client_idle_timeout). */
   lastActiveAt = Date.now();
   pool: Pool | null = null;
+  private terminated = false;
   /** Logged in to the admin console rather than a database. */
   admin = false;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
@@ -106,6 +107,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private currentChunk: Buffer = Buffer.alloc(0);
   private msgChunk: Buffer | null = null;
   private msgStart = -1;
+  /** Unchanged messages of the current chunk not yet written (see write()). */
+  private batch: Buffer | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -133,6 +136,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.phase === ClientPhase.Closed) return;
     if (this.socket.writable) this.socket.write(err.toMessage());
     if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
+  }
+
+  /** The client said Terminate: queries it sent before are finished, not cancelled. */
+  private terminate(): void {
+    this.terminated = true;
+    this.close();
   }
 
   close(): void {
@@ -388,10 +397,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.pool!.counters.received += chunk.length;
     if (this.tracking) {
       this.currentChunk = chunk;
-      const server = this.server;
-      server?.socket.cork();
       this.framer.push(chunk);
-      server?.socket.uncork();
+      if (this.server) this.flushBatch(this.server);
       return;
     }
     const heldBefore = this.framer.heldHeaderBytes;
@@ -415,7 +422,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       if (forwardLen > 0) this.send(forwardLen === chunk.length ? chunk : chunk.subarray(0, forwardLen), this.scanReadies);
       else this.pendingReadies += this.scanReadies; // only header bytes so far
     }
-    if (terminate) this.close();
+    if (terminate) this.terminate();
   }
 
   private send(bytes: Buffer, readies: number): void {
@@ -446,7 +453,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   /** One whole client message in tracking mode: forward it now, or hold it until a server is linked. */
   private onClientMessage(type: number, body: Buffer, raw: Buffer): void {
-    if (type === Frontend.Terminate) return this.close();
+    if (type === Frontend.Terminate) {
+      // What came before the Terminate still goes to the server, as PostgreSQL would run it.
+      if (this.server) this.flushBatch(this.server);
+      return this.terminate();
+    }
     if (!this.server) {
       this.pendingMessages.push({ type, body, raw });
       this.requestServer();
@@ -541,11 +552,35 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     for (const b of due) this.writeFromServer(b);
   }
 
+  /**
+   * Sends bytes to the server. Consecutive messages forwarded unchanged from the chunk being read
+   * are sent as one slice of it (one write per chunk, as in the plain relay); anything else first
+   * flushes that slice, so order is kept.
+   */
   private write(server: ServerConnection, bytes: Buffer, readies: number): void {
     if (readies > 0) {
       if (server.outstanding === 0) server.queryStartedAt = Date.now();
       server.outstanding += readies;
     }
+    const chunk = this.currentChunk;
+    const inChunk = bytes.buffer === chunk.buffer && bytes.byteOffset >= chunk.byteOffset && bytes.byteOffset + bytes.length <= chunk.byteOffset + chunk.length;
+    const batch = this.batch;
+    if (inChunk && batch && batch.byteOffset + batch.length === bytes.byteOffset) {
+      this.batch = chunk.subarray(batch.byteOffset - chunk.byteOffset, bytes.byteOffset - chunk.byteOffset + bytes.length);
+      return;
+    }
+    this.flushBatch(server);
+    if (inChunk) this.batch = bytes;
+    else this.sendNow(server, bytes);
+  }
+
+  private flushBatch(server: ServerConnection): void {
+    const batch = this.batch;
+    this.batch = null;
+    if (batch) this.sendNow(server, batch);
+  }
+
+  private sendNow(server: ServerConnection, bytes: Buffer): void {
     if (!server.write(bytes)) {
       this.socket.pause();
       server.onceDrained(() => this.socket.resume());
@@ -610,9 +645,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.tracking) {
       const held = this.pendingMessages;
       this.pendingMessages = [];
-      server.socket.cork();
       for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
-      server.socket.uncork();
+      this.flushBatch(server);
       this.socket.resume();
       return;
     }
@@ -687,7 +721,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen });
+      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated });
     }
     this.host.onClientClosed(this);
   }

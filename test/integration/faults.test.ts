@@ -170,6 +170,29 @@ test('transaction mode: a client that vanishes in the middle of an extended-prot
   }
 });
 
+test('a query pipelined right before Terminate still runs to completion, as on a direct connection', async () => {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  await cluster.query(`drop table if exists fire_and_forget; create table fire_and_forget (x int); grant insert on fire_and_forget to ${user}`, [], TEST_DB);
+  const s = net.connect(session.port, '127.0.0.1');
+  let readies = 0;
+  await new Promise<void>((resolve, reject) => {
+    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      for (let i = buf.indexOf(0x5a); i >= 0; i = buf.indexOf(0x5a, i + 1)) if (buf.readInt32BE(i + 1) === 5) readies++;
+      buf = Buffer.alloc(0);
+      if (readies === 1) s.write(serialize.query('select 1'));
+      if (readies === 2) resolve();
+    });
+    s.on('error', reject);
+  });
+  // The client does not wait for the result: INSERT, then Terminate, in one write.
+  s.end(Buffer.concat([serialize.query('insert into fire_and_forget select 1 from pg_sleep(0.3)'), serialize.end()]));
+  await until('the insert to commit', async () => (await cluster.query('select count(*)::int as n from fire_and_forget', [], TEST_DB)).rows[0].n === 1);
+});
+
 test('session mode: a client that vanishes mid-transaction is rolled back before its server is reused', async () => {
   const a = await connect(conn(session));
   await a.query('begin');

@@ -189,7 +189,7 @@ function tail(file: string, lines = 30): string {
 }
 
 /** Ask the OS for a free port. Racy by nature; startCluster retries if the bind then fails. */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();

@@ -12,7 +12,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
 import { Proxy } from '../../src/proxy/proxy.js';
 import { setLogger } from '../../src/log.js';
-import type { Cluster } from './cluster.js';
+import { freePort, type Cluster } from './cluster.js';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 
@@ -30,16 +30,7 @@ setLogger(
   ),
 );
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface RunningTessera {
   port: number;
