@@ -611,6 +611,28 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
   }
 
+  /**
+   * A client that sent queries and then Terminate while waiting for a server: PostgreSQL would
+   * have run them, so they go to the server now; giveBack() then waits for them to finish.
+   */
+  private runOrphaned(server: ServerConnection): void {
+    if (this.pending.length === 0 && this.pendingMessages.length === 0) return;
+    this.server = server;
+    server.attach(this, this.tracking);
+    if (this.tracking) {
+      for (const m of this.pendingMessages) this.forwardTracked(m.type, m.body, m.raw);
+      this.flushBatch(server);
+      // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
+      server.responses = null;
+    } else {
+      server.outstanding += this.pendingReadies;
+      for (const bytes of this.pending) server.write(bytes);
+    }
+    this.pending = [];
+    this.pendingMessages = [];
+    this.server = null;
+  }
+
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
@@ -625,7 +647,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   onServerAssigned(server: ServerConnection): void {
     this.waiting = false;
     if (this.phase === ClientPhase.Closed) {
-      this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+      this.runOrphaned(server);
+      this.pool!.giveBack(server, { midMessage: false, extendedOpen: this.extendedOpen, terminated: true });
       return;
     }
     if (this.phase === ClientPhase.Login && this.session) {
@@ -716,7 +739,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private teardown(): void {
     if (this.phase === ClientPhase.Closed) return;
     this.phase = ClientPhase.Closed;
-    if (this.waiting) this.pool?.cancelWait(this);
+    // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
+    const orphaned = this.terminated && (this.pending.length > 0 || this.pendingMessages.length > 0);
+    if (this.waiting && !orphaned) this.pool?.cancelWait(this);
     const server = this.server;
     this.server = null;
     if (server && this.pool) {

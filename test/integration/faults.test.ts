@@ -193,6 +193,31 @@ test('a query pipelined right before Terminate still runs to completion, as on a
   await until('the insert to commit', async () => (await cluster.query('select count(*)::int as n from fire_and_forget', [], TEST_DB)).rows[0].n === 1);
 });
 
+test('transaction mode: a query sent with Terminate while every server is busy still runs', async () => {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const one = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, databases: { '*': clusterEntry(cluster) } });
+  try {
+    await cluster.query(`drop table if exists orphaned; create table orphaned (x int); grant insert on orphaned to ${user}`, [], TEST_DB);
+    const holder = await connect(one.conn(user));
+    await holder.query('begin');
+    await holder.query('select 1');
+    const s = net.connect(one.port, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => {
+      s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
+      s.on('data', (d) => d.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])) && resolve());
+      s.on('error', reject);
+    });
+    s.end(Buffer.concat([serialize.query('insert into orphaned values (7)'), serialize.end()]));
+    await new Promise((r) => setTimeout(r, 200));
+    await holder.query('commit');
+    await until('the orphaned insert to run', async () => (await cluster.query('select count(*)::int as n from orphaned', [], TEST_DB)).rows[0].n === 1);
+    await holder.end();
+  } finally {
+    await one.stop();
+  }
+});
+
 test('session mode: a client that vanishes mid-transaction is rolled back before its server is reused', async () => {
   const a = await connect(conn(session));
   await a.query('begin');
