@@ -416,4 +416,42 @@ test('logs are JSON lines and never contain the password (md5 auth, SCRAM to the
   assert.not.ok(output.includes(md5secret), 'the md5 secret appears in the output');
 });
 
+test('SIGHUP reloads the config file: an edited default_pool_size shows in SHOW DATABASES; SIGUSR1/SIGUSR2 pause and resume', async () => {
+  const cli = await start({ admin_users: 'admin', unix_socket_dir: '' });
+  const admin = async (sql: string) => {
+    const a = await connect({ host: '127.0.0.1', port: cli.port, user: 'admin', database: 'pgbouncer' });
+    try {
+      return (await a.query(sql)).rows;
+    } finally {
+      await a.end();
+    }
+  };
+  const show = async () => (await admin('SHOW DATABASES')).find((d) => d.name === '*');
+  const paused = async () => (await admin('SHOW STATE')).find((r) => r.key === 'paused')?.value;
+  try {
+    assert.is(Number((await show()).pool_size), 20);
+    const file = path.join(cli.dir, 'proxy.config.json');
+    const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    fs.writeFileSync(file, JSON.stringify({ ...json, default_pool_size: 9 }));
+    cli.child.kill('SIGHUP');
+    await until(async () => Number((await show()).pool_size) === 9, 10_000, () => 'the reload to show', cli);
+    assert.match(cli.stdout(), 'configuration reloaded');
+
+    const c = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
+    try {
+      await c.query('select 1');
+      cli.child.kill('SIGUSR1');
+      await until(async () => (await paused()) === 'yes' || (await paused()) === '1', 10_000, () => 'PAUSE by SIGUSR1', cli);
+      cli.child.kill('SIGUSR2');
+      await until(async () => (await paused()) === 'no' || (await paused()) === '0', 10_000, () => 'RESUME by SIGUSR2', cli);
+      assert.is((await c.query('select 2 as two')).rows[0].two, 2);
+    } finally {
+      await c.end();
+    }
+  } finally {
+    cli.child.kill('SIGINT');
+    await cli.exited;
+  }
+});
+
 test.run();
