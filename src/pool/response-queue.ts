@@ -29,6 +29,8 @@ export interface Entry {
 }
 
 const T = (c: string) => c.charCodeAt(0);
+/** Shared "nothing due" answer; callers only read it. */
+const NONE: readonly Buffer[] = Object.freeze([]) as readonly Buffer[];
 const ERROR = T('E');
 const READY = T('Z');
 
@@ -54,7 +56,7 @@ export class ResponseQueue {
   }
 
   /** Adds an entry; returns synthetic bytes that are due now (nothing was outstanding before them). */
-  push(entry: Entry): Buffer[] {
+  push(entry: Entry): readonly Buffer[] {
     this.entries.push(entry);
     return this.dueSynthetics();
   }
@@ -69,22 +71,24 @@ export class ResponseQueue {
    * A whole response arrived. Advances the queue and returns the synthetic responses that are due
    * right after it.
    */
-  onResponse(type: number): Buffer[] {
+  onResponse(type: number): readonly Buffer[] {
     const head = this.entries[0];
-    if (!head || head.expect === Expect.Synthetic) return [];
+    if (!head || head.expect === Expect.Synthetic) return NONE;
     if (type === ERROR && head.expect !== Expect.Ready) {
       // The server skips everything up to the next Sync after an error in an extended batch.
       this.entries.shift();
       head.onSkipped?.();
       while (this.entries.length > 0 && this.entries[0].expect !== Expect.Ready) this.entries.shift()!.onSkipped?.();
-      return [];
+      return NONE;
     }
-    if (!COMPLETES[head.expect].includes(type)) return [];
+    if (!COMPLETES[head.expect].includes(type)) return NONE;
     this.entries.shift();
     return this.dueSynthetics();
   }
 
-  private dueSynthetics(): Buffer[] {
+  private dueSynthetics(): readonly Buffer[] {
+    // The common case allocates nothing: this runs once per message on the relay path.
+    if (this.entries.length === 0 || this.entries[0].expect !== Expect.Synthetic) return NONE;
     const due: Buffer[] = [];
     while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) due.push(this.entries.shift()!.synthetic!);
     return due;
