@@ -548,7 +548,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.deliver(this.server!.responses!.push({ expect: Expect.Synthetic, synthetic: bytes, onSkipped }));
   }
 
-  private deliver(due: Buffer[]): void {
+  private deliver(due: readonly Buffer[]): void {
     for (const b of due) this.writeFromServer(b);
   }
 
