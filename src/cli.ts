@@ -9,6 +9,7 @@ import { loadAnyConfig } from './config/ini.js';
 import { loadUserlist, UserlistError } from './auth/userlist.js';
 import type { StoredSecret } from './auth/secret.js';
 import { Proxy } from './proxy/proxy.js';
+import { HbaError } from './auth/hba.js';
 import { log, setLogLevel } from './log.js';
 
 const USAGE = `Usage: tessera [--config FILE]
@@ -90,14 +91,22 @@ async function main(): Promise<void> {
   }
 
   let stop: (graceMs: number, why: string) => Promise<void> = async () => {};
-  const proxy = new Proxy({
+  let proxy: Proxy;
+  try {
+    proxy = new Proxy({
     config,
     userlist,
     embedded,
     configPath: args.config,
     // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
     onShutdown: (mode) => void stop(mode === 'immediate' ? 0 : config.shutdown_timeout * 1000, `SHUTDOWN ${mode}`),
-  });
+    });
+  } catch (err) {
+    if (!(err instanceof HbaError)) throw err;
+    process.stderr.write(`tessera: config error: ${err.message}\n`);
+    await embedded?.stop();
+    process.exit(2);
+  }
   try {
     await proxy.listen();
   } catch (err) {

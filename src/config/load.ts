@@ -65,8 +65,20 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
 
   // Session-token databases authenticate through the database, not auth_file.
   const needsAuthFile = Object.values(config.databases as Record<string, DatabaseConfig>).some((d) => d.auth_type !== 'session_token') || Object.keys(config.databases).length === 0;
+  if (config.auth_type === 'hba') {
+    if (config.auth_hba_file === undefined) fail('auth_hba_file', 'expected a file path (required when auth_type is "hba")');
+    config.auth_hba_file = resolve(baseDir, config.auth_hba_file);
+    const reason = unreadable(config.auth_hba_file);
+    if (reason) fail('auth_hba_file', `${reason} (${config.auth_hba_file})`);
+  }
+  if (config.auth_type === 'any') {
+    // PgBouncer's rule: the client's user name is ignored, so every database must name its own.
+    for (const [name, d] of Object.entries(config.databases as Record<string, DatabaseConfig>)) {
+      if (d.user === undefined) fail(joinKeys(['databases', name, 'user']), 'expected a user (required when auth_type is "any")');
+    }
+  }
   if (config.auth_file === undefined) {
-    if (config.auth_type !== 'trust' && needsAuthFile) fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
+    if (config.auth_type !== 'trust' && config.auth_type !== 'any' && needsAuthFile) fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
   } else {
     config.auth_file = resolve(baseDir, config.auth_file);
     const reason = unreadable(config.auth_file);

@@ -73,12 +73,13 @@ export const ConfigSchema = Type.Object(
     max_user_connections: count(0, 'Most server connections per user across all databases; 0 means unlimited.'),
 
     auth_type: setting(
-      Type.Union([Type.Literal('trust'), Type.Literal('plain'), Type.Literal('md5'), Type.Literal('scram-sha-256')], {
+      Type.Union([Type.Literal('trust'), Type.Literal('plain'), Type.Literal('md5'), Type.Literal('scram-sha-256'), Type.Literal('hba'), Type.Literal('any')], {
         default: 'md5',
-        description: 'How clients prove who they are; every type except trust needs auth_file.',
+        description: 'How clients prove who they are: trust, plain, md5, scram-sha-256 (against auth_file), hba (per connection, from auth_hba_file), or any (like trust, the user name ignored; every database needs a user).',
       }),
     ),
     auth_file: setting(nonEmpty('File of "user" "secret" lines, relative to this config file; required unless auth_type is trust.')),
+    auth_hba_file: setting(nonEmpty('pg_hba.conf-style rules for auth_type hba (local, host, hostssl, hostnossl; trust, reject, password, md5, scram-sha-256), relative to this config file.')),
     admin_users: UserList('Users allowed every admin console command, as a list or comma-separated string.'),
     stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
 
@@ -158,11 +159,13 @@ export type DatabaseConfig =
 
 /** The loaded config: every setting with a default is present. */
 export type Config = Required<
-  Omit<ConfigInput, '$schema' | 'auth_file' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
+  Omit<ConfigInput, '$schema' | 'auth_file' | 'auth_hba_file' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
 > & {
   session_tokens: Required<NonNullable<ConfigInput['session_tokens']>>;
   /** Absolute path, checked to be a readable file; unset only when auth_type is "trust". */
   auth_file?: string;
+  /** Absolute path; set when auth_type is "hba". */
+  auth_hba_file?: string;
   admin_users: string[];
   stats_users: string[];
   databases: Record<string, DatabaseConfig>;

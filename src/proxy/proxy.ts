@@ -10,7 +10,8 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
-import { PasswordAuthenticator, SessionTokenAuthenticator, takeSessionCredentials, refuse, type Authenticator } from './client-auth.js';
+import { PasswordAuthenticator, SessionTokenAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
+import { loadHba, hbaMethod, type HbaRules } from '../auth/hba.js';
 import { LoginLimiter } from './login-limiter.js';
 import { applySocketOptions, type SocketOptions } from './socket-options.js';
 import { log } from '../log.js';
@@ -56,6 +57,8 @@ export class Proxy implements ClientHost {
   private readonly embedded?: { host: string; port: number };
   private stopping = false;
   private readonly limiter: LoginLimiter;
+  /** auth_hba_file's rules (auth_type hba). */
+  private hba: HbaRules;
   /** Databases closed to new clients by DISABLE. */
   private readonly disabled = new Set<string>();
   private readonly poolDatabase = new WeakMap<Pool, string>();
@@ -68,6 +71,7 @@ export class Proxy implements ClientHost {
     this.options = opts;
     this.config = opts.config;
     this.userlist = opts.userlist;
+    this.hba = opts.config.auth_hba_file ? loadHba(opts.config.auth_hba_file) : [];
     this.embedded = opts.embedded;
     const st = opts.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
@@ -112,9 +116,11 @@ export class Proxy implements ClientHost {
     if (!this.options.configPath) throw new Error('no config file to reload');
     const { config, warnings } = loadAnyConfig(this.options.configPath);
     const userlist = config.auth_file ? loadUserlist(config.auth_file) : new Map();
+    const hba = config.auth_hba_file ? loadHba(config.auth_hba_file) : [];
     for (const w of warnings) log.warn(w);
     this.config = config;
     this.userlist = userlist;
+    this.hba = hba;
     for (const [key, pool] of this.pools) {
       const name = this.poolDatabase.get(pool) ?? key.split('\u0000')[0];
       const entry = config.databases[name] ?? config.databases['*'];
@@ -247,9 +253,11 @@ export class Proxy implements ClientHost {
     if (replication !== undefined && !NOT_REPLICATION.has(replication.toLowerCase())) {
       return refuse(PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
     }
+    const method = this.authMethod(client, database, user);
+    if (method instanceof PgError) return refuse(method);
     if (database === ADMIN_DB) {
       client.admin = true;
-      return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), new Map());
+      return new PasswordAuthenticator(method, user, this.userlist.get(user), new Map());
     }
     if (this.disabled.has(database)) {
       return refuse(PgError.fatal('55000', `database "${database}" is not currently accepting connections (DISABLE)`));
@@ -270,7 +278,7 @@ export class Proxy implements ClientHost {
       }
       return new SessionTokenAuthenticator(credentials, serverParams);
     }
-    return new PasswordAuthenticator(c.auth_type, user, this.userlist.get(user), serverParams);
+    return new PasswordAuthenticator(method, user, this.userlist.get(user), serverParams);
   }
 
   poolFor(client: ClientConnection): Pool {
@@ -357,6 +365,30 @@ export class Proxy implements ClientHost {
           client.fail(PgError.fatal(SqlState.IdleInTransactionTimeout, 'terminating connection due to idle_transaction_timeout'));
         }
       }
+    }
+  }
+
+  /** The login method for this connection: auth_type, or for "hba" the first matching rule's. */
+  private authMethod(client: ClientConnection, database: string, user: string): AuthType | PgError {
+    const type = this.config.auth_type;
+    if (type === 'any') return 'trust';
+    if (type !== 'hba') return type;
+    const local = client.remoteAddress === 'unix';
+    const host = local ? '[local]' : client.remoteAddress.replace(/^::ffff:/, '');
+    const method = hbaMethod(this.hba, { local, ssl: false, database, user, address: client.remoteAddress });
+    switch (method) {
+      case null:
+        return PgError.fatal(SqlState.InvalidAuthorization, `no pg_hba.conf entry for host "${host}", user "${user}", database "${database}", no encryption`);
+      case 'reject':
+        return PgError.fatal(SqlState.InvalidAuthorization, `pg_hba.conf rejects connection for host "${host}", user "${user}", database "${database}", no encryption`);
+      case 'cert':
+        return PgError.fatal(SqlState.InvalidAuthorization, 'certificate authentication needs TLS, which Tessera does not offer yet');
+      case 'peer':
+        return PgError.fatal(SqlState.InvalidAuthorization, 'peer authentication is not supported by Tessera');
+      case 'password':
+        return 'plain';
+      default:
+        return method;
     }
   }
 

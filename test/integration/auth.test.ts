@@ -170,4 +170,41 @@ test('garbage instead of a startup packet gets a protocol-violation error, and T
   assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
 });
 
+test('auth_type hba: pg_hba.conf rules choose the method per user, database and address', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const os = await import('node:os');
+  const hbaFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-hba-')), 'hba.conf');
+  fs.writeFileSync(
+    hbaFile,
+    [
+      `host ${TEST_DB} ${ROLES.scram.user} 127.0.0.1/32 scram-sha-256`,
+      `host all ${ROLES.md5.user} 127.0.0.0/8 md5`,
+      `host all ${ROLES.plain.user} 127.0.0.1 255.255.255.255 password`,
+      `host all ${ROLES.trust.user} all trust`,
+      'host all blocked all reject',
+    ].join('\n'),
+  );
+  const t = await tessera({ auth_type: 'hba', auth_hba_file: hbaFile }, userlistPlain);
+  for (const role of [ROLES.scram, ROLES.md5, ROLES.plain]) assert.is(await whoami(t, role.user, role.password), role.user);
+  assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
+  assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
+  const none = await rejection(connect(t.conn('nobody', 'x')));
+  assert.is(none.code, '28000');
+  assert.match(none.message, 'no pg_hba.conf entry for host "127.0.0.1", user "nobody"');
+  const rejected = await rejection(connect(t.conn('blocked', 'x')));
+  assert.match(rejected.message, 'pg_hba.conf rejects connection');
+});
+
+test('auth_type any: the user name is ignored, every database logs in as its own user', async () => {
+  const t = await startTessera({ auth_type: 'any', databases: { app: clusterEntry(cluster, { dbname: TEST_DB, user: ROLES.md5.user, password: ROLES.md5.password }) } });
+  running.push(t);
+  const c = await connect(t.conn('whoever', undefined, 'app'));
+  try {
+    assert.is((await c.query('select current_user as u')).rows[0].u, ROLES.md5.user);
+  } finally {
+    await c.end();
+  }
+});
+
 test.run();
