@@ -38,6 +38,8 @@ export const DatabaseSchema = Type.Object(
     reserve_pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Extra server connections for this database when clients wait; defaults to reserve_pool_size.' })),
     pool_mode: Type.Optional(poolMode({ description: 'Pool mode for this database (session or transaction); defaults to pool_mode.' })),
     max_db_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most server connections to this database across all users; defaults to max_db_connections.' })),
+    auth_user: Type.Optional(nonEmpty('auth_user for this database (overrides the global one).')),
+    auth_query: Type.Optional(nonEmpty('auth_query for this database (overrides the global one).')),
     auth_type: Type.Optional(
       Type.Literal('session_token', {
         description: 'Set to "session_token" to log clients in with session tokens (open_connection on a pooled backend) instead of auth_file passwords; needs user and password, the pool role.',
@@ -79,6 +81,13 @@ export const ConfigSchema = Type.Object(
       }),
     ),
     auth_file: setting(nonEmpty('File of "user" "secret" lines, relative to this config file; required unless auth_type is trust.')),
+    auth_user: setting(nonEmpty('User that looks up the secrets of users not in auth_file with auth_query; its own password comes from auth_file.')),
+    auth_query: setting(
+      Type.String({
+        default: 'SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin',
+        description: 'Query auth_user runs to fetch (name, secret) for a user; $1 is the user name.',
+      }),
+    ),
     auth_hba_file: setting(nonEmpty('pg_hba.conf-style rules for auth_type hba (local, host, hostssl, hostnossl; trust, reject, password, md5, scram-sha-256), relative to this config file.')),
     admin_users: UserList('Users allowed every admin console command, as a list or comma-separated string.'),
     stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
@@ -159,13 +168,14 @@ export type DatabaseConfig =
 
 /** The loaded config: every setting with a default is present. */
 export type Config = Required<
-  Omit<ConfigInput, '$schema' | 'auth_file' | 'auth_hba_file' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
+  Omit<ConfigInput, '$schema' | 'auth_file' | 'auth_hba_file' | 'auth_user' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
 > & {
   session_tokens: Required<NonNullable<ConfigInput['session_tokens']>>;
   /** Absolute path, checked to be a readable file; unset only when auth_type is "trust". */
   auth_file?: string;
   /** Absolute path; set when auth_type is "hba". */
   auth_hba_file?: string;
+  auth_user?: string;
   admin_users: string[];
   stats_users: string[];
   databases: Record<string, DatabaseConfig>;

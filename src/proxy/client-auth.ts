@@ -23,6 +23,8 @@ export interface SessionCredentials {
 export type AuthStep =
   | { kind: 'send'; message: Buffer }
   | { kind: 'fail'; error: PgError }
+  /** The next step is not known yet (a secret is being looked up with auth_query). */
+  | { kind: 'later'; next: Promise<AuthStep> }
   /** Credentials collected; the login completes only if open_connection accepts them. */
   | { kind: 'session'; credentials: SessionCredentials; serverParams: ReadonlyMap<string, string> }
   /** Authenticated. `scramClientKey` is set when the client proved SCRAM keys (for pass-through). */
@@ -193,5 +195,35 @@ export class SessionTokenAuthenticator implements Authenticator {
         ? { sessionId: password.slice(0, first), nonce: password.slice(first + 1, second), authentToken: password.slice(second + 1) }
         : { sessionId: '0', nonce: '0', authentToken: '' };
     return { kind: 'session', credentials, serverParams: this.serverParams };
+  }
+}
+
+/**
+ * Looks the user's secret up first (auth_query), then authenticates as PasswordAuthenticator
+ * would. Password messages cannot arrive before the first request, so nothing is lost meanwhile.
+ */
+export class LookupAuthenticator implements Authenticator {
+  private inner: Authenticator | null = null;
+
+  constructor(
+    private readonly lookup: Promise<StoredSecret | undefined>,
+    private readonly make: (secret: StoredSecret | undefined) => Authenticator,
+    private readonly onSecret: (secret: StoredSecret | undefined) => void,
+  ) {}
+
+  start(): AuthStep {
+    const next = this.lookup.then(
+      (secret) => {
+        this.onSecret(secret);
+        this.inner = this.make(secret);
+        return this.inner.start();
+      },
+      (err: PgError): AuthStep => ({ kind: 'fail', error: err instanceof PgError ? err : PgError.fatal(SqlState.InvalidAuthorization, 'authentication lookup failed') }),
+    );
+    return { kind: 'later', next };
+  }
+
+  receive(body: Buffer): AuthStep {
+    return this.inner ? this.inner.receive(body) : { kind: 'fail', error: PgError.fatal(SqlState.ProtocolViolation, 'unexpected password message') };
   }
 }

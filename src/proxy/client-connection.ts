@@ -13,6 +13,7 @@ import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer } from '../pool/server-connection.js';
 import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
+import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect } from '../pool/response-queue.js';
 import { log } from '../log.js';
@@ -77,6 +78,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private terminated = false;
   /** Logged in to the admin console rather than a database. */
   admin = false;
+  /** The secret auth_query found for this client (a user not in auth_file). */
+  lookedUpSecret: StoredSecret | undefined;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
@@ -292,6 +295,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       case 'session':
         this.auth = null;
         this.beginTokenSession(step.credentials, step.serverParams);
+        return;
+      case 'later':
+        step.next.then((next) => {
+          if (this.phase === ClientPhase.Auth) this.onAuthStep(next);
+        });
         return;
     }
   }

@@ -10,7 +10,8 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
-import { PasswordAuthenticator, SessionTokenAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
+import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
+import { lookupSecret } from '../pool/auth-query.js';
 import { loadHba, hbaMethod, type HbaRules } from '../auth/hba.js';
 import { LoginLimiter } from './login-limiter.js';
 import { applySocketOptions, type SocketOptions } from './socket-options.js';
@@ -278,6 +279,27 @@ export class Proxy implements ClientHost {
       }
       return new SessionTokenAuthenticator(credentials, serverParams);
     }
+    const authUser = entry.auth_user ?? c.auth_user;
+    if (method !== 'trust' && authUser && !this.userlist.has(user)) {
+      // Not in auth_file: ask the database for the user's secret (auth_user + auth_query).
+      const lookup = lookupSecret(
+        {
+          ...this.address(entry),
+          database: entry.dbname ?? database,
+          authUser,
+          credentials: this.secretCredentials(this.userlist.get(authUser)),
+          query: entry.auth_query ?? c.auth_query,
+          connectTimeoutMs: c.server_connect_timeout * 1000,
+          socket: this.socketOptions(),
+        },
+        user,
+      );
+      return new LookupAuthenticator(
+        lookup,
+        (secret) => new PasswordAuthenticator(method, user, secret, serverParams),
+        (secret) => (client.lookedUpSecret = secret),
+      );
+    }
     return new PasswordAuthenticator(method, user, this.userlist.get(user), serverParams);
   }
 
@@ -288,8 +310,7 @@ export class Proxy implements ClientHost {
     let pool = this.pools.get(key);
     const credentials = this.credentialsFor(entry, client);
     if (!pool) {
-      const address = entry.embedded ? this.embedded : { host: entry.host!, port: entry.port! };
-      if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
+      const address = this.address(entry);
       pool = new Pool(
         `${name}/${serverUser}`,
         { host: address.host, port: address.port, database: entry.dbname ?? name, user: serverUser },
@@ -452,20 +473,28 @@ export class Proxy implements ClientHost {
     if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
     if (entry.embedded && (entry.user ?? client.user) === 'postgres') return { kind: 'password', password: this.config.embedded_password };
     const user = entry.user ?? client.user;
-    const secret = this.userlist.get(user);
+    const secret = this.userlist.get(user) ?? (entry.user ? undefined : client.lookedUpSecret);
+    return this.secretCredentials(secret, entry.user ? undefined : client.scramClientKey);
+  }
+
+  /** How a stored secret logs in to the server; a SCRAM secret needs the keys a client proved. */
+  private secretCredentials(secret: StoredSecret | undefined, scramClientKey?: Buffer): ServerCredentials {
     switch (secret?.kind) {
       case 'plain':
         return { kind: 'password', password: secret.password };
       case 'md5':
         return { kind: 'md5', hash: secret.hash };
       case 'scram':
-        if (!entry.user && client.scramClientKey) {
-          return { kind: 'scram-keys', clientKey: client.scramClientKey, serverKey: secret.serverKey };
-        }
-        return { kind: 'none' };
+        return scramClientKey ? { kind: 'scram-keys', clientKey: scramClientKey, serverKey: secret.serverKey } : { kind: 'none' };
       default:
         return { kind: 'none' };
     }
+  }
+
+  private address(entry: DatabaseConfig): { host: string; port: number } {
+    const address = entry.embedded ? this.embedded : { host: entry.host!, port: entry.port! };
+    if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
+    return address;
   }
 }
 

@@ -207,4 +207,15 @@ test('auth_type any: the user name is ignored, every database logs in as its own
   }
 });
 
+test('auth_user + auth_query: users not in auth_file are checked against pg_authid, then logged in as themselves', async () => {
+  // Only the lookup user is in auth_file; md5_user's md5 secret and scram_user's SCRAM secret come
+  // from pg_authid, and Tessera logs in to the server with them (SCRAM by pass-through).
+  const t = await tessera({ auth_type: 'md5', auth_user: 'postgres' }, `"postgres" "${cluster.superPassword}"\n`);
+  assert.is(await whoami(t, ROLES.md5.user, ROLES.md5.password), ROLES.md5.user);
+  assert.is(await whoami(t, ROLES.scram.user, ROLES.scram.password), ROLES.scram.user);
+  assert.is((await rejection(connect(t.conn(ROLES.scram.user, 'wrong')))).code, '28P01');
+  assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
+  assert.is((await rejection(connect(t.conn('nobody_at_all', 'x')))).code, '28P01');
+});
+
 test.run();

@@ -1,0 +1,36 @@
+/**
+ * auth_user + auth_query: the secret of a user who is not in auth_file, fetched from the database
+ * over a connection that logs in as auth_user. The query is parameterised ($1 = the user name),
+ * never built from strings.
+ */
+import { ServerConnection, type ServerCredentials } from './server-connection.js';
+import { parseSecret, type StoredSecret } from '../auth/secret.js';
+import type { SocketOptions } from '../proxy/socket-options.js';
+
+export interface AuthQueryTarget {
+  host: string;
+  port: number;
+  database: string;
+  authUser: string;
+  credentials: ServerCredentials;
+  query: string;
+  connectTimeoutMs: number;
+  socket: SocketOptions;
+}
+
+/** The user's stored secret, or undefined when the query returns no row or a null password. */
+export async function lookupSecret(t: AuthQueryTarget, user: string): Promise<StoredSecret | undefined> {
+  const server = new ServerConnection(
+    { host: t.host, port: t.port, database: t.database, user: t.authUser, credentials: t.credentials, params: new Map(), connectTimeoutMs: t.connectTimeoutMs, socket: t.socket },
+    '',
+    () => {},
+  );
+  try {
+    await server.login();
+    const rows = await server.query(t.query, [user]);
+    const secret = rows[0]?.[1];
+    return secret ? parseSecret(secret) : undefined;
+  } finally {
+    server.close();
+  }
+}
