@@ -15,7 +15,7 @@ import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
-import { Expect } from '../pool/response-queue.js';
+import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
 
 export const enum ClientPhase {
@@ -47,6 +47,11 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const STATEMENT = 0x53; // 'S' in Describe/Close
+/** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
+const PLAIN_ENTRIES: Entry[] = [];
+for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expect.DescribePortal, Expect.Execute, Expect.Close, Expect.Ready]) {
+  PLAIN_ENTRIES[expect] = Object.freeze({ expect });
+}
 let nextClientId = 1;
 
 /** Metric labels for the SQLSTATEs a refused login carries. */
@@ -548,7 +553,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private toServer(bytes: Buffer, expect: Expect): void {
     const server = this.server!;
     this.write(server, bytes, expect === Expect.Ready ? 1 : 0);
-    this.deliver(server.responses!.push({ expect }));
+    this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
 
   /** A response Tessera gives itself, in its place among the server's. */
