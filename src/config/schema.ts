@@ -54,6 +54,11 @@ export const UserSchema = Type.Object(
     pool_mode: Type.Optional(poolMode({ description: 'Pool mode for this user (session or transaction); overrides the database and global pool_mode.' })),
     pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Server connections per database for this user; overrides the database and global pool size.' })),
     max_user_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most server connections for this user across all databases; 0 means unlimited.' })),
+    reserve_pool_size: Type.Optional(Type.Integer({ minimum: 0, description: 'Reserve pool size for this user; overrides the database and global setting.' })),
+    max_user_client_connections: Type.Optional(Type.Integer({ minimum: 0, description: 'Most client connections for this user; 0 means unlimited.' })),
+    query_timeout: Type.Optional(Type.Number({ minimum: 0, description: 'query_timeout for this user, in seconds.' })),
+    idle_transaction_timeout: Type.Optional(Type.Number({ minimum: 0, description: 'idle_transaction_timeout for this user, in seconds.' })),
+    client_idle_timeout: Type.Optional(Type.Number({ minimum: 0, description: 'client_idle_timeout for this user, in seconds.' })),
   },
   { additionalProperties: false, description: 'Settings for one client user name.' },
 );

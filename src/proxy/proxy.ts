@@ -250,6 +250,10 @@ export class Proxy implements ClientHost {
     if (this.clients.size > c.max_client_conn) {
       return refuse(PgError.fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'));
     }
+    const maxForUser = c.users[user]?.max_user_client_connections ?? 0;
+    if (maxForUser > 0 && [...this.clients].filter((other) => other.user === user && other !== client).length >= maxForUser) {
+      return refuse(PgError.fatal(SqlState.TooManyConnections, `no more connections allowed for user "${user}" (max_user_client_connections)`));
+    }
     const replication = params.get('replication');
     if (replication !== undefined && !NOT_REPLICATION.has(replication.toLowerCase())) {
       return refuse(PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
@@ -360,10 +364,12 @@ export class Proxy implements ClientHost {
     this.limiter.prune(now);
     const c = this.config;
     const loginTimeout = c.client_login_timeout * 1000;
-    const idleTimeout = c.client_idle_timeout * 1000;
-    const queryTimeout = c.query_timeout * 1000;
-    const idleInTxTimeout = c.idle_transaction_timeout * 1000;
     for (const client of this.clients) {
+      // A [users] entry may set its own timeouts, as in PgBouncer.
+      const u = c.users[client.user];
+      const idleTimeout = (u?.client_idle_timeout ?? c.client_idle_timeout) * 1000;
+      const queryTimeout = (u?.query_timeout ?? c.query_timeout) * 1000;
+      const idleInTxTimeout = (u?.idle_transaction_timeout ?? c.idle_transaction_timeout) * 1000;
       if (client.phase === ClientPhase.Startup || client.phase === ClientPhase.Auth) {
         if (loginTimeout > 0 && now - client.connectedAt > loginTimeout) {
           client.fail(PgError.fatal(SqlState.ProtocolViolation, 'client_login_timeout'));
@@ -437,7 +443,7 @@ export class Proxy implements ClientHost {
       mode: entry.auth_type === 'session_token' ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
       size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
       minSize: entry.min_pool_size ?? c.min_pool_size,
-      reserveSize: entry.reserve_pool_size ?? c.reserve_pool_size,
+      reserveSize: u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size,
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       resetQuery: c.server_reset_query,
       // A session-token backend is unbound before anyone else can have it.

@@ -130,6 +130,25 @@ test('client_idle_timeout, query_timeout and idle_transaction_timeout end the of
   }
 });
 
+test('[users] overrides: a user\'s own query_timeout and max_user_client_connections', async () => {
+  const t = await startTessera({ users: { [user]: { query_timeout: 0.5, max_user_client_connections: 2 } }, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const a = await connect(t.conn(user));
+    const b = await connect(t.conn(user));
+    const third = await rejection(connect(t.conn(user)));
+    assert.is(third.code, '53300');
+    assert.match(third.message, 'max_user_client_connections');
+    const slow = await rejection(a.query('select pg_sleep(5)'));
+    assert.is(slow.code, '57014');
+    assert.match(slow.message, 'query_timeout');
+    assert.is((await b.query('select 1 as one')).rows[0].one, 1);
+    await a.end().catch(() => {});
+    await b.end();
+  } finally {
+    await t.stop();
+  }
+});
+
 test('max_db_connections caps servers across users; clients queue instead', async () => {
   const app = 'tessera-maxdb';
   const t = await startTessera({ max_db_connections: 2, databases: { '*': clusterEntry(cluster) } });

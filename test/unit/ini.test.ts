@@ -142,14 +142,14 @@ max_cilent_conn = 5
 [databases]
 db = host=a.example,b.example auth_user=pgb connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC password=topsecret
 [users]
-bob = pool_size=4 query_timeout=10
+bob = pool_size=4 query_timeout=10 query_wait_timeout=5
 [peers]
 1 = host=/tmp/pgbouncer-1
 `,
   );
   const { config, warnings } = loadAnyConfig(path);
   assert.is(config.databases.db!.host, 'a.example');
-  assert.equal(config.users.bob, { pool_size: 4 });
+  assert.equal(config.users.bob, { pool_size: 4, query_timeout: 10 });
   const expected = [
     `${path}:4: setting "verbose" is not supported by Tessera and is ignored`,
     `${path}:5: setting "max_cilent_conn" is not a PgBouncer or Tessera setting (a typo?) and is ignored`,
@@ -158,7 +158,7 @@ bob = pool_size=4 query_timeout=10
     `${path}:7: database "db": parameter "client_encoding" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "datestyle" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "timezone" is not supported by Tessera and is ignored`,
-    `${path}:9: user "bob": parameter "query_timeout" is not supported by Tessera and is ignored`,
+    `${path}:9: user "bob": parameter "query_wait_timeout" is not supported by Tessera and is ignored`,
     `${path}:10: section [peers] is not supported by Tessera (no cancel forwarding between processes) and is ignored`,
   ];
   assert.equal(warnings, expected);
