@@ -23,6 +23,8 @@ export interface Entry {
   expect: Expect;
   /** The completing response is Tessera's own (an injected Parse/Close): do not relay it. */
   swallow?: boolean;
+  /** Every response up to and including the completing one is Tessera's own (an injected query). */
+  swallowAll?: boolean;
   synthetic?: Buffer;
   /** Undo bookkeeping when the server never ran the message (an earlier error skipped it). */
   onSkipped?: () => void;
@@ -64,7 +66,8 @@ export class ResponseQueue {
   /** True when a response of this type completes the head entry and is Tessera's to swallow. */
   swallows(type: number): boolean {
     const head = this.entries[0];
-    return head !== undefined && head.swallow === true && head.expect !== Expect.Synthetic && COMPLETES[head.expect].includes(type);
+    if (head === undefined || head.expect === Expect.Synthetic) return false;
+    return head.swallowAll === true || (head.swallow === true && COMPLETES[head.expect].includes(type));
   }
 
   /**

@@ -47,6 +47,8 @@ export interface ServerPeer {
   writeFromServer(chunk: Buffer): boolean;
   /** Waits for the client's socket to drain, then calls resume. */
   onceDrained(resume: () => void): void;
+  /** A ParameterStatus the client saw (its own SET, in transaction mode). */
+  onParameterStatus?(name: string, value: string): void;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
   /** The server connection is gone; `error` is the server's own ErrorResponse when it sent one. */
@@ -368,8 +370,10 @@ export class ServerConnection implements FrameSink {
   }
 
   onBody(type: number, body: Buffer): void {
+    let dropped = false;
     if (this.responses && this.state === ServerState.Active) {
       if (this.dropping) {
+        dropped = true;
         this.dropping = false;
         this.outFrom = this.framer.offset;
       }
@@ -390,7 +394,11 @@ export class ServerConnection implements FrameSink {
         return;
       case Backend.ParameterStatus: {
         const r = new BodyReader(body);
-        this.status.set(r.cstring(), r.cstring());
+        const name = r.cstring();
+        const value = r.cstring();
+        this.status.set(name, value);
+        // A client's SET of a reported parameter (transaction mode remembers it for the client).
+        if (this.state === ServerState.Active && !dropped) this.peer?.onParameterStatus?.(name, value);
         return;
       }
       case Backend.ErrorResponse: {

@@ -64,6 +64,8 @@ export function message(type: number, ...parts: (Buffer | string | number)[]): B
   return out;
 }
 
+/** A simple Query message (Tessera's own, injected before a client's messages). */
+export const simpleQuery = (sql: string): Buffer => message(0x51, sql);
 export const authOk = (): Buffer => message(Backend.Authentication, AuthCode.Ok);
 export const authCleartext = (): Buffer => message(Backend.Authentication, AuthCode.CleartextPassword);
 export const authMD5 = (salt: Buffer): Buffer => message(Backend.Authentication, AuthCode.MD5Password, salt);

@@ -47,6 +47,15 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const STATEMENT = 0x53; // 'S' in Describe/Close
+/** Reported parameters no session can set. */
+const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
+
+/** A SQL string literal (standard_conforming_strings on; E'' when a backslash needs escaping). */
+function quoteLiteral(value: string): string {
+  const body = value.replace(/'/g, "''");
+  return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
+}
+
 /** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
 const PLAIN_ENTRIES: Entry[] = [];
 for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expect.DescribePortal, Expect.Execute, Expect.Close, Expect.Ready]) {
@@ -109,6 +118,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // Transaction-mode prepared statements: the client's messages are handled one by one.
   private tracking = false;
   private readonly statements = new Map<string, Statement>();
+  /**
+   * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
+   * other than its session's starting ones: re-applied on whichever backend serves it next, and a
+   * backend left with another client's values is put back first.
+   */
+  private readonly overrides = new Map<string, string>();
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
   private discarding = false;
   private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = [];
@@ -624,6 +639,34 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
   }
 
+  onParameterStatus(name: string, value: string): void {
+    if (!this.tracking) return;
+    const baseline = this.pool!.statusCache.get(this.variant)?.get(name);
+    if (value === baseline) this.overrides.delete(name);
+    else this.overrides.set(name, value);
+  }
+
+  /**
+   * Before this client's messages: make the backend's reported parameters what this client should
+   * see — its own SET values, else its session's starting ones (undoing another client's SET).
+   * One injected query, pipelined, whose every reply Tessera swallows.
+   */
+  private restoreParameters(server: ServerConnection): void {
+    const baseline = this.pool!.statusCache.get(this.variant);
+    if (!baseline) return;
+    const statements: string[] = [];
+    const names = new Set([...this.overrides.keys(), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
+    for (const name of names) {
+      const want = this.overrides.get(name) ?? baseline.get(name);
+      if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
+      if (SERVER_ONLY_PARAMETERS.has(name)) continue;
+      statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
+    }
+    if (statements.length === 0) return;
+    this.write(server, msg.simpleQuery(statements.join('; ')), 1);
+    server.responses!.push({ expect: Expect.Ready, swallowAll: true });
+  }
+
   /**
    * A client that sent queries and then Terminate while waiting for a server: PostgreSQL would
    * have run them, so they go to the server now; giveBack() then waits for them to finish.
@@ -679,6 +722,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = server;
     server.attach(this, this.tracking);
     if (this.tracking) {
+      this.restoreParameters(server);
       const held = this.pendingMessages;
       this.pendingMessages = [];
       for (const m of held) this.forwardTracked(m.type, m.body, m.raw);

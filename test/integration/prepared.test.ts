@@ -186,4 +186,31 @@ if (PG_BIN) {
   }
 }
 
+test('transaction mode: a client\'s SET of a reported parameter stays with it and never reaches the next client', async () => {
+  const one = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const a = await connect(one.conn(user));
+    const b = await connect(one.conn(user));
+    const settings = async (c: pg.Client) =>
+      (await c.query(`select current_setting('application_name') as app, current_setting('DateStyle') as ds, current_setting('TimeZone') as tz, pg_backend_pid() as pid`)).rows[0];
+    const before = await settings(b);
+    await a.query(`set application_name = 'leaky'`);
+    await a.query(`set DateStyle = 'SQL, DMY'`);
+    await a.query(`set TimeZone = 'Pacific/Chatham'`);
+    for (let i = 0; i < 3; i++) {
+      const seenByB = await settings(b);
+      assert.equal([seenByB.app, seenByB.ds, seenByB.tz], [before.app, before.ds, before.tz], 'b sees a\'s settings');
+      const seenByA = await settings(a);
+      assert.equal([seenByA.app, seenByA.ds, seenByA.tz], ['leaky', 'SQL, DMY', 'Pacific/Chatham']);
+      assert.is(seenByA.pid, seenByB.pid, 'one backend serves both');
+    }
+    await a.query('reset application_name');
+    assert.is((await settings(a)).app, before.app);
+    await a.end();
+    await b.end();
+  } finally {
+    await one.stop();
+  }
+});
+
 test.run();
