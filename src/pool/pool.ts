@@ -193,7 +193,7 @@ export class Pool {
    * unless the client said Terminate); one inside a transaction is rolled back; in session mode
    * it is reset. Only then is it handed to someone else.
    */
-  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean }): void {
+  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean; dirty?: boolean }): void {
     server.detach();
     if (server.state === ServerState.Closed) return;
     if (how.midMessage || how.extendedOpen || server.broken) {
@@ -204,7 +204,7 @@ export class Pool {
     }
     if (server.outstanding > 0) {
       server.drain(!how.terminated, this.settings.cancelWaitTimeoutMs).then(
-        () => this.reset(server),
+        () => this.reset(server, how.dirty),
         () => {
           server.cancel();
           this.discard(server);
@@ -212,15 +212,18 @@ export class Pool {
       );
       return;
     }
-    this.reset(server);
+    this.reset(server, how.dirty);
   }
 
-  /** Rolls back an open transaction and runs server_reset_query (session mode) before reuse. */
-  private reset(server: ServerConnection): void {
+  /**
+   * Rolls back an open transaction and runs server_reset_query (session mode, or a `dirty` server:
+   * one a transaction-mode client left session state on) before reuse.
+   */
+  private reset(server: ServerConnection, dirty = false): void {
     const queries: string[] = [];
     if (server.isIdleInTransaction) queries.push('ROLLBACK');
     if (this.settings.closeQuery) queries.push(this.settings.closeQuery);
-    if ((this.settings.mode === 'session' || this.settings.resetAlways) && this.settings.resetQuery) {
+    if ((this.settings.mode === 'session' || this.settings.resetAlways || dirty) && this.settings.resetQuery) {
       queries.push(this.settings.resetQuery);
     }
     if (queries.length === 0) {

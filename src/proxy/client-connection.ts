@@ -47,6 +47,18 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const STATEMENT = 0x53; // 'S' in Describe/Close
+/**
+ * Statements whose effect outlives the transaction, so a transaction-mode client running one keeps
+ * its backend (a false positive only pins; it never breaks anything). SET LOCAL, SET TRANSACTION
+ * and SET CONSTRAINTS are transaction-scoped; reported parameters follow the client anyway.
+ */
+const OUTLIVES_TRANSACTION =
+  /\b(listen|pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b|\bwith\s+hold\b|\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|(?:^|;)\s*set\s+(session\s+)?(?!(local|transaction|constraints|session\s+characteristics|application_name|datestyle|timezone|time\s+zone|client_encoding|intervalstyle|standard_conforming_strings)\b)[a-z_]/i;
+
+function outlivesTransaction(sql: Buffer): boolean {
+  return OUTLIVES_TRANSACTION.test(sql.toString('utf8', 0, Math.min(sql.length, 8192)));
+}
+
 /** Reported parameters no session can set. */
 const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
 
@@ -124,6 +136,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * backend left with another client's values is put back first.
    */
   private readonly overrides = new Map<string, string>();
+  /**
+   * The client ran something whose effect outlives its transaction (LISTEN, a session advisory
+   * lock, a WITH HOLD cursor, a temp table, SET of an unreported setting): it keeps its backend
+   * until it disconnects, and the backend is reset before anyone else gets it.
+   */
+  private pinned = false;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
   private discarding = false;
   private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = [];
@@ -505,6 +523,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     switch (type) {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
+        if (!this.pinned && outlivesTransaction(tail)) this.pin();
         if (name === '') return this.toServer(raw, Expect.Parse);
         if (this.statements.has(name)) {
           // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
@@ -555,6 +574,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           this.statements.clear();
           server.statements.clear();
         }
+        if (!this.pinned && outlivesTransaction(body)) this.pin();
         return this.toServer(raw, Expect.Ready);
       case Frontend.FunctionCall:
         return this.toServer(raw, Expect.Ready);
@@ -637,6 +657,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       forget?.();
     };
     this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
+  }
+
+  private pin(): void {
+    this.pinned = true;
+    log.debug({ client: this.id }, 'client pinned to its server: session state outlives its transaction');
   }
 
   onParameterStatus(name: string, value: string): void {
@@ -767,6 +792,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.framer.atBoundary &&
       this.pendingReadies === 0 &&
       this.pendingMessages.length === 0 &&
+      !this.pinned &&
       (server.responses === null || server.responses.empty)
     ) {
       this.releaseServer();
@@ -803,7 +829,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated });
+      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated, dirty: this.pinned });
     }
     this.host.onClientClosed(this);
   }

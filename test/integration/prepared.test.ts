@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import pg from 'pg';
 import postgres from 'postgres';
 import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, run, type RunningTessera } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
 let t: RunningTessera;
@@ -210,6 +210,40 @@ test('transaction mode: a client\'s SET of a reported parameter stays with it an
     await b.end();
   } finally {
     await one.stop();
+  }
+});
+
+test('transaction mode: LISTEN, session advisory locks and SET search_path pin the client to its backend, then the backend is reset', async () => {
+  const t2 = await startTessera({ pool_mode: 'transaction', default_pool_size: 2, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const a = await connect(t2.conn(user));
+    const b = await connect(t2.conn(user));
+    const got: string[] = [];
+    a.on('notification', (n) => got.push(n.payload ?? ''));
+    await a.query('LISTEN tessera_chan');
+    await a.query(`set search_path = pg_catalog`);
+    await a.query('select pg_advisory_lock(4243)');
+    await b.query(`notify tessera_chan, 'hello'`);
+    await until('the notification', async () => got.length > 0);
+    assert.equal(got, ['hello']);
+    assert.is((await a.query(`select current_setting('search_path') as sp`)).rows[0].sp, 'pg_catalog');
+    assert.is((await b.query(`select current_setting('search_path') as sp`)).rows[0].sp, '"$user", public');
+    assert.is((await b.query('select pg_try_advisory_lock(4243) as got')).rows[0].got, false);
+    await a.end();
+    // Reset before reuse: the lock is gone and no one inherits the LISTEN or the search_path.
+    await until('the lock to be released', async () => {
+      const c = await connect(t2.conn(user));
+      try {
+        const r = (await c.query(`select pg_try_advisory_lock(4243) as got, current_setting('search_path') as sp`)).rows[0];
+        if (r.got) await c.query('select pg_advisory_unlock(4243)');
+        return r.got && r.sp === '"$user", public';
+      } finally {
+        await c.end();
+      }
+    });
+    await b.end();
+  } finally {
+    await t2.stop();
   }
 });
 
