@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
 import { configJsonSchema } from '../../src/config/schema.js';
+import { errorOf } from '../support/config-error.js';
 
 const FILE = 'proxy.config.json';
 const dir = mkdtempSync(join(tmpdir(), 'tessera-config-'));
@@ -14,15 +15,6 @@ writeFileSync(join(dir, 'userlist.txt'), '"alice" "secret"\n');
 // A minimal valid config, with overrides.
 const parse = (json: Record<string, unknown>) => parseConfig({ auth_file: 'userlist.txt', ...json }, FILE, dir);
 
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.instance(err, ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 test('defaults are applied', () => {
   const config = parse({ databases: { app: { host: 'db' } } });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { isIniPath, loadAnyConfig, loadIni } from '../../src/config/ini.js';
+import { errorOf } from '../support/config-error.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tessera-ini-'));
 const PASSWORD = "s3cret pass'word";
@@ -17,15 +18,6 @@ function file(name: string, text: string): string {
   return path;
 }
 
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.instance(err, ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 // Shaped after PgBouncer's own etc/pgbouncer.ini, with both comment kinds.
 const MAIN = file(
