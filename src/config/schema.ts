@@ -101,6 +101,8 @@ export const ConfigSchema = Type.Object(
     server_reset_query: setting(Type.String({ default: 'DISCARD ALL', description: 'Query run on a server connection before another client gets it; empty disables it.' })),
     server_reset_query_always: setting(Type.Boolean({ default: false, description: 'Run server_reset_query in transaction mode too, not only in session mode.' })),
     server_connect_timeout: seconds(15, 'Seconds to wait for a server connection and login to finish.'),
+    server_check_delay: seconds(30, 'Seconds a server may sit idle before it is checked with server_check_query when taken from the pool; 0 checks every time.'),
+    server_check_query: setting(Type.String({ default: '', description: 'Query that checks an idle server before reuse; empty sends an empty query (the cheapest round trip).' })),
     server_login_retry: seconds(15, 'Seconds to wait before connecting again after a server login failed.'),
     server_idle_timeout: seconds(600, 'Seconds an idle server connection is kept before it is closed; 0 disables.'),
     server_lifetime: seconds(3600, 'Seconds after which an unused server connection is closed; 0 means it is used only once.'),

@@ -35,6 +35,9 @@ export interface PoolSettings {
   cancelWaitTimeoutMs: number;
   /** Per-backend bound on transaction-mode prepared statements; 0 turns the tracking off. */
   maxPreparedStatements: number;
+  /** Idle longer than this (ms), a server is checked with checkQuery before reuse. */
+  checkDelayMs: number;
+  checkQuery: string;
   /** After a failed server login, how long new logins are not tried (server_login_retry). */
   loginRetryMs: number;
   socket: SocketOptions;
@@ -153,6 +156,13 @@ export class Pool {
   acquire(client: PoolClient): void {
     this.lastParams = client.serverParams;
     const server = this.paused ? null : this.takeIdle(client.variant);
+    if (server && this.needsCheck(server)) {
+      // Long idle: make sure it still answers before anyone relies on it; the client waits.
+      client.waitingSince = Date.now();
+      this.waiters.unshift(client);
+      this.check(server);
+      return;
+    }
     if (server) {
       this.counters.assignments++;
       client.onServerAssigned(server);
@@ -240,6 +250,25 @@ export class Pool {
       },
       (err: PgError) => {
         log.warn({ pool: this.name, server: server.id, code: err.code }, 'server reset failed; closing server');
+        this.discard(server);
+      },
+    );
+  }
+
+  private needsCheck(server: ServerConnection): boolean {
+    return Date.now() - server.lastUsedAt > this.settings.checkDelayMs;
+  }
+
+  /** server_check_query on an idle server: a good one goes to the waiters, a dead one is closed. */
+  private check(server: ServerConnection): void {
+    server.runInternal([this.settings.checkQuery]).then(
+      () => {
+        server.lastUsedAt = Date.now();
+        server.state = ServerState.Idle;
+        this.handOut(server);
+      },
+      () => {
+        log.info({ pool: this.name, server: server.id }, 'idle server failed server_check_query; closing it');
         this.discard(server);
       },
     );

@@ -455,6 +455,8 @@ export class Proxy implements ClientHost {
       connectTimeoutMs: c.server_connect_timeout * 1000,
       cancelWaitTimeoutMs: c.cancel_wait_timeout * 1000,
       loginRetryMs: c.server_login_retry * 1000,
+      checkDelayMs: c.server_check_delay * 1000,
+      checkQuery: c.server_check_query,
       maxPreparedStatements: c.max_prepared_statements,
       socket: this.socketOptions(),
     };

@@ -149,6 +149,30 @@ test('[users] overrides: a user\'s own query_timeout and max_user_client_connect
   }
 });
 
+test('server_check_delay / server_check_query: a server idle longer than the delay is checked before reuse', async () => {
+  // A check query with a visible effect, so the test can see it ran on the reused server.
+  const t = await startTessera({
+    server_check_delay: 0.2,
+    server_check_query: `select set_config('application_name', 'checked', false)`,
+    databases: { '*': clusterEntry(cluster) },
+  });
+  try {
+    const a = await connect(t.conn(user));
+    const first = (await a.query('select pg_backend_pid() as pid')).rows[0].pid;
+    await a.end();
+    await new Promise((r) => setTimeout(r, 400));
+    const b = await connect(t.conn(user));
+    const r = (await b.query(`select pg_backend_pid() as pid, current_setting('application_name') as app`)).rows[0];
+    assert.equal(r, { pid: first, app: 'checked' });
+    // Used just now: no check this time.
+    await b.query(`select set_config('application_name', 'mine', false)`);
+    assert.is((await b.query(`select current_setting('application_name') as app`)).rows[0].app, 'mine');
+    await b.end();
+  } finally {
+    await t.stop();
+  }
+});
+
 test('max_db_connections caps servers across users; clients queue instead', async () => {
   const app = 'tessera-maxdb';
   const t = await startTessera({ max_db_connections: 2, databases: { '*': clusterEntry(cluster) } });
