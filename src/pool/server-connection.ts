@@ -79,6 +79,8 @@ export class ServerConnection implements FrameSink {
   broken = false;
   /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
   readonly statements = new ServerStatements();
+  /** A reported parameter may differ from the session's starting value (a client SET it). */
+  paramsChanged = false;
   /** What this backend owes while a client's extended protocol is being rewritten; else null. */
   responses: ResponseQueue | null = null;
 
@@ -398,7 +400,11 @@ export class ServerConnection implements FrameSink {
         const value = r.cstring();
         this.status.set(name, value);
         // A client's SET of a reported parameter (transaction mode remembers it for the client).
-        if (this.state === ServerState.Active && !dropped) this.peer?.onParameterStatus?.(name, value);
+        // (A dropped one answers Tessera's own restoring query: it sets what should be there.)
+        if (this.state === ServerState.Active && !dropped) {
+          this.paramsChanged = true;
+          this.peer?.onParameterStatus?.(name, value);
+        }
         return;
       }
       case Backend.ErrorResponse: {

@@ -677,8 +677,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * One injected query, pipelined, whose every reply Tessera swallows.
    */
   private restoreParameters(server: ServerConnection): void {
+    // The common case costs one test per transaction: nobody has SET anything.
+    if (this.overrides.size === 0 && !server.paramsChanged) return;
     const baseline = this.pool!.statusCache.get(this.variant);
     if (!baseline) return;
+    // After this, the server differs from the starting values only by this client's SETs.
+    server.paramsChanged = this.overrides.size > 0;
     const statements: string[] = [];
     const names = new Set([...this.overrides.keys(), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
     for (const name of names) {
