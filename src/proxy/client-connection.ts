@@ -479,13 +479,31 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.requestServer();
       return;
     }
-    if (server.outstanding === 0 && readies + this.pendingReadies > 0) server.queryStartedAt = Date.now();
-    server.outstanding += readies + this.pendingReadies;
-    this.pendingReadies = 0;
-    if (!server.write(bytes)) {
-      this.socket.pause();
-      server.onceDrained(() => this.socket.resume());
+    this.owe(server, readies);
+    this.sendNow(server, bytes);
+  }
+
+  /** Counts the ReadyForQuery messages a send will be answered with (and when the query began). */
+  private owe(server: ServerConnection, readies: number): void {
+    if (readies === 0) return;
+    if (server.outstanding === 0) server.queryStartedAt = Date.now();
+    server.outstanding += readies;
+  }
+
+  /** Sends what arrived while no server was linked, in order, now that one is. */
+  private forwardHeld(server: ServerConnection): void {
+    if (this.tracking) {
+      const held = this.pendingMessages;
+      this.pendingMessages = [];
+      for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
+      this.flushBatch(server);
+      return;
     }
+    const held = this.pending;
+    this.pending = [];
+    this.owe(server, this.pendingReadies);
+    this.pendingReadies = 0;
+    for (const bytes of held) this.sendNow(server, bytes);
   }
 
   private requestServer(): void {
@@ -606,10 +624,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * flushes that slice, so order is kept.
    */
   private write(server: ServerConnection, bytes: Buffer, readies: number): void {
-    if (readies > 0) {
-      if (server.outstanding === 0) server.queryStartedAt = Date.now();
-      server.outstanding += readies;
-    }
+    this.owe(server, readies);
     const chunk = this.currentChunk;
     const inChunk = bytes.buffer === chunk.buffer && bytes.byteOffset >= chunk.byteOffset && bytes.byteOffset + bytes.length <= chunk.byteOffset + chunk.length;
     const batch = this.batch;
@@ -704,17 +719,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.pending.length === 0 && this.pendingMessages.length === 0) return;
     this.server = server;
     server.attach(this, this.tracking);
-    if (this.tracking) {
-      for (const m of this.pendingMessages) this.forwardTracked(m.type, m.body, m.raw);
-      this.flushBatch(server);
-      // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
-      server.responses = null;
-    } else {
-      server.outstanding += this.pendingReadies;
-      for (const bytes of this.pending) server.write(bytes);
-    }
-    this.pending = [];
-    this.pendingMessages = [];
+    this.forwardHeld(server);
+    // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
+    server.responses = null;
     this.server = null;
   }
 
@@ -750,22 +757,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
     this.server = server;
     server.attach(this, this.tracking);
-    if (this.tracking) {
-      this.restoreParameters(server);
-      const held = this.pendingMessages;
-      this.pendingMessages = [];
-      for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
-      this.flushBatch(server);
-      this.socket.resume();
-      return;
-    }
-    const held = this.pending;
-    this.pending = [];
-    if (this.pendingReadies > 0) server.queryStartedAt = Date.now();
-    server.outstanding += this.pendingReadies;
-    this.pendingReadies = 0;
-    for (const bytes of held) server.write(bytes);
+    if (this.tracking) this.restoreParameters(server);
+    // Resume first, so a full server socket's pause (sendNow) is the one that stands.
     this.socket.resume();
+    this.forwardHeld(server);
   }
 
   onServerFailed(error: PgError): void {
