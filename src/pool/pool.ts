@@ -113,21 +113,9 @@ export class Pool {
     private readonly mayOpen: () => boolean = () => true,
   ) {}
 
-  get waiting(): number {
-    return this.waiters.length;
-  }
-
-  get idleCount(): number {
-    return this.idle.length;
-  }
-
   /** How long the longest-waiting client has waited, in ms. */
   maxWaitMs(now = Date.now()): number {
     return this.waiters.length > 0 ? now - this.waiters[0].waitingSince : 0;
-  }
-
-  isWaiting(client: PoolClient): boolean {
-    return this.waiters.includes(client);
   }
 
   /** PAUSE: resolves once no server is in use, then closes the idle ones (as PgBouncer). */

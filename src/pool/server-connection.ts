@@ -122,10 +122,6 @@ export class ServerConnection implements FrameSink {
     return this.txStatus !== READY_IDLE;
   }
 
-  get address(): { host: string; port: number } {
-    return { host: this.target.host, port: this.target.port };
-  }
-
   /** Connects and logs in; resolves once the server said ReadyForQuery. Rejects with a PgError. */
   login(): Promise<void> {
     const t = this.target;
@@ -175,14 +171,6 @@ export class ServerConnection implements FrameSink {
 
   onceDrained(resume: () => void): void {
     this.socket.once('drain', resume);
-  }
-
-  pauseReading(): void {
-    this.socket.pause();
-  }
-
-  resumeReading(): void {
-    this.socket.resume();
   }
 
   /**
@@ -272,10 +260,6 @@ export class ServerConnection implements FrameSink {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
-  destroy(): void {
-    this.state = ServerState.Closed;
-    this.socket.destroy();
-  }
 
   // ---- receiving ----
 
