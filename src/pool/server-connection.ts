@@ -338,8 +338,9 @@ export class ServerConnection implements FrameSink {
           }
           return TRACKED_RESPONSES.has(type) || type === Backend.ParameterStatus;
         }
-        // Relay: only ReadyForQuery and ParameterStatus matter to the pool.
-        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus;
+        // Relay: only ReadyForQuery, ParameterStatus and (rare) errors matter to the pool. A FATAL
+        // seen here is already relayed, so the client is not told a second time when we close.
+        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus || type === Backend.ErrorResponse;
       case ServerState.Cleanup:
         // Results of an abandoned query stream past; only the end, errors and our own rows matter.
         return (
