@@ -12,6 +12,7 @@
 --        authent_token = encode(digest(session_token || to_hex(n), 'sha1'), 'base64')
 --   4. row-level security policies call (select tessera.current_accessor())
 --   5. select tessera.close_connection();   before the backend serves anybody else
+--   (transaction pooling: issue_ticket / redeem_ticket / revoke_tickets, the pooler's alone)
 --
 -- Call open_connection in autocommit. It records failed attempts and used nonces and
 -- then returns normally, so a caller that wraps it in a transaction and rolls back
@@ -125,6 +126,19 @@ create unlogged table if not exists tessera.bindings (
   bound_at      timestamptz not null default now()
 );
 create index if not exists bindings_session_id on tessera.bindings (session_id);
+
+-- Tickets: how a pooler in transaction mode binds the next backend to a client's session
+-- without holding the session token or spending a nonce per transaction. issue_ticket()
+-- hands one to the pooler right after a successful open_connection; the pooler keeps it
+-- (the client never sees it), redeems it on each backend it moves the client to, and
+-- revokes it when the client disconnects. Only a hash is stored, so a dump yields nothing
+-- redeemable; tickets die with their session.
+create table if not exists tessera.tickets (
+  ticket_hash bytea primary key,                  -- sha256 of the ticket
+  session_id  bigint not null references tessera.sessions on delete cascade,
+  issued_at   timestamptz not null default now()
+);
+create index if not exists tickets_session_id on tessera.tickets (session_id);
 
 -- Only the functions below touch these tables.
 revoke all on all tables in schema tessera from public, tessera_user, tessera_pool;
@@ -380,6 +394,76 @@ begin
 end
 $$;
 
+-- The pooler, right after open_connection succeeded on this backend: a new ticket for the
+-- session this backend is now bound to. Raises 28000 when the backend is not bound.
+create or replace function tessera.issue_ticket()
+returns text
+language plpgsql volatile security definer
+set search_path = pg_catalog, tessera, pg_temp
+as $$
+declare
+  _session_id bigint := tessera.current_session_id();
+  _ticket     text;
+begin
+  if _session_id is null then
+    raise exception 'tessera.issue_ticket: this backend is not bound to a live session'
+      using errcode = '28000';
+  end if;
+  _ticket := encode(tessera.gen_random_bytes(32), 'hex');
+  insert into tessera.tickets (ticket_hash, session_id)
+  values (tessera.digest(_ticket, 'sha256'), _session_id);
+  return _ticket;
+end
+$$;
+
+-- The pooler, before a client's transaction on a backend not yet bound to its session:
+-- ends this backend's binding, then binds it to the ticket's session if the ticket is
+-- known and the session is live. False (and no binding) otherwise; never raises on a bad
+-- ticket, so the unbinding is never rolled back. The ticket is looked up by its hash: no
+-- comparison whose time depends on how much of a guess was right.
+create or replace function tessera.redeem_ticket(ticket text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, tessera, pg_temp
+as $$
+declare
+  _session_id bigint;
+begin
+  delete from tessera.bindings b where b.pid = pg_backend_pid();
+  select t.session_id into _session_id
+    from tessera.tickets t
+    join tessera.sessions s on s.session_id = t.session_id
+   where t.ticket_hash = tessera.digest(coalesce(redeem_ticket.ticket, ''), 'sha256')
+     and s.expires_at > now()
+     and not s.locked;
+  if _session_id is null then
+    return false;
+  end if;
+  insert into tessera.bindings (pid, backend_start, session_id)
+  values (pg_backend_pid(),
+          (select a.backend_start from pg_stat_get_activity(pg_backend_pid()) a),
+          _session_id);
+  return true;
+end
+$$;
+
+-- The pooler, when clients holding these tickets have disconnected: they can no longer be
+-- redeemed. Returns how many were known.
+create or replace function tessera.revoke_tickets(tickets text[])
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, tessera, pg_temp
+as $$
+declare
+  _deleted integer;
+begin
+  delete from tessera.tickets t
+   where t.ticket_hash in (select tessera.digest(x, 'sha256') from unnest(revoke_tickets.tickets) x);
+  get diagnostics _deleted = row_count;
+  return _deleted;
+end
+$$;
+
 -- For a schedule (cron, pg_cron): deletes expired sessions (their bindings go with
 -- them) and returns how many. Also drops bindings left by backends that have exited.
 create or replace function tessera.delete_expired_sessions()
@@ -407,6 +491,9 @@ revoke execute on function
   tessera.open_connection(bigint, integer, text, inet),
   tessera.open_connection(bigint, integer, text),
   tessera.close_connection(),
+  tessera.issue_ticket(),
+  tessera.redeem_ticket(text),
+  tessera.revoke_tickets(text[]),
   tessera.current_session_id(),
   tessera.current_accessor(),
   tessera.delete_expired_sessions()
@@ -422,7 +509,10 @@ to tessera_user;
 
 grant execute on function
   tessera.open_connection(bigint, integer, text, inet),
-  tessera.close_connection()
+  tessera.close_connection(),
+  tessera.issue_ticket(),
+  tessera.redeem_ticket(text),
+  tessera.revoke_tickets(text[])
 to tessera_pool;
 
 commit;

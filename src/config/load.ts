@@ -48,11 +48,6 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     if (entry.auth_type === 'session_token') {
       // The client's own user name is only a label: the backend role must come from the entry.
       if (entry.user === undefined) fail(`${where}.user`, 'expected the pool role (required with "auth_type": "session_token")');
-      const mode = entry.pool_mode ?? (config.pool_mode as string);
-      if (mode !== 'session') fail(`${where}.pool_mode`, 'session-token databases support pool_mode "session" only in this version');
-      // A [users] override for the pool role would otherwise switch the pool to transaction mode.
-      const roleMode = (config.users as Record<string, { pool_mode?: string }>)[entry.user as string]?.pool_mode;
-      if (roleMode !== undefined && roleMode !== 'session') fail(joinKeys(['users', entry.user as string, 'pool_mode']), `must be "session": ${where} logs in as this role with session tokens`);
     }
     const resolved = Value.Default(DatabaseSchema, entry) as Record<string, unknown>;
     if (embedded) delete resolved.port;

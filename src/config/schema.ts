@@ -142,6 +142,18 @@ export const ConfigSchema = Type.Object(
             default: 'select tessera.close_connection()',
             description: 'Query Tessera runs before a session-token backend goes back to the pool.',
           })),
+          issue_ticket: Type.Optional(Type.String({
+            default: 'select tessera.issue_ticket()',
+            description: 'Transaction mode: query Tessera runs right after a successful open_connection; returns the ticket (kept by Tessera, never sent to the client) that re-binds other backends to the session.',
+          })),
+          redeem_ticket: Type.Optional(Type.String({
+            default: 'select tessera.redeem_ticket($1::text)',
+            description: 'Transaction mode: query Tessera pipelines before a client\'s transaction on a backend bound to another session; $1 the ticket. Must unbind the backend, then return true once bound to the ticket\'s session (false otherwise).',
+          })),
+          revoke_tickets: Type.Optional(Type.String({
+            default: 'select tessera.revoke_tickets($1::text[])',
+            description: 'Transaction mode: query Tessera runs when clients have disconnected; $1 their tickets as a text array.',
+          })),
           max_failures: Type.Optional(Type.Integer({ minimum: 0, default: 20, description: 'Failed session-token logins one client address may make in a minute before it is refused; 0 disables the limit.' })),
           ban_seconds: Type.Optional(Type.Number({ minimum: 0, default: 60, description: 'Seconds an address that passed max_failures is refused.' })),
         },

@@ -27,6 +27,8 @@ export interface PoolSettings {
   resetAlways: boolean;
   /** Run first on every release (session tokens: close_connection); a failure closes the server. */
   closeQuery: string;
+  /** Session-token pools: the queries of the ticket protocol (transaction mode re-binds backends). */
+  tickets: TicketQueries | null;
   idleTimeoutMs: number;
   lifetimeMs: number;
   queryWaitTimeoutMs: number;
@@ -43,6 +45,15 @@ export interface PoolSettings {
   socket: SocketOptions;
 }
 
+export interface TicketQueries {
+  /** Run after a successful open_connection; returns the ticket. */
+  issue: string;
+  /** $1 the ticket: unbinds the backend, then binds it to the ticket's session; returns a boolean. */
+  redeem: string;
+  /** $1 a text[] of tickets whose clients have gone. */
+  revoke: string;
+}
+
 /** Where the pool's servers live and who they log in as. */
 export interface PoolTarget {
   host: string;
@@ -56,6 +67,8 @@ export interface PoolClient {
   readonly id: number;
   readonly variant: string;
   readonly serverParams: ReadonlyMap<string, string>;
+  /** A session-token client's session: an idle server already bound to it is preferred. */
+  readonly sessionId: string | null;
   waitingSince: number;
   /** True while the client waits only to learn the server's ParameterStatus values (login). */
   readonly wantsStatusOnly: boolean;
@@ -102,6 +115,9 @@ export class Pool {
    * error. Per variant, because a bad startup parameter fails only that client's logins.
    */
   private readonly loginFailures = new Map<string, { until: number; error: PgError }>();
+  /** Tickets of departed session-token clients, to revoke on the next free server. */
+  private readonly revocations: string[] = [];
+  private revoking = false;
 
   constructor(
     readonly name: string,
@@ -143,7 +159,7 @@ export class Pool {
   /** Gives the client a server now or when one is free; answers through the client's callbacks. */
   acquire(client: PoolClient): void {
     this.lastParams = client.serverParams;
-    const server = this.paused ? null : this.takeIdle(client.variant);
+    const server = this.paused ? null : this.takeIdle(client.variant, client.sessionId);
     if (server && this.needsCheck(server)) {
       // Long idle: make sure it still answers before anyone relies on it; the client waits.
       client.waitingSince = Date.now();
@@ -220,7 +236,10 @@ export class Pool {
   private reset(server: ServerConnection, dirty = false): void {
     const queries: string[] = [];
     if (server.isIdleInTransaction) queries.push('ROLLBACK');
-    if (this.settings.closeQuery) queries.push(this.settings.closeQuery);
+    if (this.settings.closeQuery) {
+      queries.push(this.settings.closeQuery);
+      server.boundSession = null;
+    }
     if ((this.settings.mode === 'session' || this.settings.resetAlways || dirty) && this.settings.resetQuery) {
       queries.push(this.settings.resetQuery);
     }
@@ -320,15 +339,48 @@ export class Pool {
 
   // ---- internals ----
 
-  private takeIdle(variant: string): ServerConnection | null {
+  /** The most recently used idle server for the variant; one bound to `session` first. */
+  private takeIdle(variant: string, session: string | null): ServerConnection | null {
+    let found = -1;
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const server = this.idle[i];
-      if (server.variant === variant) {
-        this.idle.splice(i, 1);
-        return server;
+      if (server.variant !== variant) continue;
+      if (found < 0) found = i;
+      if (session === null || server.boundSession === session) {
+        found = i;
+        break;
       }
     }
-    return null;
+    return found < 0 ? null : this.idle.splice(found, 1)[0];
+  }
+
+  /**
+   * A session-token client holding this ticket disconnected: revoke it in the database, on the
+   * next free server (now, if one is idle), so it can never bind a backend again.
+   */
+  revokeTicket(ticket: string): void {
+    this.revocations.push(ticket);
+    if (this.closed || this.paused || this.revoking) return;
+    const server = this.idle.pop();
+    if (server) this.handOut(server);
+  }
+
+  private revokeOn(server: ServerConnection): void {
+    const tickets = this.revocations.splice(0);
+    this.revoking = true;
+    // Tickets are checked to be plain tokens when issued, so the array literal needs no quoting.
+    server.query(this.settings.tickets!.revoke, [`{${tickets.join(',')}}`]).then(
+      () => {
+        this.revoking = false;
+        server.state = ServerState.Idle;
+        this.handOut(server);
+      },
+      (err: PgError) => {
+        this.revoking = false;
+        log.warn({ pool: this.name, server: server.id, code: err.code, count: tickets.length }, 'revoking session tickets failed; they stay valid until their sessions end');
+        this.discard(server);
+      },
+    );
   }
 
   /** A server became free: the longest-waiting client with the same parameters gets it. */
@@ -339,6 +391,7 @@ export class Pool {
       this.discard(server);
       return;
     }
+    if (this.revocations.length > 0 && !this.revoking && !this.paused && this.settings.tickets) return this.revokeOn(server);
     for (let i = 0; !this.paused && i < this.waiters.length; i++) {
       const client = this.waiters[i];
       if (client.variant === server.variant) {

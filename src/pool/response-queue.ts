@@ -26,6 +26,8 @@ export interface Entry {
   /** Every response up to and including the completing one is Tessera's own (an injected query). */
   swallowAll?: boolean;
   synthetic?: Buffer;
+  /** Sees each response swallowed for this entry (Tessera reading its own injected query's answer). */
+  inspect?: (type: number, body: Buffer) => void;
   /** Undo bookkeeping when the server never ran the message (an earlier error skipped it). */
   onSkipped?: () => void;
 }
@@ -68,6 +70,11 @@ export class ResponseQueue {
     const head = this.entries[0];
     if (head === undefined || head.expect === Expect.Synthetic) return false;
     return head.swallowAll === true || (head.swallow === true && COMPLETES[head.expect].includes(type));
+  }
+
+  /** A swallowed response, shown to the head entry's inspector before it advances the queue. */
+  inspect(type: number, body: Buffer): void {
+    this.entries[0]?.inspect?.(type, body);
   }
 
   /**

@@ -81,6 +81,11 @@ export class ServerConnection implements FrameSink {
   readonly statements = new ServerStatements();
   /** A reported parameter may differ from the session's starting value (a client SET it). */
   paramsChanged = false;
+  /**
+   * Session-token pools: the session this backend is bound to, as far as Tessera knows (set by
+   * open_connection or a redeemed ticket, cleared by close_connection); null when unbound or unsure.
+   */
+  boundSession: string | null = null;
   /** What this backend owes while a client's extended protocol is being rewritten; else null. */
   responses: ResponseQueue | null = null;
 
@@ -209,9 +214,7 @@ export class ServerConnection implements FrameSink {
         if (err) reject(err);
         else resolve(rows);
       };
-      this.socket.write(
-        Buffer.concat([serialize.parse({ text: sql }), serialize.bind({ values: params }), serialize.execute(), serialize.sync()]),
-      );
+      this.socket.write(extendedQuery(sql, params));
     });
   }
 
@@ -364,6 +367,7 @@ export class ServerConnection implements FrameSink {
         this.dropping = false;
         this.outFrom = this.framer.offset;
       }
+      if (dropped) this.responses.inspect(type, body);
       const due = this.responses.onResponse(type);
       if (due.length > 0) {
         this.emitUpTo(this.framer.offset);
@@ -504,7 +508,12 @@ export class ServerConnection implements FrameSink {
 }
 
 /** A DataRow's columns as text (Tessera's own queries use the text format). */
-function decodeDataRow(body: Buffer): (string | null)[] {
+/** One parameterised statement as Parse/Bind/Execute/Sync on the unnamed statement and portal. */
+export function extendedQuery(sql: string, params: (string | null)[]): Buffer {
+  return Buffer.concat([serialize.parse({ text: sql }), serialize.bind({ values: params }), serialize.execute(), serialize.sync()]);
+}
+
+export function decodeDataRow(body: Buffer): (string | null)[] {
   const r = new BodyReader(body);
   const n = body.readInt16BE(0);
   r.bytes(2);

@@ -10,7 +10,7 @@ import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.j
 import { StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
-import { type ServerConnection, type ServerPeer } from '../pool/server-connection.js';
+import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } from '../pool/server-connection.js';
 import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
@@ -59,6 +59,22 @@ function outlivesTransaction(sql: Buffer): boolean {
   return OUTLIVES_TRANSACTION.test(sql.toString('utf8', 0, Math.min(sql.length, 8192)));
 }
 
+/**
+ * Calls that change which session a backend is bound to. A client running one itself leaves the
+ * binding unknown, so the backend's next transaction redeems a ticket first (a false positive
+ * costs one redemption).
+ */
+const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i;
+
+function rebinds(sql: Buffer): boolean {
+  return REBINDS.test(sql.toString('utf8', 0, Math.min(sql.length, 8192)));
+}
+
+/** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
+const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
+const DATA_ROW = 0x44; // 'D'
+const READY = 0x5a; // 'Z'
+
 /** Reported parameters no session can set. */
 const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
 
@@ -106,6 +122,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   admin = false;
   /** The secret auth_query found for this client (a user not in auth_file). */
   lookedUpSecret: StoredSecret | undefined;
+  /** Session-token clients: the session they logged in to (an id, not a secret). */
+  sessionId: string | null = null;
+  /**
+   * Session-token clients in transaction mode: what binds each further backend to the session
+   * (tessera.redeem_ticket). Tessera's alone: never sent to the client; revoked when it leaves.
+   */
+  private ticket: string | null = null;
+  /** A redemption failed (the session ended): the server's replies are no longer this client's. */
+  private sessionLost = false;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
@@ -127,8 +152,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** An extended-protocol batch was sent without its Sync yet: the server must stay linked. */
   private extendedOpen = false;
 
-  // Transaction-mode prepared statements: the client's messages are handled one by one.
+  // Transaction mode: the client's messages are handled one by one (tracking), and protocol-level
+  // prepared statements are mapped to per-backend ones unless max_prepared_statements is 0.
   private tracking = false;
+  private rewriteStatements = false;
   private readonly statements = new Map<string, Statement>();
   /**
    * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
@@ -366,7 +393,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.pool = this.host.poolFor(this);
     this.phase = ClientPhase.Login;
     const s = this.pool.settings;
-    this.tracking = s.mode === 'transaction' && s.maxPreparedStatements > 0;
+    this.tracking = s.mode === 'transaction';
+    this.rewriteStatements = this.tracking && s.maxPreparedStatements > 0;
     // Rewritten messages are read whole, so the limit is the protocol's own.
     if (this.tracking) this.framer.maxWantedBody = 0x40000000;
   }
@@ -400,9 +428,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           return;
         }
         this.host.onSessionLogin(this, true);
+        this.sessionId = BigInt(c.sessionId).toString();
+        server.boundSession = this.sessionId;
+        this.replyPrefix = [msg.authOk()];
+        if (this.tracking) return this.takeTicket(server);
         this.server = server;
         server.attach(this);
-        this.replyPrefix = [msg.authOk()];
         this.finishLogin(server.status);
       },
       (err: PgError) => {
@@ -411,6 +442,64 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
       },
     );
+  }
+
+  /**
+   * Transaction mode: the backend that checked the credentials issues the ticket that binds the
+   * client's later backends to its session, then goes back to the pool still bound to it.
+   */
+  private takeTicket(server: ServerConnection): void {
+    const pool = this.pool!;
+    server.query(pool.settings.tickets!.issue, []).then(
+      (rows) => {
+        const ticket = rows[0]?.[0];
+        const usable = typeof ticket === 'string' && TICKET.test(ticket);
+        if (this.phase === ClientPhase.Closed || !usable) {
+          pool.giveBack(server, { midMessage: false, extendedOpen: false });
+          if (usable) pool.revokeTicket(ticket);
+          else this.fail(PgError.fatal(SqlState.InvalidAuthorization, 'session login failed: the issue_ticket query returned no usable ticket'));
+          return;
+        }
+        this.ticket = ticket;
+        const status = new Map(server.status);
+        pool.releaseIdle(server);
+        this.finishLogin(status);
+      },
+      (err: PgError) => {
+        pool.giveBack(server, { midMessage: false, extendedOpen: false });
+        log.warn({ client: this.id, code: err.code }, 'issue_ticket failed on the server');
+        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
+      },
+    );
+  }
+
+  /**
+   * Before this client's messages on a backend not bound to its session: redeem the ticket,
+   * pipelined. redeem_ticket unbinds first, so whatever happens the client's statements never run
+   * under another session; if it did not bind, the client is told its session has ended.
+   */
+  private redeemTicket(server: ServerConnection): void {
+    server.boundSession = this.sessionId;
+    let bound = false;
+    this.write(server, extendedQuery(this.pool!.settings.tickets!.redeem, [this.ticket]), 1);
+    server.responses?.push({
+      expect: Expect.Ready,
+      swallowAll: true,
+      inspect: (type, body) => {
+        if (type === DATA_ROW) bound = decodeDataRow(body)[0] === 't';
+        else if (type === READY && !bound) this.onSessionLost(server);
+      },
+    });
+  }
+
+  private onSessionLost(server: ServerConnection): void {
+    server.boundSession = null;
+    // Replies to the client's statements (run unbound, so they saw nothing of anyone) are dropped.
+    this.sessionLost = true;
+    this.host.onLoginFailed(this, 'session_ended');
+    log.info({ client: this.id, user: this.user, db: this.database }, 'session ended: its ticket no longer binds a backend');
+    // Not from inside the server's read loop: teardown gives the server back.
+    queueMicrotask(() => this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session of user "${this.user}" has ended (logged out, expired or locked)`)));
   }
 
   private tokenLoginFailed(errmsg: string): void {
@@ -542,7 +631,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
         if (!this.pinned && outlivesTransaction(tail)) this.pin();
-        if (name === '') return this.toServer(raw, Expect.Parse);
+        if (this.ticket !== null && rebinds(tail)) server.boundSession = null;
+        if (name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Parse);
         if (this.statements.has(name)) {
           // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
           this.discarding = true;
@@ -577,7 +667,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       }
       case Frontend.Close: {
         const { kind, name } = readTarget(body);
-        if (kind !== STATEMENT || name === '') return this.toServer(raw, Expect.Close);
+        if (kind !== STATEMENT || name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Close);
         // Shared on the server and kept for other clients; closing a missing name is no error.
         this.statements.delete(name);
         return this.answer(CLOSE_COMPLETE);
@@ -593,6 +683,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           server.statements.clear();
         }
         if (!this.pinned && outlivesTransaction(body)) this.pin();
+        if (this.ticket !== null && rebinds(body)) server.boundSession = null;
         return this.toServer(raw, Expect.Ready);
       case Frontend.FunctionCall:
         return this.toServer(raw, Expect.Ready);
@@ -719,6 +810,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.pending.length === 0 && this.pendingMessages.length === 0) return;
     this.server = server;
     server.attach(this, this.tracking);
+    if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
     this.forwardHeld(server);
     // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
     server.responses = null;
@@ -741,6 +833,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.phase === ClientPhase.Closed) {
       this.runOrphaned(server);
       this.pool!.giveBack(server, { midMessage: false, extendedOpen: this.extendedOpen, terminated: true });
+      this.revokeTicket();
       return;
     }
     if (this.phase === ClientPhase.Login && this.session) {
@@ -757,7 +850,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
     this.server = server;
     server.attach(this, this.tracking);
-    if (this.tracking) this.restoreParameters(server);
+    if (this.tracking) {
+      if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
+      this.restoreParameters(server);
+    }
     // Resume first, so a full server socket's pause (sendNow) is the one that stands.
     this.socket.resume();
     this.forwardHeld(server);
@@ -772,6 +868,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // ---- ServerPeer: the linked server's bytes ----
 
   writeFromServer(chunk: Buffer): boolean {
+    if (this.sessionLost) return true;
     this.pool!.counters.sent += chunk.length;
     return this.socket.write(chunk);
   }
@@ -781,6 +878,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   onServerReady(server: ServerConnection): void {
+    if (this.sessionLost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
     if (server.txStatus === READY_IDLE) this.pool!.counters.xacts++;
     if (
@@ -806,6 +904,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     else this.close();
   }
 
+  private revokeTicket(): void {
+    if (this.ticket === null) return;
+    this.pool!.revokeTicket(this.ticket);
+    this.ticket = null;
+  }
+
   private releaseServer(): void {
     const server = this.server!;
     this.server = null;
@@ -824,6 +928,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
     const orphaned = this.terminated && (this.pending.length > 0 || this.pendingMessages.length > 0);
     if (this.waiting && !orphaned) this.pool?.cancelWait(this);
+    // Orphaned queries still need the ticket; they revoke it once they have run.
+    if (!orphaned) this.revokeTicket();
     const server = this.server;
     this.server = null;
     if (server && this.pool) {

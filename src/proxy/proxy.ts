@@ -439,8 +439,7 @@ export class Proxy implements ClientHost {
     const c = this.config;
     const u = c.users[user] ?? {};
     return {
-      // A session-token backend is bound to one client's session: it must stay with that client.
-      mode: entry.auth_type === 'session_token' ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
+      mode: u.pool_mode ?? entry.pool_mode ?? c.pool_mode,
       size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
       minSize: entry.min_pool_size ?? c.min_pool_size,
       reserveSize: u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size,
@@ -448,6 +447,7 @@ export class Proxy implements ClientHost {
       resetQuery: c.server_reset_query,
       // A session-token backend is unbound before anyone else can have it.
       closeQuery: entry.auth_type === 'session_token' ? c.session_tokens.close_connection : '',
+      tickets: entry.auth_type === 'session_token' ? { issue: c.session_tokens.issue_ticket, redeem: c.session_tokens.redeem_ticket, revoke: c.session_tokens.revoke_tickets } : null,
       resetAlways: c.server_reset_query_always,
       idleTimeoutMs: c.server_idle_timeout * 1000,
       lifetimeMs: c.server_lifetime * 1000,

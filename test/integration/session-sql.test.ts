@@ -123,8 +123,11 @@ test('tessera.sql and demo.sql install, and install again harmlessly', async () 
       'tessera.current_accessor()',
       'tessera.current_session_id()',
       'tessera.delete_expired_sessions()',
+      'tessera.issue_ticket()',
       'tessera.open_connection(bigint,integer,text)',
       'tessera.open_connection(bigint,integer,text,inet)',
+      'tessera.redeem_ticket(text)',
+      'tessera.revoke_tickets(text[])',
     ],
   );
   for (const f of fns.rows) {
