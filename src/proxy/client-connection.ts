@@ -55,8 +55,15 @@ const STATEMENT = 0x53; // 'S' in Describe/Close
 const OUTLIVES_TRANSACTION =
   /\b(listen|pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b|\bwith\s+hold\b|\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|(?:^|;)\s*set\s+(session\s+)?(?!(local|transaction|constraints|session\s+characteristics|application_name|datestyle|timezone|time\s+zone|client_encoding|intervalstyle|standard_conforming_strings)\b)[a-z_]/i;
 
-function outlivesTransaction(sql: Buffer): boolean {
-  return OUTLIVES_TRANSACTION.test(sql.toString('utf8', 0, Math.min(sql.length, 8192)));
+/** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
+const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/i;
+
+function outlivesTransaction(sql: Buffer, searchPathReported: boolean): boolean {
+  const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
+  if (!OUTLIVES_TRANSACTION.test(text)) return false;
+  // A reported parameter follows the client to each backend (restoreParameters), unless the
+  // statement also does something else that outlives the transaction.
+  return !(searchPathReported && SETS_SEARCH_PATH.test(text) && !OUTLIVES_TRANSACTION.test(text.replace(SETS_SEARCH_PATH, ';')));
 }
 
 /**
@@ -630,7 +637,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     switch (type) {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
-        if (!this.pinned && outlivesTransaction(tail)) this.pin();
+        if (!this.pinned && outlivesTransaction(tail, server.status.has('search_path'))) this.pin();
         if (this.ticket !== null && rebinds(tail)) server.boundSession = null;
         if (name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Parse);
         if (this.statements.has(name)) {
@@ -682,7 +689,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           this.statements.clear();
           server.statements.clear();
         }
-        if (!this.pinned && outlivesTransaction(body)) this.pin();
+        if (!this.pinned && outlivesTransaction(body, server.status.has('search_path'))) this.pin();
         if (this.ticket !== null && rebinds(body)) server.boundSession = null;
         return this.toServer(raw, Expect.Ready);
       case Frontend.FunctionCall:

