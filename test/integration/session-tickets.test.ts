@@ -208,6 +208,30 @@ test('a session ended while its client is connected: its next transaction on ano
   }
 });
 
+test('through Tessera: a forged or stale ticket redeemed by a client binds nothing', async () => {
+  // A stale ticket: issued for bob's session, then revoked (as Tessera does when its client leaves).
+  const a = await app();
+  await session(a, 'bob');
+  const stale = (await a.query('select tessera.issue_ticket() as t')).rows[0].t as string;
+  await a.query('select tessera.revoke_tickets($1::text[])', [[stale]]);
+
+  const { creds } = await loginThroughTessera('alice', 'one');
+  const c = await through(creds, 'one');
+  try {
+    for (const ticket of [stale, randomBytes(32).toString('hex')]) {
+      await c.query('begin');
+      assert.is(await redeem(c, ticket), false);
+      const r = (await c.query('select tessera.current_accessor() as who, (select count(*)::int from demo.notes) as n')).rows[0];
+      await c.query('commit');
+      assert.equal(r, { who: null, n: 0 });
+      // Tessera saw the call and re-binds the backend to alice's session before her next transaction.
+      assert.is(await who(c), 'alice');
+    }
+  } finally {
+    await c.end();
+  }
+});
+
 test('a client that unbinds its own backend gets it re-bound at its next transaction', async () => {
   const { creds } = await loginThroughTessera('alice', 'one');
   const c = await through(creds, 'one');
