@@ -94,8 +94,8 @@ test('client_login_timeout cuts a client that never finishes its login; others s
   }
 });
 
-test('client_idle_timeout, query_timeout and idle_transaction_timeout end the offending client with a clear error', async () => {
-  const t = await startTessera({ client_idle_timeout: 0.6, query_timeout: 0.6, idle_transaction_timeout: 0.6, databases: { '*': clusterEntry(cluster) } });
+for (const mode of ['session', 'transaction']) test(`${mode} mode: client_idle_timeout, query_timeout and idle_transaction_timeout end the offending client with a clear error`, async () => {
+  const t = await startTessera({ pool_mode: mode, client_idle_timeout: 0.6, query_timeout: 0.6, idle_transaction_timeout: 0.6, databases: { '*': clusterEntry(cluster) } });
   const errors = (c: Awaited<ReturnType<typeof connect>>) => {
     const seen: { code?: string; message: string }[] = [];
     c.on('error', (e: Error & { code?: string }) => seen.push(e));
