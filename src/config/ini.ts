@@ -283,6 +283,15 @@ function connString(text: string, loc: string, label: string): [string, string][
 }
 
 /** Text to the type the schema wants; undefined when the setting is not a single value. */
+/** A top-level setting's value as text (the admin console's SET), typed by the schema. */
+export function convertSetting(key: string, raw: string): unknown {
+  const schema = (ConfigSchema.properties as Record<string, TSchema>)[key];
+  if (!schema || NOT_SETTINGS.has(key)) throw new ConfigError(`SET: ${key}: unknown setting`);
+  const converted = convert(schema, raw, 'SET', key);
+  if (converted === undefined) throw new ConfigError(`SET: ${key}: cannot be set from a string`);
+  return converted;
+}
+
 function convert(schema: TSchema, raw: string, loc: string, label: string, secret = false): unknown {
   const fail = (expected: string): never => {
     const got = secret || /password/i.test(label) || raw.length > 60 ? '' : `, got ${JSON.stringify(raw)}`;

@@ -77,6 +77,10 @@ export interface PoolClient {
   onServerFailed(error: PgError): void;
 }
 
+export function zeroPoolCounters(): PoolCounters {
+  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0 };
+}
+
 /** The canonical form of a set of startup parameters: servers are reused only within one. */
 export function variantOf(params: ReadonlyMap<string, string>): string {
   return JSON.stringify([...params].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -93,11 +97,18 @@ export interface PoolCounters {
   waitUs: number;
   /** Server connections opened. */
   connects: number;
+  /** Microseconds servers spent in transactions / running queries (SHOW STATS xact_time, query_time). */
+  xactUs: number;
+  queryUs: number;
+  /** Parse messages from clients, Parse messages Tessera sent to servers, Bind messages. */
+  clientParses: number;
+  serverParses: number;
+  binds: number;
 }
 
 export class Pool {
   readonly servers = new Set<ServerConnection>();
-  readonly counters: PoolCounters = { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0 };
+  readonly counters: PoolCounters = zeroPoolCounters();
   /** PAUSE: no server is handed out or opened until RESUME. */
   paused = false;
   /** Servers created before this time are closed instead of reused (RECONNECT, RELOAD). */
@@ -121,7 +132,8 @@ export class Pool {
 
   constructor(
     readonly name: string,
-    readonly target: PoolTarget,
+    /** Changed by RELOAD when the database entry's address changes (with reconnect()). */
+    public target: PoolTarget,
     public settings: PoolSettings,
     /** How the pool's servers authenticate; updated when a client proves SCRAM keys. */
     public credentials: ServerCredentials,

@@ -73,6 +73,8 @@ export class ServerConnection implements FrameSink {
   outstanding = 0;
   /** When the oldest unanswered query was sent, and when the last ReadyForQuery came (timeouts). */
   queryStartedAt = 0;
+  /** When the open transaction's first query was sent; 0 outside a transaction (xact_time). */
+  xactStartedAt = 0;
   lastReadyAt = 0;
   peer: ServerPeer | null = null;
   /** Set when the server must not be reused (protocol confusion, lost sync). */

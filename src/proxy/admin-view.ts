@@ -5,10 +5,11 @@
 import type { Socket } from 'node:net';
 import { AdminError, splitMicros, type AdminView, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
 import type { Config } from '../config/schema.js';
+import { ConfigError } from '../config/load.js';
 import { tesseraVersion } from '../admin/commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
-import type { Pool, PoolCounters } from '../pool/pool.js';
+import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
 import { ClientPhase, type ClientConnection } from './client-connection.js';
 import type { Proxy } from './proxy.js';
 
@@ -17,6 +18,8 @@ const STATS_PERIOD_MS = 60_000;
 /** What the view needs from the proxy beyond its public fields. */
 export interface AdminControl {
   reload(): Promise<void>;
+  /** SET key = value: throws a ConfigError naming the key when the value does not fit. */
+  set(key: string, value: string): void;
   shutdown(mode: ShutdownMode): void;
   disabled: Set<string>;
   databaseNameOf(pool: Pool): string;
@@ -188,6 +191,11 @@ export class ProxyAdminView implements AdminView {
       t.received = Number(t.received) + k.received;
       t.sent = Number(t.sent) + k.sent;
       t.wait_time = Number(t.wait_time) + k.waitUs;
+      t.xact_time = Number(t.xact_time) + k.xactUs;
+      t.query_time = Number(t.query_time) + k.queryUs;
+      t.client_parse_count = Number(t.client_parse_count) + k.clientParses;
+      t.server_parse_count = Number(t.server_parse_count) + k.serverParses;
+      t.bind_count = Number(t.bind_count) + k.binds;
       byDb.set(name, t);
     }
     return [...byDb].map(([database, total]) => ({ database, total, avg: this.lastAverages.get(database) ?? zeroCounters() }));
@@ -213,6 +221,15 @@ export class ProxyAdminView implements AdminView {
 
   resume(db?: string): void {
     for (const p of this.poolsOf(db)) p.resume();
+  }
+
+  set(key: string, value: string): void {
+    try {
+      this.control.set(key, value);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      throw new AdminError('SET failed', SqlState.InvalidParameterValue, err.message.replace(/^SET: /, ''));
+    }
   }
 
   reload(): Promise<void> {
@@ -270,7 +287,7 @@ export class ProxyAdminView implements AdminView {
     const seconds = (now - this.periodStart) / 1000;
     const averages = new Map<string, StatCounters>();
     for (const pool of this.proxy.pools.values()) {
-      const before = this.periodTotals.get(pool) ?? { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0 };
+      const before = this.periodTotals.get(pool) ?? zeroPoolCounters();
       const k = pool.counters;
       const name = this.control.databaseNameOf(pool);
       const a = averages.get(name) ?? zeroCounters();
@@ -281,6 +298,14 @@ export class ProxyAdminView implements AdminView {
       a.sent = Number(a.sent) + Math.round((k.sent - before.sent) / seconds);
       const assigned = k.assignments - before.assignments;
       a.wait_time = assigned > 0 ? Math.round((k.waitUs - before.waitUs) / assigned) : 0;
+      // As PgBouncer: average transaction and query durations, and parse/bind counts per second.
+      const xacts = k.xacts - before.xacts;
+      const queries = k.queries - before.queries;
+      a.xact_time = Number(a.xact_time) + (xacts > 0 ? Math.round((k.xactUs - before.xactUs) / xacts) : 0);
+      a.query_time = Number(a.query_time) + (queries > 0 ? Math.round((k.queryUs - before.queryUs) / queries) : 0);
+      a.client_parse_count = Number(a.client_parse_count) + Math.round((k.clientParses - before.clientParses) / seconds);
+      a.server_parse_count = Number(a.server_parse_count) + Math.round((k.serverParses - before.serverParses) / seconds);
+      a.bind_count = Number(a.bind_count) + Math.round((k.binds - before.binds) / seconds);
       averages.set(name, a);
       this.periodTotals.set(pool, { ...k });
     }

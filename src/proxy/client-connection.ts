@@ -636,6 +636,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.discarding && type !== Frontend.Sync) return;
     switch (type) {
       case Frontend.Parse: {
+        this.pool!.counters.clientParses++;
         const { name, tail } = readParse(body);
         if (!this.pinned && outlivesTransaction(tail, server.status.has('search_path'))) this.pin();
         if (this.ticket !== null && rebinds(tail)) server.boundSession = null;
@@ -657,6 +658,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         return;
       }
       case Frontend.Bind: {
+        this.pool!.counters.binds++;
         const { portal, statement, rest } = readBind(body);
         const st = statement === '' ? undefined : this.statements.get(statement);
         // An unknown name goes through as it is: the server answers 26000 with the client's name.
@@ -703,6 +705,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private toServer(bytes: Buffer, expect: Expect): void {
     const server = this.server!;
+    if (expect === Expect.Ready) this.pool!.counters.queries++;
     this.write(server, bytes, expect === Expect.Ready ? 1 : 0);
     this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
@@ -764,6 +767,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       }
     }
     server.statements.add(st);
+    this.pool!.counters.serverParses++;
     this.write(server, parseMessage(st), 0);
     const onSkipped = () => {
       server.statements.delete(st.key);
@@ -887,7 +891,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   onServerReady(server: ServerConnection): void {
     if (this.sessionLost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    if (server.txStatus === READY_IDLE) this.pool!.counters.xacts++;
+    const counters = this.pool!.counters;
+    if (server.outstanding === 0) counters.queryUs += (server.lastReadyAt - server.queryStartedAt) * 1000;
+    if (server.txStatus === READY_IDLE) {
+      counters.xacts++;
+      counters.xactUs += (server.lastReadyAt - (server.xactStartedAt || server.queryStartedAt)) * 1000;
+      server.xactStartedAt = 0;
+    } else if (server.xactStartedAt === 0) {
+      server.xactStartedAt = server.queryStartedAt;
+    }
     if (
       this.mode === 'transaction' &&
       server.outstanding === 0 &&

@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import { unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
@@ -19,7 +20,8 @@ import { log } from '../log.js';
 import { runAdminQuery } from '../admin/console.js';
 import type { ShutdownMode } from '../admin/view.js';
 import { ProxyAdminView } from './admin-view.js';
-import { loadAnyConfig } from '../config/ini.js';
+import { loadAnyConfig, convertSetting } from '../config/ini.js';
+import { parseConfig } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
 
 /** The admin console's virtual database, as in PgBouncer. */
@@ -78,6 +80,7 @@ export class Proxy implements ClientHost {
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
     this.adminView = new ProxyAdminView(this, {
       reload: () => this.reload(),
+      set: (key, value) => this.set(key, value),
       shutdown: (mode) => (opts.onShutdown ? opts.onShutdown(mode) : void this.shutdown(mode === 'immediate' ? 0 : this.config.shutdown_timeout * 1000)),
       disabled: this.disabled,
       databaseNameOf: (pool) => this.databaseNameOf(pool),
@@ -119,9 +122,25 @@ export class Proxy implements ClientHost {
     const userlist = config.auth_file ? loadUserlist(config.auth_file) : new Map();
     const hba = config.auth_hba_file ? loadHba(config.auth_hba_file) : [];
     for (const w of warnings) log.warn(w);
-    this.config = config;
     this.userlist = userlist;
     this.hba = hba;
+    this.applyConfig(config);
+    log.info({ config: this.options.configPath }, 'configuration reloaded');
+  }
+
+  /** SET key = value from the admin console: the running config with one setting changed. */
+  set(key: string, value: string): void {
+    const changed = { ...this.config, [key]: convertSetting(key, value) };
+    this.applyConfig(parseConfig(changed, 'SET', this.options.configPath ? dirname(this.options.configPath) : process.cwd()));
+    log.info({ key }, 'setting changed from the admin console');
+  }
+
+  /**
+   * New settings apply to every pool at once. A database whose address or name changed (or that
+   * is gone) reconnects gracefully: idle servers close now, busy ones when their clients let go.
+   */
+  private applyConfig(config: Readonly<Config>): void {
+    this.config = config;
     for (const [key, pool] of this.pools) {
       const name = this.poolDatabase.get(pool) ?? key.split('\u0000')[0];
       const entry = config.databases[name] ?? config.databases['*'];
@@ -130,8 +149,13 @@ export class Proxy implements ClientHost {
         continue;
       }
       pool.settings = this.poolSettings(entry, pool.target.user);
+      const address = this.address(entry);
+      const target = { host: address.host, port: address.port, database: entry.dbname ?? name, user: pool.target.user };
+      if (target.host !== pool.target.host || target.port !== pool.target.port || target.database !== pool.target.database) {
+        pool.target = target;
+        pool.reconnect();
+      }
     }
-    log.info({ config: this.options.configPath }, 'configuration reloaded');
   }
 
   adminLogin(client: ClientConnection): ReadonlyMap<string, string> {

@@ -96,6 +96,72 @@ test('PAUSE holds new transactions until RESUME', async () => {
   }
 });
 
+test('PAUSE holds a running pgbench and RESUME releases it: no transaction runs in between, none fails', async () => {
+  if (!PG_BIN) throw new Error('pgbench not found under /usr/lib/postgresql/*/bin');
+  const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+  assert.is(init.code, 0, init.stderr);
+  await cluster.query(`grant select on pgbench_accounts, pgbench_branches to ${user}`, [], TEST_DB);
+  const a = await admin();
+  const xacts = async () => Number((await a.query('SHOW STATS')).rows.find((r) => r.database === TEST_DB).total_xact_count);
+  try {
+    const bench = run(`${PG_BIN}/pgbench`, ['-S', '-c', '4', '-j', '2', '-T', '5', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, TEST_DB], { timeoutMs: 60_000 });
+    await until('pgbench to be running', async () => (await xacts()) > 100);
+    await a.query('PAUSE');
+    const paused = await xacts();
+    await new Promise((r) => setTimeout(r, 800));
+    const pool = (await a.query('SHOW POOLS')).rows.find((p) => p.database === TEST_DB && p.user === user);
+    assert.is(await xacts(), paused, 'transactions ran while paused');
+    assert.ok(Number(pool.cl_waiting) > 0, 'pgbench clients wait while paused');
+    assert.is(Number(pool.sv_active), 0);
+    await a.query('RESUME');
+    const done = await bench;
+    assert.is(done.code, 0, done.stderr);
+    assert.match(done.stdout, /number of failed transactions: 0 /);
+    assert.ok((await xacts()) > paused, 'transactions ran after RESUME');
+    // The time columns count too (they were 0 before): pgbench's queries took some time.
+    const stats = (await a.query('SHOW STATS')).rows.find((r) => r.database === TEST_DB);
+    for (const column of ['total_query_count', 'total_xact_time', 'total_query_time']) assert.ok(Number(stats[column]) > 0, `${column} = ${stats[column]}`);
+  } finally {
+    await a.query('RESUME').catch(() => {});
+    await a.end();
+  }
+});
+
+test('SET changes a running setting at once; a bad value or a fixed setting is refused with the key named', async () => {
+  const a = await admin();
+  const w = await admin('watcher');
+  const value = async (key: string) => (await a.query('SHOW CONFIG')).rows.find((r) => r.key === key).value;
+  try {
+    await a.query('SET default_pool_size = 9');
+    assert.is(await value('default_pool_size'), '9');
+    assert.is(Number((await a.query('SHOW DATABASES')).rows.find((d) => d.name === TEST_DB).pool_size), 9);
+    await a.query(`SET query_timeout = '0.5'`);
+    const app = await connect(t.conn(user));
+    try {
+      const err = await rejection(app.query('select pg_sleep(3)'));
+      assert.is(err.code, '57014');
+    } finally {
+      await app.end().catch(() => {});
+    }
+    await a.query(`SET query_timeout = 0`);
+    const bad = await rejection(a.query(`SET default_pool_size = 'lots'`));
+    assert.is(bad.code, '22023');
+    assert.match(`${bad.message} ${(bad as { detail?: string }).detail ?? ''}`, /default_pool_size/);
+    const fixed = await rejection(a.query('SET listen_port = 7777'));
+    assert.match(`${fixed.message} ${(fixed as { detail?: string }).detail ?? ''}`, /listen_port/);
+    // stats_users may look, not change.
+    const denied = await rejection(w.query('SET default_pool_size = 3'));
+    assert.match(denied.message, /admin/i);
+    assert.is(await value('default_pool_size'), '9');
+    // SET lasts until the next RELOAD, which goes back to the file.
+    await a.query('RELOAD');
+    assert.is(await value('default_pool_size'), '20');
+  } finally {
+    await a.end();
+    await w.end();
+  }
+});
+
 test('RELOAD picks up an edited default_pool_size (SHOW DATABASES shows it)', async () => {
   const a = await admin();
   try {
