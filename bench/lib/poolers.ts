@@ -107,7 +107,7 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
   const file = path.join(dir, 'proxy.config.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
   const args = runner === 'dist' ? [path.join(ROOT, 'dist/src/cli.js'), '--config', file] : ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', file];
-  // The profile is written when Tessera exits (SIGINT: it closes at once and exits).
+  // The profile is written when Tessera exits (SIGQUIT: it closes at once and exits).
   if (cpuProfDir) args.unshift('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   const proc = start(process.execPath, args, { cwd: ROOT, env: cleanEnv() });
   await waitForPort(port, proc, 'Tessera');
@@ -118,7 +118,7 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
     pid: proc.child.pid,
     proc,
     logLines: () => proc.output.lines - base,
-    stop: () => stop(proc, 'SIGINT'),
+    stop: () => stop(proc, 'SIGQUIT'),
   };
 }
 

@@ -129,7 +129,7 @@ export const ConfigSchema = Type.Object(
       Type.String({ default: 'postgres', description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting).' }),
     ),
     metrics_listen: setting(Type.String({ default: '', description: 'host:port for the Prometheus /metrics endpoint and a live status page at /; empty disables it (Tessera setting).' })),
-    shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to finish before closing them (Tessera setting, not PgBouncer).'),
+    shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to leave (and SIGINT for servers to be released) before closing them (Tessera setting, not PgBouncer).'),
 
     session_tokens: setting(
       Type.Object(

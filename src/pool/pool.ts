@@ -146,10 +146,16 @@ export class Pool {
     return this.waiters.length > 0 ? now - this.waiters[0].waitingSince : 0;
   }
 
+  /** A server is linked to a client or being cleaned. */
+  inUse(): boolean {
+    for (const s of this.servers) if (s.state === ServerState.Active || s.state === ServerState.Cleanup) return true;
+    return false;
+  }
+
   /** PAUSE: resolves once no server is in use, then closes the idle ones (as PgBouncer). */
   async pause(): Promise<void> {
     this.paused = true;
-    while ([...this.servers].some((s) => s.state === ServerState.Active || s.state === ServerState.Cleanup)) {
+    while (this.inUse()) {
       await new Promise((r) => setTimeout(r, 20));
       if (!this.paused) return;
     }

@@ -69,6 +69,8 @@ export class Proxy implements ClientHost {
   private readonly options: ProxyOptions;
   private stopped: Promise<void> = Promise.resolve();
   private shutdownDeadline = Infinity;
+  /** Shutdown waits for clients to leave (SIGTERM), else only for servers to be released. */
+  private waitForClients = true;
 
   constructor(opts: ProxyOptions) {
     this.options = opts;
@@ -81,7 +83,7 @@ export class Proxy implements ClientHost {
     this.adminView = new ProxyAdminView(this, {
       reload: () => this.reload(),
       set: (key, value) => this.set(key, value),
-      shutdown: (mode) => (opts.onShutdown ? opts.onShutdown(mode) : void this.shutdown(mode === 'immediate' ? 0 : this.config.shutdown_timeout * 1000)),
+      shutdown: (mode) => (opts.onShutdown ? opts.onShutdown(mode) : void this.shutdown(this.config.shutdown_timeout * 1000, mode)),
       disabled: this.disabled,
       databaseNameOf: (pool) => this.databaseNameOf(pool),
     });
@@ -231,18 +233,21 @@ export class Proxy implements ClientHost {
   }
 
   /**
-   * Stops accepting, then lets connected clients finish for up to `graceMs` (0: close them now).
-   * A second call can shorten the wait (SIGINT after SIGTERM). Resolves when every client and
-   * server connection is closed.
+   * Stops accepting, then waits for up to `graceMs`, as PgBouncer's SHUTDOWN modes: until every
+   * client has left (`wait_for_clients`, SIGTERM), until no server is in use (`wait_for_servers`,
+   * SIGINT: idle clients are then cut off), or not at all (`immediate`, SIGQUIT). A later call can
+   * only shorten the wait. Resolves when every client and server connection is closed.
    */
-  async shutdown(graceMs: number): Promise<void> {
-    const deadline = Date.now() + graceMs;
+  async shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
+    const deadline = mode === 'immediate' ? Date.now() : Date.now() + graceMs;
     this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
+    if (mode === 'wait_for_servers') this.waitForClients = false;
     if (this.stopping) return this.stopped;
     this.stopping = true;
+    this.waitForClients = mode === 'wait_for_clients';
     for (const server of this.servers) server.close();
     this.stopped = (async () => {
-      while (this.clients.size > 0 && Date.now() < this.shutdownDeadline) {
+      while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
         // Idle servers are not needed by anyone new; close them early.
         for (const pool of this.pools.values()) pool.closeIdle();
         await new Promise((r) => setTimeout(r, 50));
@@ -258,6 +263,12 @@ export class Proxy implements ClientHost {
       await new Promise((r) => setTimeout(r, 50));
     })();
     return this.stopped;
+  }
+
+  private stillBusy(): boolean {
+    if (this.waitForClients) return this.clients.size > 0;
+    for (const pool of this.pools.values()) if (pool.inUse()) return true;
+    return false;
   }
 
   // ---- ClientHost ----

@@ -225,9 +225,9 @@ test('SIGTERM: refuses new connections, lets a running query finish, exits 0 onc
   jsonLines(cli);
 });
 
-// ---- 3. SIGINT: clients are cut off at once ----
+// ---- 3. SIGQUIT: clients are cut off at once; SIGINT: once servers are released ----
 
-test('SIGINT: a client inside a long query gets an error and the process exits promptly', async () => {
+test('SIGQUIT: a client inside a long query gets an error and the process exits promptly', async () => {
   const cli = await start({ pool_mode: 'session', shutdown_timeout: 10 });
   const c = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
   const sql = 'select pg_sleep(30) /* sigint */';
@@ -236,13 +236,13 @@ test('SIGINT: a client inside a long query gets an error and the process exits p
     q.catch(() => {});
     await untilRunning(sql, cli);
 
-    cli.child.kill('SIGINT');
-    const err = await within(rejection(q), 10_000, 'the query cut off by SIGINT');
+    cli.child.kill('SIGQUIT');
+    const err = await within(rejection(q), 10_000, 'the query cut off by SIGQUIT');
     assert.ok(
       err.code === '57P01' || /terminat|ended|closed|ECONNRESET/i.test(err.message),
       `expected 57P01 or a connection-ended error, got ${err.code}: ${err.message}`,
     );
-    const { code, signal } = await within(cli.exited, 10_000, 'exit after SIGINT');
+    const { code, signal } = await within(cli.exited, 10_000, 'exit after SIGQUIT');
     assert.is(signal, null);
     assert.is(code, 0, `exit status; output:\n${cli.stdout()}${cli.stderr()}`);
     assert.is(cli.stderr(), '');
@@ -258,15 +258,38 @@ test('SIGINT: a client inside a long query gets an error and the process exits p
   }
 });
 
-test('SIGINT after SIGTERM stops at once instead of waiting out shutdown_timeout', async () => {
+test('SIGINT (WAIT_FOR_SERVERS): a running transaction finishes, then idle clients are cut and the process exits', async () => {
+  const cli = await start({ pool_mode: 'transaction', shutdown_timeout: 60 });
+  const idle = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
+  const busy = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
+  idle.on('error', () => {});
+  busy.on('error', () => {});
+  const sql = 'select pg_sleep(1.5) /* sigint */, 42 as answer';
+  try {
+    await idle.query('select 1');
+    const q = busy.query(sql);
+    await untilRunning(sql, cli);
+    cli.child.kill('SIGINT');
+    // The query that holds a server runs to its end; the idle client does not hold SIGINT up.
+    assert.is((await within(q, 10_000, 'the running query to finish')).rows[0].answer, 42);
+    const { code } = await within(cli.exited, 10_000, 'exit after SIGINT once no server is in use');
+    assert.is(code, 0);
+    assert.ok(await rejection(idle.query('select 1')));
+  } finally {
+    await idle.end().catch(() => {});
+    await busy.end().catch(() => {});
+  }
+});
+
+test('SIGQUIT after SIGTERM stops at once instead of waiting out shutdown_timeout', async () => {
   const cli = await start({ pool_mode: 'session', shutdown_timeout: 60 });
   const c = await connect({ host: '127.0.0.1', port: cli.port, user: ROLES.trust.user, database: TEST_DB });
   try {
     await c.query('select 1');
     cli.child.kill('SIGTERM');
     await until(() => cli.stdout().includes('"SIGTERM"'), 10_000, () => 'SIGTERM to be logged', cli);
-    cli.child.kill('SIGINT');
-    const { code } = await within(cli.exited, 10_000, 'exit after SIGINT (the idle client would hold SIGTERM for 60 s)');
+    cli.child.kill('SIGQUIT');
+    const { code } = await within(cli.exited, 10_000, 'exit after SIGQUIT (the idle client would hold SIGTERM for 60 s)');
     assert.is(code, 0);
   } finally {
     await c.end().catch(() => {});
