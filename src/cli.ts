@@ -11,6 +11,9 @@ import type { StoredSecret } from './auth/secret.js';
 import { Proxy } from './proxy/proxy.js';
 import { HbaError } from './auth/hba.js';
 import type { ShutdownMode } from './admin/view.js';
+import cluster from 'node:cluster';
+import type { Config } from './config/schema.js';
+import { removeStaleSocket } from './proxy/proxy.js';
 import { log, setLogLevel } from './log.js';
 
 const USAGE = `Usage: tessera [--config FILE]
@@ -73,8 +76,13 @@ async function main(): Promise<void> {
   for (const warning of warnings) log.warn({ config: args.config }, warning);
 
   // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
+  // With workers, the primary starts it and tells the workers where it is.
   let embedded: { host: string; port: number; stop(): Promise<void> } | undefined;
-  if (Object.values(config.databases).some((d) => d.embedded)) {
+  const isWorker = cluster.isWorker;
+  if (isWorker && process.env.TESSERA_EMBEDDED) {
+    const [host, port] = JSON.parse(process.env.TESSERA_EMBEDDED) as [string, number];
+    embedded = { host, port, stop: async () => {} };
+  } else if (Object.values(config.databases).some((d) => d.embedded)) {
     const { startEmbedded } = await import('./embedded/embedded.js');
     const dataDir = path.resolve(path.dirname(path.resolve(args.config)), '.tessera', 'pgdata');
     log.info({ dataDir }, 'starting embedded PostgreSQL');
@@ -90,6 +98,8 @@ async function main(): Promise<void> {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGHUP', 'SIGBREAK'] as const) process.removeAllListeners(signal);
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
+
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, embedded);
 
   let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
   let proxy: Proxy;
@@ -116,7 +126,12 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
-  if (config.metrics_listen) {
+  if (isWorker) {
+    const { WorkerLink } = await import('./workers/worker-link.js');
+    proxy.attachWorkerLink(new WorkerLink({ view: proxy.admin, cancel: (pid, secret) => proxy.cancel(pid, secret) }));
+    // The primary serves the metrics endpoint, summed over the workers.
+    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(proxy);
+  } else if (config.metrics_listen) {
     const { startMetrics } = await import('./metrics/metrics.js');
     await startMetrics(config.metrics_listen, proxy);
   }
@@ -145,6 +160,22 @@ async function main(): Promise<void> {
   });
   process.on('SIGUSR1', () => void proxy.admin.pause());
   process.on('SIGUSR2', () => proxy.admin.resume());
+}
+
+/** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */
+async function runPrimary(config: Config, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
+  const { Primary } = await import('./workers/primary.js');
+  // The workers share the Unix socket; clear a stale one once, before any of them listens.
+  if (config.unix_socket_dir) await removeStaleSocket(`${config.unix_socket_dir}/.s.PGSQL.${config.listen_port}`);
+  const primary = new Primary({
+    workers: config.workers,
+    env: embedded ? { TESSERA_EMBEDDED: JSON.stringify([embedded.host, embedded.port]) } : {},
+    metricsListen: config.metrics_listen,
+    onStopped: async () => {
+      await embedded?.stop();
+    },
+  });
+  await primary.start();
 }
 
 main().catch((err) => {

@@ -259,7 +259,7 @@ export interface AdminView {
   /** SHUTDOWN; immediate needs no answer, the proxy may close the console connection. */
   shutdown(mode: ShutdownMode): Promise<void> | void;
   /** KILL_CLIENT: disconnect the client with this id; false when there is no such client. */
-  killClient(id: number): boolean;
+  killClient(id: number): boolean | Promise<boolean>;
   /** KILL: pause the database(s) and close all their client and server connections at once. */
   kill(db?: string): Promise<void> | void;
   /** RECONNECT: close each server connection of the database(s) as soon as it is released. */

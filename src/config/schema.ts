@@ -129,6 +129,14 @@ export const ConfigSchema = Type.Object(
       Type.String({ default: 'postgres', description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting).' }),
     ),
     metrics_listen: setting(Type.String({ default: '', description: 'host:port for the Prometheus /metrics endpoint and a live status page at /; empty disables it (Tessera setting).' })),
+    workers: setting(
+      Type.Integer({
+        minimum: 1,
+        maximum: 64,
+        default: 1,
+        description: 'Processes sharing the listening port, each with its own pools; limits (pool sizes, max_client_conn, ...) are split between them so the totals stay as configured (Tessera setting, like PgBouncer peering on one host).',
+      }),
+    ),
     shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to leave (and SIGINT for servers to be released) before closing them (Tessera setting, not PgBouncer).'),
 
     session_tokens: setting(

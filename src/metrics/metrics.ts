@@ -3,7 +3,8 @@
  * Everything is read from the proxy's state at scrape time, so the relay pays nothing for it.
  */
 import http from 'node:http';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PoolSnapshot } from '../admin/view.js';
 import { ServerState } from '../pool/server-connection.js';
 import type { Pool, PoolCounters } from '../pool/pool.js';
 import type { Proxy } from '../proxy/proxy.js';
@@ -49,6 +50,7 @@ export function buildRegistry(proxy: Proxy): Registry {
     name: 'tessera_pool_max_wait_seconds',
     help: 'How long the longest-waiting client of each pool has waited for a server.',
     labelNames: ['database', 'user'],
+    aggregator: 'max', // across workers: the longest wait, not a sum
     registers: [registry],
     collect() {
       this.reset();
@@ -97,29 +99,36 @@ export function buildRegistry(proxy: Proxy): Registry {
 
 const escape = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-/** The status page: the pools at a glance, refreshed every two seconds. */
-function statusPage(proxy: Proxy): string {
-  const rows = [...proxy.pools.values()].map((pool) => {
-    const servers = [...pool.servers];
-    const count = (s: ServerState) => servers.filter((x) => x.state === s).length;
-    const clients = [...proxy.clients].filter((c) => c.pool === pool);
-    const waiting = clients.filter((c) => c.isWaiting).length;
-    const cells = [proxy.databaseNameOf(pool), pool.target.user, pool.settings.mode, clients.length - waiting, waiting, count(ServerState.Active), count(ServerState.Idle), count(ServerState.Login), (pool.maxWaitMs() / 1000).toFixed(1), pool.counters.xacts, pool.paused ? 'paused' : ''];
+/** The status page: the pools at a glance (SHOW POOLS' numbers), refreshed every two seconds. */
+export function statusPage(pools: PoolSnapshot[], clients: number, workers = 1): string {
+  const rows = pools.map((p) => {
+    const cells = [p.database, p.user, p.pool_mode, p.cl_active, p.cl_waiting, p.sv_active, p.sv_idle, p.sv_login, (p.maxwait + p.maxwait_us / 1e6).toFixed(1)];
     return `<tr>${cells.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`;
   });
-  const head = ['database', 'user', 'mode', 'clients', 'waiting', 'servers active', 'idle', 'connecting', 'max wait s', 'transactions', ''];
+  const head = ['database', 'user', 'mode', 'clients', 'waiting', 'servers active', 'idle', 'connecting', 'max wait s'];
+  const processes = workers > 1 ? ` across ${escape(workers)} workers` : '';
   return `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2"><title>Tessera</title>
 <style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}</style>
-</head><body><h1>Tessera</h1><p>${escape(proxy.clients.size)} clients connected. Metrics for Prometheus: <a href="/metrics">/metrics</a>.</p>
-<table><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr>${rows.join('') || '<tr><td colspan="11">no pools yet</td></tr>'}</table></body></html>`;
+</head><body><h1>Tessera</h1><p>${escape(clients)} clients connected${processes}. Metrics for Prometheus: <a href="/metrics">/metrics</a>.</p>
+<table><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr>${rows.join('') || `<tr><td colspan="${head.length}">no pools yet</td></tr>`}</table></body></html>`;
+}
+
+/** "host:port" or a bare port (host 127.0.0.1). */
+export function listenAddress(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: i > 0 ? listen.slice(0, i) : '127.0.0.1', port: Number(i >= 0 ? listen.slice(i + 1) : listen) };
+}
+
+/** A worker (setting `workers`): its metrics are read by the primary, which serves the sums. */
+export function offerMetricsToPrimary(proxy: Proxy): void {
+  new AggregatorRegistry(); // installs the worker's answering side
+  AggregatorRegistry.setRegistries([buildRegistry(proxy)]);
 }
 
 /** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
 export async function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
   const registry = buildRegistry(proxy);
-  const i = listen.lastIndexOf(':');
-  const host = i > 0 ? listen.slice(0, i) : '127.0.0.1';
-  const port = Number(i >= 0 ? listen.slice(i + 1) : listen);
+  const { host, port } = listenAddress(listen);
   const server = http.createServer((req, res) => {
     if (req.url === '/metrics') {
       registry.metrics().then(
@@ -127,7 +136,7 @@ export async function startMetrics(listen: string, proxy: Proxy): Promise<http.S
         (err) => res.writeHead(500).end(String(err)),
       );
     } else if (req.url === '/' || req.url === '/status') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(proxy));
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(proxy.admin.pools(), proxy.clients.size));
     } else {
       res.writeHead(404).end('not found\n');
     }

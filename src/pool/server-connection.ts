@@ -12,6 +12,7 @@ import { ScramClient, type ScramCredentials } from '../auth/scram.js';
 import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.js';
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
+import { idSequence } from '../workers/identity.js';
 
 /** Where and as whom to connect. `params` are the startup parameters the server session runs with. */
 export interface ServerTarget {
@@ -56,10 +57,10 @@ export interface ServerPeer {
 }
 
 const READY_IDLE = 0x49; // 'I'
-let nextServerId = 1;
+const nextServerId = idSequence();
 
 export class ServerConnection implements FrameSink {
-  readonly id = nextServerId++;
+  readonly id = nextServerId();
   readonly createdAt = Date.now();
   lastUsedAt = Date.now();
   state: ServerState = ServerState.Login;

@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import { AdminError, splitMicros, type AdminView, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
+import type { WorkerSnapshot } from '../workers/merge.js';
 import { tesseraVersion } from '../admin/commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
@@ -44,6 +45,11 @@ export class ProxyAdminView implements AdminView {
 
   version(): string {
     return `Tessera ${tesseraVersion()}`;
+  }
+
+  /** Everything SHOW reads, at once: what a worker gives the console of another (workers > 1). */
+  snapshot(): WorkerSnapshot {
+    return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [] };
   }
 
   config(): Readonly<Config> {

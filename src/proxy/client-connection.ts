@@ -5,7 +5,6 @@
  * batch ends, and to keep the client's Terminate from reaching a pooled server.
  */
 import type { Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
 import { StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
@@ -17,6 +16,7 @@ import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
+import { idSequence, newCancelKey } from '../workers/identity.js';
 
 export const enum ClientPhase {
   Startup = 'startup',
@@ -96,7 +96,7 @@ const PLAIN_ENTRIES: Entry[] = [];
 for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expect.DescribePortal, Expect.Execute, Expect.Close, Expect.Ready]) {
   PLAIN_ENTRIES[expect] = Object.freeze({ expect });
 }
-let nextClientId = 1;
+const nextClientId = idSequence();
 
 /** Metric labels for the SQLSTATEs a refused login carries. */
 const LOGIN_FAILURE_REASONS: Record<string, string> = {
@@ -109,7 +109,7 @@ const LOGIN_FAILURE_REASONS: Record<string, string> = {
 };
 
 export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
-  readonly id = nextClientId++;
+  readonly id = nextClientId();
   readonly connectedAt = Date.now();
   /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
   readonly pid: number;
@@ -190,9 +190,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     private readonly host: ClientHost,
     readonly remoteAddress: string,
   ) {
-    const key = randomBytes(8);
-    this.pid = key.readInt32BE(0) & 0x7fffffff || 1;
-    this.secret = key.readInt32BE(4);
+    ({ pid: this.pid, secret: this.secret } = newCancelKey());
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => {}); // 'close' follows; a reset client is not worth a stack trace
     socket.on('close', () => this.onSocketClosed());

@@ -21,6 +21,9 @@ import { runAdminQuery } from '../admin/console.js';
 import type { ShutdownMode } from '../admin/view.js';
 import { ProxyAdminView } from './admin-view.js';
 import { loadAnyConfig, convertSetting } from '../config/ini.js';
+import { shareOf, workerCount, workerIndex, workerOfPid } from '../workers/identity.js';
+import type { WorkerLink } from '../workers/worker-link.js';
+import { ClusterAdminView } from '../workers/merge.js';
 import { parseConfig } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
 
@@ -69,6 +72,7 @@ export class Proxy implements ClientHost {
   private readonly options: ProxyOptions;
   private stopped: Promise<void> = Promise.resolve();
   private shutdownDeadline = Infinity;
+  private workerLink: WorkerLink | undefined;
   /** Shutdown waits for clients to leave (SIGTERM), else only for servers to be released. */
   private waitForClients = true;
 
@@ -130,6 +134,11 @@ export class Proxy implements ClientHost {
     log.info({ config: this.options.configPath }, 'configuration reloaded');
   }
 
+  /** workers > 1: the channel to the primary (cancel forwarding, the console across workers). */
+  attachWorkerLink(link: WorkerLink): void {
+    this.workerLink = link;
+  }
+
   /** SET key = value from the admin console: the running config with one setting changed. */
   set(key: string, value: string): void {
     const changed = { ...this.config, [key]: convertSetting(key, value) };
@@ -180,7 +189,13 @@ export class Proxy implements ClientHost {
 
   adminQuery(client: ClientConnection, sql: string): Promise<Buffer> {
     const c = this.config;
-    return runAdminQuery(sql, this.adminView, { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) });
+    const who = { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) };
+    if (!this.workerLink) return runAdminQuery(sql, this.adminView, who);
+    // workers > 1: SHOW sums every worker, commands run on every worker.
+    return ClusterAdminView.open(this.workerLink, () => this.config, () => this.adminView.version()).then(
+      (view) => runAdminQuery(sql, view, who),
+      (err: PgError) => err.toMessage(),
+    );
   }
 
   get openConnectionSql(): string {
@@ -210,7 +225,8 @@ export class Proxy implements ClientHost {
     }
     if (c.unix_socket_dir) {
       const path = `${c.unix_socket_dir}/.s.PGSQL.${c.listen_port}`;
-      await removeStaleSocket(path);
+      // With workers the primary clears a stale socket once, before any worker listens.
+      if (workerCount === 1) await removeStaleSocket(path);
       await this.listenOn({ path });
       log.info({ socket: path }, 'listening');
     }
@@ -282,10 +298,10 @@ export class Proxy implements ClientHost {
     client.database = database;
 
     if (this.stopping) return refuse(PgError.fatal(SqlState.CannotConnectNow, 'the pooler is shutting down'));
-    if (this.clients.size > c.max_client_conn) {
+    if (this.clients.size > shareOf(c.max_client_conn)) {
       return refuse(PgError.fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'));
     }
-    const maxForUser = c.users[user]?.max_user_client_connections ?? 0;
+    const maxForUser = shareOf(c.users[user]?.max_user_client_connections ?? 0);
     if (maxForUser > 0 && [...this.clients].filter((other) => other.user === user && other !== client).length >= maxForUser) {
       return refuse(PgError.fatal(SqlState.TooManyConnections, `no more connections allowed for user "${user}" (max_user_client_connections)`));
     }
@@ -367,6 +383,11 @@ export class Proxy implements ClientHost {
   }
 
   cancel(pid: number, secret: number): void {
+    // Another worker's client (workers > 1): the key names the worker; the primary passes it on.
+    if (workerOfPid(pid) !== workerIndex) {
+      log.info({ worker: workerOfPid(pid) }, 'cancel request for another worker; forwarding it');
+      return this.workerLink?.forwardCancel(pid, secret);
+    }
     const client = this.byPid.get(pid);
     // Only a client's own key cancels, and only a query that is running on its server right now.
     if (!client || client.secret !== secret) return;
@@ -457,8 +478,8 @@ export class Proxy implements ClientHost {
   /** max_db_connections and max_user_connections: limits across all pools of a database or user. */
   private mayOpen(database: string, entry: DatabaseConfig, user: string): boolean {
     const c = this.config;
-    const maxDb = entry.max_db_connections ?? c.max_db_connections;
-    const maxUser = c.users[user]?.max_user_connections ?? c.max_user_connections;
+    const maxDb = shareOf(entry.max_db_connections ?? c.max_db_connections);
+    const maxUser = shareOf(c.users[user]?.max_user_connections ?? c.max_user_connections);
     if (maxDb === 0 && maxUser === 0) return true;
     let db = 0;
     let usr = 0;
@@ -475,9 +496,10 @@ export class Proxy implements ClientHost {
     const u = c.users[user] ?? {};
     return {
       mode: u.pool_mode ?? entry.pool_mode ?? c.pool_mode,
-      size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
-      minSize: entry.min_pool_size ?? c.min_pool_size,
-      reserveSize: u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size,
+      // workers > 1: each worker's pools get their part, so the totals stay as configured.
+      size: shareOf(u.pool_size ?? entry.pool_size ?? c.default_pool_size),
+      minSize: shareOf(entry.min_pool_size ?? c.min_pool_size),
+      reserveSize: shareOf(u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size),
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       resetQuery: c.server_reset_query,
       // A session-token backend is unbound before anyone else can have it.
@@ -545,7 +567,7 @@ export class Proxy implements ClientHost {
  * A socket file left by a Tessera that died is removed; one that answers belongs to a running
  * server, and listening would fail with EADDRINUSE as it should.
  */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {

@@ -80,13 +80,13 @@ const kill: CommandHandler = async (ctx, arg) => {
   return commandComplete('KILL');
 };
 
-const killClient: CommandHandler = (ctx, arg) => {
+const killClient: CommandHandler = async (ctx, arg) => {
   requireAdmin(ctx);
   // PgBouncer reads the id with sscanf("%llu"): leading digits count, the rest is ignored.
   const m = /^[ \t\n\r]*\+?(\d+)/.exec(arg);
   const id = m ? Number(m[1]) : NaN;
   if (!Number.isSafeInteger(id)) throw new AdminError('invalid client pointer supplied');
-  if (!ctx.view.killClient(id)) throw new AdminError('client not found');
+  if (!(await ctx.view.killClient(id))) throw new AdminError('client not found');
   return commandComplete('KILL_CLIENT');
 };
 

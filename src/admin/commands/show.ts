@@ -159,7 +159,7 @@ interface SchemaProp {
 /** Settings that only take effect at start-up (PgBouncer prints changeable = no for these). */
 const NOT_CHANGEABLE = new Set([
   'listen_addr', 'listen_port', 'listen_backlog', 'unix_socket_dir', 'unix_socket_mode', 'unix_socket_group',
-  'user', 'pidfile', 'pkt_buf', 'so_reuseport', 'peer_id', 'embedded_password', 'metrics_listen',
+  'user', 'pidfile', 'pkt_buf', 'so_reuseport', 'peer_id', 'embedded_password', 'metrics_listen', 'workers',
 ]);
 
 /** Not settings: the schema reference and the [databases]/[users] sections. */

@@ -1,0 +1,51 @@
+/**
+ * Which worker this process is (setting `workers`): the primary forks N processes that share the
+ * listening sockets, each with its own pools. Limits are split between them so the totals stay
+ * within the configured ones; ids and cancel keys carry the worker so the right one is found.
+ */
+import { randomBytes } from 'node:crypto';
+
+/** 0-based index of this worker; 0 in a single-process Tessera. */
+export const workerIndex = Number(process.env.TESSERA_WORKER_INDEX ?? 0);
+/** How many workers share the port; 1 in a single-process Tessera. */
+export const workerCount = Math.max(1, Number(process.env.TESSERA_WORKERS ?? 1));
+
+/**
+ * This worker's part of a limit: the total split as evenly as possible. 0 (unlimited) stays 0;
+ * a worker never gets less than 1 of a non-zero limit, so it can still serve anyone.
+ */
+export function shareOf(total: number): number {
+  if (workerCount === 1 || total <= 0) return total;
+  const share = Math.floor(total / workerCount) + (workerIndex < total % workerCount ? 1 : 0);
+  return Math.max(1, share);
+}
+
+/** Ids unique across workers: worker i hands out i+1, i+1+N, i+1+2N, ... */
+export function idSequence(): () => number {
+  let next = workerIndex + 1;
+  return () => {
+    const id = next;
+    next += workerCount;
+    return id;
+  };
+}
+
+/** The worker that owns an id from idSequence() (`workers`: the primary passes its own count). */
+export function workerOfId(id: number, workers = workerCount): number {
+  return (id - 1) % workers;
+}
+
+/**
+ * A client's BackendKeyData: 7 bits of the pid name the worker (a cancel request may reach any
+ * worker, which forwards it), the other 24 and the whole 32-bit secret are random.
+ */
+export function newCancelKey(): { pid: number; secret: number } {
+  const key = randomBytes(8);
+  const random = key.readUInt32BE(0) & 0xffffff;
+  const pid = workerCount > 1 ? (workerIndex << 24) | random : key.readInt32BE(0) & 0x7fffffff;
+  return { pid: pid || 1, secret: key.readInt32BE(4) };
+}
+
+export function workerOfPid(pid: number, workers = workerCount): number {
+  return workers > 1 ? (pid >>> 24) & 0x7f : 0;
+}

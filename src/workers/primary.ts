@@ -1,0 +1,180 @@
+/**
+ * `workers` > 1: this process forks the workers (node:cluster; they share the listening sockets,
+ * and the kernel spreads new connections between them), routes cancel requests to the worker
+ * that owns the key, fans admin commands out, maps signals onto the workers, serves the metrics
+ * endpoint summed over them, and restarts a worker that dies. It holds no client itself.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import http from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import type { ShutdownMode } from '../admin/view.js';
+import { log } from '../log.js';
+import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
+import { mergeSnapshots, type WorkerSnapshot } from './merge.js';
+import { workerOfId, workerOfPid } from './identity.js';
+import { listenAddress, statusPage } from '../metrics/metrics.js';
+
+export interface PrimaryOptions {
+  workers: number;
+  /** Extra environment for the workers (the embedded server's address). */
+  env: Record<string, string>;
+  metricsListen: string;
+  /** Called once every worker has exited, before the process exits. */
+  onStopped(): Promise<void>;
+}
+
+const SIGNAL_OF: Record<ShutdownMode, NodeJS.Signals> = {
+  wait_for_clients: 'SIGTERM',
+  wait_for_servers: 'SIGINT',
+  immediate: 'SIGQUIT',
+};
+/** A worker dying this soon after its start is not restarted (a config or listen error). */
+const EARLY_EXIT_MS = 5000;
+
+export class Primary {
+  private readonly workers: (Worker | null)[];
+  private readonly startedAt: number[] = [];
+  private stopping = false;
+  private nextRun = 1;
+  private readonly runs = new Map<number, { results: OpResult[]; pending: Set<number>; done: (results: OpResult[]) => void }>();
+
+  constructor(private readonly opts: PrimaryOptions) {
+    this.workers = Array.from({ length: opts.workers }, () => null);
+  }
+
+  async start(): Promise<void> {
+    // Every worker accepts on the shared socket itself: no hand-off through this process per
+    // connection, which a connection storm would pay for.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ serialization: 'advanced' });
+    for (let i = 0; i < this.opts.workers; i++) this.fork(i);
+    process.on('SIGTERM', () => this.stop('wait_for_clients'));
+    process.on('SIGINT', () => this.stop('wait_for_servers'));
+    process.on('SIGQUIT', () => this.stop('immediate'));
+    for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => this.signalAll(signal));
+    if (this.opts.metricsListen) await this.serveMetrics();
+    log.info({ workers: this.opts.workers }, 'workers started');
+  }
+
+  private fork(index: number): void {
+    const worker = cluster.fork({ ...this.opts.env, TESSERA_WORKER_INDEX: String(index), TESSERA_WORKERS: String(this.opts.workers) });
+    this.workers[index] = worker;
+    this.startedAt[index] = Date.now();
+    worker.on('message', (m: unknown) => {
+      if (isMessage(m)) this.onMessage(index, m as ToPrimary);
+    });
+    worker.on('exit', (code, signal) => this.onExit(index, worker, code, signal));
+  }
+
+  private onExit(index: number, worker: Worker, code: number | null, signal: string | null): void {
+    if (this.workers[index] !== worker) return;
+    this.workers[index] = null;
+    // A run still waiting for this worker gets its absence as a result.
+    for (const [id, run] of this.runs) if (run.pending.has(index)) this.settle(id, index, { ok: false, error: { message: `worker ${index} exited`, code: '08006' } });
+    if (this.stopping) {
+      if (this.workers.every((w) => w === null)) void this.finish(0);
+      return;
+    }
+    if (Date.now() - this.startedAt[index] < EARLY_EXIT_MS) {
+      log.fatal({ worker: index, code, signal }, 'a worker failed to start; stopping');
+      this.stopping = true;
+      this.signalAll('SIGQUIT');
+      if (this.workers.every((w) => w === null)) void this.finish(code || 1);
+      return;
+    }
+    log.error({ worker: index, code, signal }, 'worker died; starting a new one');
+    this.fork(index);
+  }
+
+  private async finish(code: number): Promise<void> {
+    await this.opts.onStopped();
+    log.info('stopped');
+    process.exit(code);
+  }
+
+  /** SIGTERM / SIGINT / SIGQUIT or the console's SHUTDOWN: every worker shuts down in that mode. */
+  stop(mode: ShutdownMode): void {
+    log.info({ mode }, 'shutting down the workers');
+    this.stopping = true;
+    this.signalAll(SIGNAL_OF[mode]);
+    if (this.workers.every((w) => w === null)) void this.finish(0);
+  }
+
+  private signalAll(signal: NodeJS.Signals): void {
+    for (const w of this.workers) if (w && !w.isDead()) w.process.kill(signal);
+  }
+
+  private send(index: number, m: ToWorker): void {
+    const w = this.workers[index];
+    if (w && w.isConnected()) w.send(m);
+  }
+
+  private onMessage(from: number, m: ToPrimary): void {
+    switch (m.kind) {
+      case 'cancel':
+        return this.send(workerOfPid(m.pid, this.opts.workers), { kind: 'cancel', pid: m.pid, secret: m.secret });
+      case 'admin':
+        void this.admin(m.op, m.args).then((results) => this.send(from, { kind: 'done', id: m.id, results }));
+        return;
+      case 'result':
+        return this.settle(m.id, from, m.result);
+    }
+  }
+
+  private async admin(op: AdminOp, args: unknown[]): Promise<OpResult[]> {
+    if (op === 'shutdown') {
+      this.stop(args[0] as ShutdownMode);
+      return [{ ok: true }];
+    }
+    const targets = op === 'killClient' ? [workerOfId(args[0] as number, this.opts.workers)] : this.workers.map((_, i) => i);
+    return this.runOn(targets, op, args);
+  }
+
+  /** Runs an operation on the given workers; resolves with their results, in worker order. */
+  runOn(targets: number[], op: AdminOp, args: unknown[] = []): Promise<OpResult[]> {
+    const id = this.nextRun++;
+    const live = targets.filter((i) => this.workers[i]?.isConnected());
+    return new Promise((done) => {
+      if (live.length === 0) return done([]);
+      this.runs.set(id, { results: [], pending: new Set(live), done });
+      for (const i of live) this.send(i, { kind: 'run', id, op, args });
+    });
+  }
+
+  private settle(id: number, from: number, result: OpResult): void {
+    const run = this.runs.get(id);
+    if (!run || !run.pending.delete(from)) return;
+    run.results[from] = result;
+    if (run.pending.size === 0) {
+      this.runs.delete(id);
+      run.done(run.results.filter(Boolean));
+    }
+  }
+
+  /** /metrics summed over the workers (prom-client's cluster aggregation), / the status page. */
+  private async serveMetrics(): Promise<void> {
+    const aggregator = new AggregatorRegistry();
+    const { host, port } = listenAddress(this.opts.metricsListen);
+    const server = http.createServer((req, res) => {
+      if (req.url === '/metrics') {
+        aggregator.clusterMetrics().then(
+          (body) => res.writeHead(200, { 'content-type': aggregator.contentType }).end(body),
+          (err: Error) => res.writeHead(500).end(String(err)),
+        );
+      } else if (req.url === '/' || req.url === '/status') {
+        void this.runOn(this.workers.map((_, i) => i), 'snapshot').then((results) => {
+          const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as WorkerSnapshot));
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers));
+        });
+      } else {
+        res.writeHead(404).end('not found\n');
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    server.unref();
+    log.info({ metrics: `${host}:${port}` }, 'metrics listening');
+  }
+}
