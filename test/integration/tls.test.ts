@@ -41,7 +41,7 @@ async function tessera(settings: Record<string, unknown>, userlist?: string): Pr
 }
 
 /** node-postgres over TLS, trusting the development CA. */
-function sslConn(t: RunningTessera, user: string, extra: Partial<pg.ClientConfig> & { ssl?: tls.ConnectionOptions } = {}): pg.ClientConfig {
+function sslConn(t: RunningTessera, user: string, extra: Omit<Partial<pg.ClientConfig>, 'ssl'> & { ssl?: tls.ConnectionOptions } = {}): pg.ClientConfig {
   const { ssl, ...rest } = extra;
   return { ...t.conn(user), ...rest, ssl: { ca: fs.readFileSync(certs.ca), ...ssl } };
 }
