@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
-import { abort, cleanupNow, installCleanup, isAborted, progress, runToEnd } from './lib/proc.js';
+import { abort, cleanupNow, installCleanup, isAborted, progress, removeDir, runToEnd, tempDir } from './lib/proc.js';
 import {
   BENCH_USER,
   DB_TX,
@@ -31,7 +31,8 @@ import {
 } from './lib/poolers.js';
 import { initPgbench, runPgbench } from './lib/pgbench.js';
 import { measureIdleClients } from './lib/memory.js';
-import { defaultSizes, scenarios, unitOf, type Scenario } from './lib/scenarios.js';
+import { defaultSizes, scenarios, unitOf, type Scenario, type TlsScenario } from './lib/scenarios.js';
+import { writeDevCerts } from '../src/tls/cert-command.js';
 import {
   TARGET_LABEL,
   detailTable,
@@ -254,9 +255,15 @@ export async function main(argv: string[]): Promise<void> {
   if (o.pgbouncer && !pgbouncerBin) progress('bench: no pgbouncer on PATH; the PgBouncer column stays empty (apt-get install pgbouncer)');
 
   // Plan, and a hard time limit so that nothing can run away.
-  const timed = selected.filter((s) => s.kind !== 'memory');
-  const measurements = timed.length * targets.length * o.rounds + (selected.some((s) => s.kind === 'memory') ? (targets.length - 1) * o.rounds : 0);
-  const estimate = timed.length * targets.length * (o.rounds * (o.duration + 2) + (o.warmup > 0 ? o.warmup + 1 : 0)) + (targets.length - 1) * o.rounds * 15 + 60;
+  const timed = selected.filter((s) => s.kind !== 'memory' && s.kind !== 'tls');
+  const tlsScenarios = selected.filter((s): s is TlsScenario => s.kind === 'tls');
+  const measurements =
+    timed.length * targets.length * o.rounds + (selected.some((s) => s.kind === 'memory') ? (targets.length - 1) * o.rounds : 0) + tlsScenarios.length * 2 * o.rounds;
+  const estimate =
+    timed.length * targets.length * (o.rounds * (o.duration + 2) + (o.warmup > 0 ? o.warmup + 1 : 0)) +
+    (targets.length - 1) * o.rounds * 15 +
+    tlsScenarios.length * 2 * (o.rounds * (o.duration + 2) + (o.warmup > 0 ? o.warmup + 1 : 0)) +
+    60;
   const budgetS = estimate * 2 + 300;
   progress(
     `bench: ${selected.map((s) => s.id).join(', ')} · targets ${targets.map((t) => TARGET_LABEL[t]).join(', ')} · ` +
@@ -404,13 +411,47 @@ export async function main(argv: string[]): Promise<void> {
       }
     }
 
+    // TLS cost: one Tessera with client TLS on, each pgbench run in plaintext or over TLS in turn
+    // (A B A B), so the ratio compares the same process on the same machine moment.
+    const tlsResults: { id: string; title: string; plaintext: Sample[]; tls: Sample[]; ratio: number | null }[] = [];
+    if (tlsScenarios.length > 0 && !isAborted()) {
+      const certDir = tempDir('tessera-bench-tls-');
+      const certs = writeDevCerts(certDir);
+      const tlsTessera = await startTessera(backend, settings, runner, null, { keyFile: certs.serverKey, certFile: certs.serverCert });
+      poolers.push(tlsTessera);
+      const sslRun = async (s: TlsScenario, sslmode: 'disable' | 'require', seconds: number, p99: boolean): Promise<Sample> => {
+        const r = await runPgbench({ bin: pgbench, port: tlsTessera.port, user: BENCH_USER, db: s.poolerDb, clients: s.clients, threads: o.threads, seconds, flags: s.flags, p99, env: { PGSSLMODE: sslmode } });
+        return { round: 0, value: r.tps, latencyAvgMs: r.latencyAvgMs, latencyP99Ms: r.latencyP99Ms, failed: r.failed, error: r.error, extra: { transactions: r.transactions, connectMs: r.connectMs } };
+      };
+      for (const s of tlsScenarios) {
+        if (isAborted()) break;
+        if (o.warmup > 0) for (const mode of ['disable', 'require'] as const) await sslRun(s, mode, o.warmup, false);
+        const result = { id: s.id, title: s.title, plaintext: [] as Sample[], tls: [] as Sample[], ratio: null as number | null };
+        for (let round = 1; round <= o.rounds; round++) {
+          for (const mode of ['disable', 'require'] as const) {
+            const x = { ...(await sslRun(s, mode, o.duration, o.p99)), round };
+            (mode === 'disable' ? result.plaintext : result.tls).push(x);
+            done++;
+            progress(`[${done}/${measurements}] ${s.id} round ${round}/${o.rounds} Tessera ${mode === 'disable' ? 'plaintext' : 'TLS'}: ${x.value === null ? 'no value' : `${x.value.toFixed(0)} tps`}${x.error ? ` · ERROR ${x.error.slice(0, 400)}` : ''}`);
+          }
+        }
+        const plain = summarize(result.plaintext).value;
+        const secure = summarize(result.tls).value;
+        result.ratio = ratio(secure, plain);
+        tlsResults.push(result);
+      }
+      await tlsTessera.stop();
+      poolers.splice(poolers.indexOf(tlsTessera), 1);
+      removeDir(certDir);
+    }
+
     const logLines = { tessera: tessera.logLines(), pgbouncer: pgbouncer?.logLines() ?? null };
     for (const p of poolers.splice(0)) await p.stop();
     await cluster.stop();
     cluster = undefined;
 
     // ---- report ----
-    const reports: ScenarioReport[] = selected.map((s) => {
+    const reports: ScenarioReport[] = selected.filter((s) => s.kind !== 'tls').map((s) => {
       const m = samples.get(s.id) ?? new Map<TargetName, Sample[]>();
       const tg: ScenarioReport['targets'] = {};
       for (const [t, list] of m) tg[t] = summarize(list);
@@ -437,7 +478,13 @@ export async function main(argv: string[]): Promise<void> {
     if (logLines.tessera > 0 || (logLines.pgbouncer ?? 0) > 0) {
       progress(`bench: log lines during the run (warnings and worse): Tessera ${logLines.tessera}, PgBouncer ${logLines.pgbouncer ?? '-'}`);
     }
-    process.stdout.write(`\n${plainTable(reports)}\n\n${md}\n\n${subtitle}\n`);
+    if (reports.length > 0) process.stdout.write(`\n${plainTable(reports)}\n\n${md}\n\n${subtitle}\n`);
+    else process.stdout.write(`\n${subtitle}\n`);
+    for (const r of tlsResults) {
+      const plain = summarize(r.plaintext).value;
+      const secure = summarize(r.tls).value;
+      process.stdout.write(`${r.title}: plaintext ${fmt(plain, 0)} tps, TLS ${fmt(secure, 0)} tps, TLS/plaintext ${fmt(r.ratio)}\n`);
+    }
     progress(`bench: finished in ${elapsedS.toFixed(0)} s`);
 
     if (o.out) {
@@ -458,6 +505,7 @@ export async function main(argv: string[]): Promise<void> {
         logLines,
         table: { header: ['scenario', 'direct', 'Tessera', 'PgBouncer', 'Tessera/PgBouncer', 'Tessera/direct'], markdown: md },
         scenarios: reports,
+        tls: tlsResults.map((r) => ({ id: r.id, title: r.title, plaintext: summarize(r.plaintext), tls: summarize(r.tls), tlsVsPlaintext: r.ratio })),
       };
       const write = (name: string, text: string) => {
         const file = path.join(o.out!, name);
@@ -469,7 +517,9 @@ export async function main(argv: string[]): Promise<void> {
       write('latest.md', `${md}\n\n${subtitle}\n`);
       progress(`bench: wrote ${path.relative(process.cwd(), path.join(o.out, 'latest.json'))}, latest.svg, latest.md`);
     }
-    const missing = reports.flatMap((r) => Object.entries(r.targets).filter(([, s]) => s!.samples.some((x) => x.value === null)).map(([t]) => `${r.id}/${t}`));
+    const missing = [
+      ...tlsResults.flatMap((r) => (r.plaintext.concat(r.tls).some((x) => x.value === null) ? [`${r.id}`] : [])),
+    ].concat(reports.flatMap((r) => Object.entries(r.targets).filter(([, s]) => s!.samples.some((x) => x.value === null)).map(([t]) => `${r.id}/${t}`)));
     if (missing.length) {
       progress(`bench: measurements without a value: ${missing.join(', ')}`);
       exitCode = 1;

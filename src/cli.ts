@@ -14,10 +14,12 @@ import type { ShutdownMode } from './admin/view.js';
 import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
 import { removeStaleSocket } from './proxy/proxy.js';
+import { TlsSettingError } from './tls/contexts.js';
 import { log, setLogLevel } from './log.js';
 
 const USAGE = `Usage: tessera [--config FILE]
        tessera token --session-id ID --nonce N    (psql lines for a session-token login)
+       tessera cert DIR                           (a development CA and certificate for TLS)
 
   --config FILE   proxy.config.json or pgbouncer.ini to load (default: ./proxy.config.json)
   --help          show this help
@@ -52,6 +54,12 @@ async function main(): Promise<void> {
   if (process.argv[2] === 'token') {
     const { tokenCommand } = await import('./client/token-command.js');
     const { out, code } = tokenCommand(process.argv.slice(3));
+    (code === 0 ? process.stdout : process.stderr).write(out);
+    process.exit(code);
+  }
+  if (process.argv[2] === 'cert') {
+    const { certCommand } = await import('./tls/cert-command.js');
+    const { out, code } = certCommand(process.argv.slice(3));
     (code === 0 ? process.stdout : process.stderr).write(out);
     process.exit(code);
   }
@@ -113,7 +121,8 @@ async function main(): Promise<void> {
     onShutdown: (mode) => void stop(mode, `SHUTDOWN ${mode}`),
     });
   } catch (err) {
-    if (!(err instanceof HbaError)) throw err;
+    // A key or certificate file that changed since the config was checked.
+    if (!(err instanceof HbaError) && !(err instanceof TlsSettingError)) throw err;
     process.stderr.write(`tessera: config error: ${err.message}\n`);
     await embedded?.stop();
     process.exit(2);

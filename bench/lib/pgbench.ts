@@ -16,6 +16,8 @@ export interface PgbenchArgs {
   flags: string[];
   /** Compute p99 from a per-transaction log (costs a log line per transaction, on every target). */
   p99: boolean;
+  /** Extra environment, e.g. PGSSLMODE. */
+  env?: Record<string, string>;
 }
 
 export interface PgbenchResult {
@@ -86,7 +88,7 @@ export async function runPgbench(a: PgbenchArgs): Promise<PgbenchResult> {
   args.push(a.db);
   try {
     // Generous: 500 clients connecting through a loaded machine can take a while before -T starts.
-    const r = await runToEnd(a.bin, args, { env: cleanEnv(), timeoutMs: (a.seconds + 90) * 1000, cwd: logDir });
+    const r = await runToEnd(a.bin, args, { env: cleanEnv(a.env), timeoutMs: (a.seconds + 90) * 1000, cwd: logDir });
     const parsed = parsePgbench(r.stdout);
     let error: string | null = null;
     if (r.timedOut) error = 'pgbench timed out';

@@ -74,7 +74,13 @@ export async function prepareTessera(opts: { mayBuild: boolean; force?: TesseraR
   return 'tsx';
 }
 
-export async function startTessera(backend: Backend, s: PoolerSettings, runner: TesseraRunner, cpuProfDir: string | null = null): Promise<Pooler> {
+/** Client TLS for a Tessera (prefer: each pgbench run picks TLS or plaintext with PGSSLMODE). */
+export interface TesseraTls {
+  keyFile: string;
+  certFile: string;
+}
+
+export async function startTessera(backend: Backend, s: PoolerSettings, runner: TesseraRunner, cpuProfDir: string | null = null, tls?: TesseraTls): Promise<Pooler> {
   const dir = tempDir('tessera-bench-cfg-');
   const port = await freePort();
   const server = { host: '127.0.0.1', port: backend.port };
@@ -102,6 +108,7 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
     log_level: 'warn',
     // A failed token login in a storm is a number to report, not an address to ban.
     session_tokens: { max_failures: 0 },
+    ...(tls ? { client_tls_sslmode: 'prefer', client_tls_key_file: tls.keyFile, client_tls_cert_file: tls.certFile } : {}),
     databases,
   };
   const file = path.join(dir, 'proxy.config.json');

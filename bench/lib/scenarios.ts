@@ -39,7 +39,17 @@ export interface MemoryScenario {
   clients: number;
 }
 
-export type Scenario = PgbenchScenario | TokenScenario | MemoryScenario;
+/** pgbench through one Tessera with client TLS on, in plaintext (PGSSLMODE=disable) and over TLS (require). */
+export interface TlsScenario {
+  kind: 'tls';
+  id: string;
+  title: string;
+  poolerDb: string;
+  clients: number;
+  flags: string[];
+}
+
+export type Scenario = PgbenchScenario | TokenScenario | MemoryScenario | TlsScenario;
 
 export function scenarios(o: SizeOptions): Scenario[] {
   // 500 clients over 20 backends; --quick keeps the shape (many more clients than backends) smaller.
@@ -59,10 +69,12 @@ export function scenarios(o: SizeOptions): Scenario[] {
     { kind: 'pgbench', id: 'connect', title: 'pgbench -S -C (connection per transaction), 16 clients', poolerDb: DB_TX, clients: 16, flags: ['-S', '-C'] },
     { kind: 'pgbench', id: 'tpcb', title: 'pgbench TPC-B-like, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: [] },
     { kind: 'token', id: 'token-storm', title: `session-token connect/query/disconnect, ${o.tokenConcurrency} loops`, concurrency: o.tokenConcurrency },
+    { kind: 'tls', id: 'tls-select', title: 'TLS cost: pgbench -S through Tessera, TLS vs plaintext, 16 clients', poolerDb: DB_TX, clients: 16, flags: ['-S'] },
+    { kind: 'tls', id: 'tls-connect', title: 'TLS cost: pgbench -S -C through Tessera, TLS vs plaintext, 16 clients', poolerDb: DB_TX, clients: 16, flags: ['-S', '-C'] },
     { kind: 'memory', id: 'memory', title: `memory per idle client, ${o.memoryClients} clients`, clients: o.memoryClients },
   ];
 }
 
 export function unitOf(s: Scenario): string {
-  return s.kind === 'pgbench' ? 'tps' : s.kind === 'token' ? 'connections/s' : 'KB';
+  return s.kind === 'pgbench' || s.kind === 'tls' ? 'tps' : s.kind === 'token' ? 'connections/s' : 'KB';
 }

@@ -11,7 +11,7 @@ import { homedir } from 'node:os';
 import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { Kind, type TSchema } from '@sinclair/typebox';
 import { ConfigError, loadConfig, parseConfig } from './load.js';
-import { ConfigSchema, DatabaseSchema, UserSchema, type Config } from './schema.js';
+import { ConfigSchema, DatabaseSchema, TLS_FILE_SETTINGS, UserSchema, type Config } from './schema.js';
 
 type Json = Record<string, unknown>;
 
@@ -47,7 +47,7 @@ const USER_PARAMS = new Set(
   query_wait_timeout idle_transaction_timeout transaction_timeout client_idle_timeout`.split(/\s+/),
 );
 // File settings: relative paths resolve against the folder of the ini that names them.
-const PATH_SETTINGS = new Set(['auth_file', 'auth_hba_file', 'auth_ident_file']);
+const PATH_SETTINGS = new Set(['auth_file', 'auth_hba_file', 'auth_ident_file', ...TLS_FILE_SETTINGS]);
 // The sections the object form keeps elsewhere; they cannot be a single [pgbouncer] line.
 const NOT_SETTINGS = new Set(['$schema', 'databases', 'users']);
 const SECTIONS = ['pgbouncer', 'databases', 'users', 'peers'];

@@ -5,7 +5,8 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Kind, type TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
-import { ConfigSchema, DatabaseSchema, type Config, type DatabaseConfig } from './schema.js';
+import { ConfigSchema, DatabaseSchema, TLS_FILE_SETTINGS, type Config, type DatabaseConfig } from './schema.js';
+import { clientTlsFrom, serverTlsFrom, TlsSettingError } from '../tls/contexts.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -73,11 +74,33 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     }
   }
   if (config.auth_file === undefined) {
-    if (config.auth_type !== 'trust' && config.auth_type !== 'any' && needsAuthFile) fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
+    // cert: the certificate proves who the client is; server logins need no client secret either.
+    if (config.auth_type !== 'trust' && config.auth_type !== 'any' && config.auth_type !== 'cert' && needsAuthFile) fail('auth_file', `expected a file path (required when auth_type is "${config.auth_type}")`);
   } else {
     config.auth_file = resolve(baseDir, config.auth_file);
     const reason = unreadable(config.auth_file);
     if (reason) fail('auth_file', `${reason} (${config.auth_file})`);
+  }
+
+  for (const key of TLS_FILE_SETTINGS) {
+    if (config[key] === undefined) continue;
+    config[key] = resolve(baseDir, config[key]);
+    const reason = unreadable(config[key]);
+    if (reason) fail(key, `${reason} (${config[key]})`);
+  }
+  if (config.auth_type === 'cert') {
+    // The certificate is the only proof: TLS must be on and a CA must vouch for it.
+    if (config.client_tls_sslmode === 'disable') fail('client_tls_sslmode', 'expected TLS turned on (auth_type "cert" logs clients in by their TLS certificate)');
+    if (config.client_tls_ca_file === undefined) fail('client_tls_ca_file', 'expected a file path (required when auth_type is "cert")');
+  }
+  // Build the TLS contexts once here, so an unusable key, certificate or cipher list is a
+  // config error at start (and a refused RELOAD), never a failure at the first client.
+  try {
+    clientTlsFrom(config as Config);
+    serverTlsFrom(config as Config);
+  } catch (err) {
+    if (err instanceof TlsSettingError) fail(err.key, err.message);
+    throw err;
   }
 
   return deepFreeze(config as Config);

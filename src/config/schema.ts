@@ -18,6 +18,14 @@ const portNumber = (options: { default?: number; description: string }) =>
 
 const nonEmpty = (description: string) => Type.String({ minLength: 1, description });
 
+const sslMode = (def: string, description: string) =>
+  setting(
+    Type.Union(
+      [Type.Literal('disable'), Type.Literal('allow'), Type.Literal('prefer'), Type.Literal('require'), Type.Literal('verify-ca'), Type.Literal('verify-full')],
+      { default: def, description },
+    ),
+  );
+
 const poolMode = (options: { default?: string; description: string }) =>
   Type.Union([Type.Literal('session'), Type.Literal('transaction')], options);
 
@@ -80,9 +88,9 @@ export const ConfigSchema = Type.Object(
     max_user_connections: count(0, 'Most server connections per user across all databases; 0 means unlimited.'),
 
     auth_type: setting(
-      Type.Union([Type.Literal('trust'), Type.Literal('plain'), Type.Literal('md5'), Type.Literal('scram-sha-256'), Type.Literal('hba'), Type.Literal('any')], {
+      Type.Union([Type.Literal('trust'), Type.Literal('plain'), Type.Literal('md5'), Type.Literal('scram-sha-256'), Type.Literal('cert'), Type.Literal('hba'), Type.Literal('any')], {
         default: 'md5',
-        description: 'How clients prove who they are: trust, plain, md5, scram-sha-256 (against auth_file), hba (per connection, from auth_hba_file), or any (like trust, the user name ignored; every database needs a user).',
+        description: 'How clients prove who they are: trust, plain, md5, scram-sha-256 (against auth_file), cert (a TLS client certificate whose CN is the user name, verified against client_tls_ca_file), hba (per connection, from auth_hba_file), or any (like trust, the user name ignored; every database needs a user).',
       }),
     ),
     auth_file: setting(nonEmpty('File of "user" "secret" lines, relative to this config file; required unless auth_type is trust.')),
@@ -93,7 +101,7 @@ export const ConfigSchema = Type.Object(
         description: 'Query auth_user runs to fetch (name, secret) for a user; $1 is the user name.',
       }),
     ),
-    auth_hba_file: setting(nonEmpty('pg_hba.conf-style rules for auth_type hba (local, host, hostssl, hostnossl; trust, reject, password, md5, scram-sha-256), relative to this config file.')),
+    auth_hba_file: setting(nonEmpty('pg_hba.conf-style rules for auth_type hba (local, host, hostssl, hostnossl; trust, reject, password, md5, scram-sha-256, cert), relative to this config file.')),
     admin_users: UserList('Users allowed every admin console command, as a list or comma-separated string.'),
     stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
 
@@ -112,6 +120,35 @@ export const ConfigSchema = Type.Object(
     query_timeout: seconds(0, 'Seconds a query may run before it is cancelled; 0 disables.'),
     idle_transaction_timeout: seconds(0, 'Seconds a client may sit idle inside a transaction before it is disconnected; 0 disables.'),
     cancel_wait_timeout: seconds(10, 'Seconds a cancel request may wait for a server connection; 0 disables.'),
+
+    client_tls_sslmode: sslMode(
+      'disable',
+      'TLS for clients: disable (never), allow/prefer (when the client asks), require (plaintext clients are refused), verify-ca/verify-full (also a client certificate signed by client_tls_ca_file).',
+    ),
+    client_tls_key_file: setting(nonEmpty('Private key (PEM) of the certificate Tessera shows clients; required unless client_tls_sslmode is disable.')),
+    client_tls_cert_file: setting(nonEmpty('Certificate (PEM, with any intermediates) Tessera shows clients; required unless client_tls_sslmode is disable.')),
+    client_tls_ca_file: setting(nonEmpty('CA certificates (PEM) that client certificates must be signed by (verify-ca, verify-full, auth_type cert).')),
+    client_tls_protocols: setting(
+      Type.String({ default: 'secure', description: 'TLS versions clients may use: a comma list of tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, or all, secure (tlsv1.2,tlsv1.3), legacy (all).' }),
+    ),
+    client_tls_ciphers: setting(
+      Type.String({ default: 'default', description: 'TLS 1.2 ciphers for clients in OpenSSL syntax, or default/secure/fast/normal (Node.js\'s secure default list), compat/legacy, insecure/all.' }),
+    ),
+    server_tls_sslmode: sslMode(
+      'prefer',
+      'TLS to PostgreSQL: disable and allow (plaintext), prefer (TLS when the server offers it), require (TLS or fail), verify-ca (and the server certificate signed by server_tls_ca_file), verify-full (and its host name matches).',
+    ),
+    server_tls_ca_file: setting(nonEmpty('CA certificates (PEM) PostgreSQL\'s certificate must be signed by (verify-ca, verify-full); unset means the system\'s trusted roots.')),
+    server_tls_key_file: setting(nonEmpty('Private key (PEM) of a client certificate Tessera shows PostgreSQL (its cert authentication).')),
+    server_tls_cert_file: setting(nonEmpty('Client certificate (PEM) Tessera shows PostgreSQL.')),
+    server_tls_protocols: setting(Type.String({ default: 'secure', description: 'TLS versions used towards PostgreSQL, as client_tls_protocols.' })),
+    server_tls_ciphers: setting(Type.String({ default: 'default', description: 'TLS 1.2 ciphers used towards PostgreSQL, as client_tls_ciphers.' })),
+    allow_cleartext_without_tls: setting(
+      Type.Boolean({
+        default: false,
+        description: 'Allow cleartext secrets (plain password logins, session-token logins) over TCP without TLS from non-loopback addresses; Unix sockets and loopback are always allowed (Tessera setting).',
+      }),
+    ),
 
     tcp_keepalive: setting(Type.Boolean({ default: true, description: 'Turn on TCP keepalive for client and server sockets.' })),
     tcp_keepidle: count(0, 'Whole seconds of idleness before the first keepalive probe; 0 keeps the system default.'),
@@ -193,9 +230,13 @@ export type DatabaseConfig =
   | (DatabaseCommon & { embedded: false; host: string; port: number })
   | (DatabaseCommon & { embedded: true; host?: undefined; port?: undefined });
 
+export const TLS_FILE_SETTINGS = ['client_tls_key_file', 'client_tls_cert_file', 'client_tls_ca_file', 'server_tls_ca_file', 'server_tls_key_file', 'server_tls_cert_file'] as const;
+type TlsFileSetting = (typeof TLS_FILE_SETTINGS)[number];
+export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+
 /** The loaded config: every setting with a default is present. */
 export type Config = Required<
-  Omit<ConfigInput, '$schema' | 'auth_file' | 'auth_hba_file' | 'auth_user' | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
+  Omit<ConfigInput, '$schema' | 'auth_file' | 'auth_hba_file' | 'auth_user' | TlsFileSetting | 'admin_users' | 'stats_users' | 'databases' | 'users' | 'session_tokens'>
 > & {
   session_tokens: Required<NonNullable<ConfigInput['session_tokens']>>;
   /** Absolute path, checked to be a readable file; unset only when auth_type is "trust". */
@@ -203,6 +244,13 @@ export type Config = Required<
   /** Absolute path; set when auth_type is "hba". */
   auth_hba_file?: string;
   auth_user?: string;
+  /** Absolute paths, checked to be readable files. */
+  client_tls_key_file?: string;
+  client_tls_cert_file?: string;
+  client_tls_ca_file?: string;
+  server_tls_ca_file?: string;
+  server_tls_key_file?: string;
+  server_tls_cert_file?: string;
   admin_users: string[];
   stats_users: string[];
   databases: Record<string, DatabaseConfig>;

@@ -6,6 +6,7 @@
 import { ServerConnection, type ServerCredentials } from './server-connection.js';
 import { parseSecret, type StoredSecret } from '../auth/secret.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
+import type { ServerTls } from '../tls/contexts.js';
 
 export interface AuthQueryTarget {
   host: string;
@@ -16,12 +17,13 @@ export interface AuthQueryTarget {
   query: string;
   connectTimeoutMs: number;
   socket: SocketOptions;
+  tls: ServerTls;
 }
 
 /** The user's stored secret, or undefined when the query returns no row or a null password. */
 export async function lookupSecret(t: AuthQueryTarget, user: string): Promise<StoredSecret | undefined> {
   const server = new ServerConnection(
-    { host: t.host, port: t.port, database: t.database, user: t.authUser, credentials: t.credentials, params: new Map(), connectTimeoutMs: t.connectTimeoutMs, socket: t.socket },
+    { host: t.host, port: t.port, database: t.database, user: t.authUser, credentials: t.credentials, params: new Map(), connectTimeoutMs: t.connectTimeoutMs, socket: t.socket, tls: t.tls },
     '',
     () => {},
   );

@@ -14,6 +14,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
 import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
+import type { ServerTls } from '../tls/contexts.js';
 
 export type PoolMode = 'session' | 'transaction';
 
@@ -43,6 +44,8 @@ export interface PoolSettings {
   /** After a failed server login, how long new logins are not tried (server_login_retry). */
   loginRetryMs: number;
   socket: SocketOptions;
+  /** server_tls_sslmode and its context (a RELOAD swaps it for new servers). */
+  tls: ServerTls;
 }
 
 export interface TicketQueries {
@@ -473,6 +476,7 @@ export class Pool {
       params,
       connectTimeoutMs: this.settings.connectTimeoutMs,
       socket: this.settings.socket,
+      tls: this.settings.tls,
     };
     const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s));
     this.servers.add(server);

@@ -4,6 +4,7 @@
  * (rollback, server_reset_query). The pool owns the list it sits on; this class owns the socket.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { Framer, BodyReader, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
 import { Backend, AuthCode, PgError, SqlState } from '../protocol/messages.js';
@@ -13,6 +14,8 @@ import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
 import { idSequence } from '../workers/identity.js';
+import { ALPN, type ServerTls } from '../tls/contexts.js';
+import { SSL_REQUEST } from '../protocol/startup.js';
 
 /** Where and as whom to connect. `params` are the startup parameters the server session runs with. */
 export interface ServerTarget {
@@ -25,6 +28,7 @@ export interface ServerTarget {
   params: ReadonlyMap<string, string>;
   connectTimeoutMs: number;
   socket: SocketOptions;
+  tls: ServerTls;
 }
 
 export type ServerCredentials =
@@ -58,6 +62,9 @@ export interface ServerPeer {
 
 const READY_IDLE = 0x49; // 'I'
 const nextServerId = idSequence();
+const SSL_REQUEST_PACKET = Buffer.alloc(8);
+SSL_REQUEST_PACKET.writeInt32BE(8, 0);
+SSL_REQUEST_PACKET.writeInt32BE(SSL_REQUEST, 4);
 
 export class ServerConnection implements FrameSink {
   readonly id = nextServerId();
@@ -99,7 +106,15 @@ export class ServerConnection implements FrameSink {
   private heldPending: Buffer | null = null;
   private dropping = false;
 
-  readonly socket: net.Socket;
+  /** The TCP or Unix socket, replaced by its TLS layer when the server accepts SSLRequest. */
+  socket: net.Socket;
+  /** Waiting for the one-byte answer to our SSLRequest. */
+  private negotiating = false;
+  private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
+  private readonly onErrorBound = (err: Error) => {
+    this.lastError ??= PgError.fatal(SqlState.ConnectionFailure, `server connection failed: ${err.message}`);
+  };
+  private readonly onCloseBound = () => this.handleClose();
   private readonly framer = new Framer(this);
   private sawReady = false;
   private lastError: PgError | null = null;
@@ -119,11 +134,9 @@ export class ServerConnection implements FrameSink {
   ) {
     this.onClosed = onClosed;
     this.socket = new net.Socket();
-    this.socket.on('data', (chunk) => this.onData(chunk));
-    this.socket.on('error', (err) => {
-      this.lastError ??= PgError.fatal(SqlState.ConnectionFailure, `server connection failed: ${err.message}`);
-    });
-    this.socket.on('close', () => this.handleClose());
+    this.socket.on('data', this.onDataBound);
+    this.socket.on('error', this.onErrorBound);
+    this.socket.on('close', this.onCloseBound);
   }
 
   get isIdleInTransaction(): boolean {
@@ -146,13 +159,62 @@ export class ServerConnection implements FrameSink {
       };
       const onConnect = () => {
         applySocketOptions(this.socket, t.socket);
-        const startup: Record<string, string> = { user: t.user, database: t.database };
-        for (const [k, v] of t.params) startup[k] = v;
-        this.socket.write(serialize.startup(startup));
+        // TLS is asked for over TCP only (a Unix socket never leaves the machine), as in PgBouncer.
+        if (t.tls.context && !t.host.startsWith('/')) {
+          this.negotiating = true;
+          this.socket.write(SSL_REQUEST_PACKET);
+        } else {
+          this.sendStartup();
+        }
       };
       if (t.host.startsWith('/')) this.socket.connect({ path: `${t.host}/.s.PGSQL.${t.port}` }, onConnect);
       else this.socket.connect({ host: t.host, port: t.port }, onConnect);
     });
+  }
+
+  private sendStartup(): void {
+    const t = this.target;
+    const startup: Record<string, string> = { user: t.user, database: t.database };
+    for (const [k, v] of t.params) startup[k] = v;
+    this.socket.write(serialize.startup(startup));
+  }
+
+  /** The server's one-byte answer to SSLRequest: 'S' upgrades, 'N' goes on in plaintext if allowed. */
+  private onSslAnswer(chunk: Buffer): void {
+    this.negotiating = false;
+    const { mode, context } = this.target.tls;
+    const fail = (message: string) => {
+      this.lastError = PgError.fatal(SqlState.ConnectionFailure, message);
+      this.socket.destroy();
+    };
+    // Anything after the answer came before the handshake, unencrypted: libpq refuses it too.
+    if (chunk.length > 1) return fail('server sent unencrypted data after its answer to the SSL request');
+    if (chunk[0] === 0x4e /* N */) {
+      if (mode === 'prefer') return this.sendStartup();
+      return fail(`server does not support TLS, and server_tls_sslmode is "${mode}"`);
+    }
+    if (chunk[0] !== 0x53 /* S */) return fail('server sent an invalid answer to the SSL request');
+    const raw = this.socket;
+    raw.off('data', this.onDataBound);
+    raw.off('close', this.onCloseBound);
+    const host = this.target.host;
+    const secure = tls.connect({
+      socket: raw,
+      secureContext: context!,
+      // The name verify-full checks; SNI only for names, never addresses.
+      host,
+      servername: net.isIP(host) ? undefined : host,
+      ALPNProtocols: ALPN,
+      rejectUnauthorized: mode === 'verify-ca' || mode === 'verify-full',
+      checkServerIdentity: mode === 'verify-full' ? tls.checkServerIdentity : () => undefined,
+    });
+    this.socket = secure;
+    secure.on('data', this.onDataBound);
+    secure.on('error', (err) => {
+      this.lastError ??= PgError.fatal(SqlState.ConnectionFailure, `server TLS connection failed: ${err.message}`);
+    });
+    secure.on('close', this.onCloseBound);
+    secure.once('secureConnect', () => this.sendStartup());
   }
 
   /** Links the server to a client; from now on its bytes go to that client. */
@@ -270,6 +332,7 @@ export class ServerConnection implements FrameSink {
   // ---- receiving ----
 
   private onData(chunk: Buffer): void {
+    if (this.negotiating) return this.onSslAnswer(chunk);
     this.sawReady = false;
     if (this.responses && this.state === ServerState.Active) return this.relayTracked(chunk);
     if (!this.frame(chunk)) return;

@@ -26,6 +26,11 @@ export class StartupReader {
   private buf: Buffer = Buffer.alloc(0);
   leftover: Buffer = Buffer.alloc(0);
 
+  /** Nothing of a packet has arrived yet. */
+  get empty(): boolean {
+    return this.buf.length === 0;
+  }
+
   push(chunk: Buffer): StartupPacket | null {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     if (this.buf.length < 4) return null;

@@ -13,6 +13,7 @@ import { ServerState, type ServerConnection } from '../pool/server-connection.js
 import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
 import { ClientPhase, type ClientConnection } from './client-connection.js';
 import type { Proxy } from './proxy.js';
+import { describeTls } from '../tls/contexts.js';
 
 const STATS_PERIOD_MS = 60_000;
 
@@ -105,7 +106,7 @@ export class ProxyAdminView implements AdminView {
           ptr: ptr('c', c.id),
           link: c.server ? ptr('s', c.server.id) : '',
           remote_pid: 0,
-          tls: '',
+          tls: describeTls(c.socket),
           application_name: c.serverParams.get('application_name') ?? '',
           prepared_statements: 0,
           id: c.id,
@@ -134,7 +135,7 @@ export class ProxyAdminView implements AdminView {
           ptr: ptr('s', s.id),
           link: client ? ptr('c', client.id) : '',
           remote_pid: s.pid,
-          tls: '',
+          tls: describeTls(s.socket),
           application_name: s.target.params.get('application_name') ?? '',
           prepared_statements: 0,
           id: s.id,

@@ -5,6 +5,7 @@
  * batch ends, and to keep the client's Terminate from reaching a pooled server.
  */
 import type { Socket } from 'node:net';
+import tls from 'node:tls';
 import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
 import { StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
@@ -15,6 +16,7 @@ import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.
 import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
+import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
 
@@ -32,6 +34,8 @@ export interface ClientHost {
   /** Resolves the startup packet into an authenticator and, after auth, a pool. */
   beginLogin(client: ClientConnection, params: Map<string, string>): Authenticator;
   poolFor(client: ClientConnection): Pool;
+  /** The current client TLS context (rebuilt on RELOAD), or null when client_tls_sslmode is disable. */
+  readonly clientTls: ClientTls | null;
   /** The query that checks session-token credentials ($1 id, $2 nonce, $3 token, $4 address). */
   readonly openConnectionSql: string;
   /** Told of every session-token login's outcome (the per-address failure limit). */
@@ -46,6 +50,8 @@ export interface ClientHost {
 }
 
 const READY_IDLE = 0x49;
+/** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
+const TLS_HANDSHAKE = 0x16;
 const STATEMENT = 0x53; // 'S' in Describe/Close
 /**
  * Statements whose effect outlives the transaction, so a transaction-mode client running one keeps
@@ -98,6 +104,8 @@ for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expec
 }
 const nextClientId = idSequence();
 
+const ignore = (): void => {};
+
 /** Metric labels for the SQLSTATEs a refused login carries. */
 const LOGIN_FAILURE_REASONS: Record<string, string> = {
   [SqlState.InvalidPassword]: 'invalid_password',
@@ -141,6 +149,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
+  /** The TLS layer once the client upgraded (SSLRequest or direct TLS); null in plaintext. */
+  tlsSocket: tls.TLSSocket | null = null;
+  /** CN of a client certificate that verified against client_tls_ca_file (auth_type cert). */
+  certificateName: string | null = null;
+  /** An SSLRequest / GSSENCRequest was answered already: each may come once, before the startup packet. */
+  private sslAnswered = false;
+  private gssAnswered = false;
 
   private startup: StartupReader | null = new StartupReader();
   private readonly framer = new Framer(this);
@@ -185,15 +200,19 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Unchanged messages of the current chunk not yet written (see write()). */
   private batch: Buffer | null = null;
 
+  private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
+  private readonly onCloseBound = () => this.onSocketClosed();
+
   constructor(
-    readonly socket: Socket,
+    /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
+    public socket: Socket,
     private readonly host: ClientHost,
     readonly remoteAddress: string,
   ) {
     ({ pid: this.pid, secret: this.secret } = newCancelKey());
-    socket.on('data', (chunk) => this.onData(chunk));
-    socket.on('error', () => {}); // 'close' follows; a reset client is not worth a stack trace
-    socket.on('close', () => this.onSocketClosed());
+    socket.on('data', this.onDataBound);
+    socket.on('error', ignore); // 'close' follows; a reset client is not worth a stack trace
+    socket.on('close', this.onCloseBound);
   }
 
   get isWaiting(): boolean {
@@ -253,6 +272,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   private onStartupData(chunk: Buffer): void {
+    if (chunk[0] === TLS_HANDSHAKE && !this.sslAnswered && !this.gssAnswered && this.startup!.empty && this.host.clientTls && this.remoteAddress !== 'unix') {
+      // Direct TLS (PostgreSQL 17, sslnegotiation=direct): the ClientHello is the first byte.
+      this.sslAnswered = true;
+      return this.upgrade(this.host.clientTls, chunk);
+    }
     const packet = this.startup!.push(chunk);
     if (!packet) return;
     const leftover = this.startup!.leftover;
@@ -262,9 +286,30 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private onStartupPacket(packet: StartupPacket): void {
     switch (packet.kind) {
-      case 'ssl':
+      case 'ssl': {
+        // Once only, and never inside TLS: PostgreSQL refuses a second SSLRequest too.
+        if (this.sslAnswered) throw new ProtocolViolation(this.tlsSocket ? 'SSLRequest on a connection that is already encrypted' : 'SSLRequest sent twice');
+        this.sslAnswered = true;
+        const tlsConfig = this.host.clientTls;
+        // No TLS on Unix sockets (they never leave the machine), as in PgBouncer.
+        if (!tlsConfig || this.remoteAddress === 'unix') {
+          this.startup = new StartupReader();
+          this.socket.write('N');
+          return;
+        }
+        if (this.startup!.leftover.length > 0) {
+          // Bytes sent before the handshake were not encrypted, and may have been injected by a
+          // man in the middle: PostgreSQL refuses them, and so do we.
+          throw PgError.fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request');
+        }
+        this.socket.write('S');
+        this.upgrade(tlsConfig, null);
+        return;
+      }
       case 'gssenc':
-        // No TLS or GSS here (yet): 'N' tells the client to go on in plaintext or give up.
+        // No GSSAPI encryption: 'N' tells the client to go on in plaintext or give up.
+        if (this.gssAnswered || this.tlsSocket) throw new ProtocolViolation('unexpected GSSENCRequest');
+        this.gssAnswered = true;
         this.startup = new StartupReader();
         this.socket.write('N');
         return;
@@ -275,6 +320,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         return;
       case 'startup':
         this.startup = null;
+        if (!this.tlsSocket && this.remoteAddress !== 'unix' && (this.host.clientTls?.mode === 'require' || this.host.clientTls?.requireCert)) {
+          // As PgBouncer words it; SQLSTATE as PostgreSQL's hostssl-only rejection.
+          throw PgError.fatal(SqlState.InvalidAuthorization, 'SSL required');
+        }
         if (packet.minor > 0 || packet.unknownOptions.length > 0) {
           this.socket.write(msg.negotiateProtocolVersion(0, packet.unknownOptions));
         }
@@ -282,6 +331,58 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.auth = this.host.beginLogin(this, packet.params);
         this.onAuthStep(this.auth.start());
         return;
+    }
+  }
+
+  // ---- TLS ----
+
+  /**
+   * Puts TLS on the client's socket. `first` is a direct-TLS ClientHello already read: it goes
+   * back into the socket, where the TLS layer reads it as if it had just arrived.
+   */
+  private upgrade(config: ClientTls, first: Buffer | null): void {
+    const raw = this.socket;
+    raw.off('data', this.onDataBound);
+    raw.off('close', this.onCloseBound);
+    if (first) {
+      raw.pause();
+      raw.unshift(first);
+    }
+    const secure = new tls.TLSSocket(raw, {
+      isServer: true,
+      secureContext: config.context,
+      requestCert: config.requestCert,
+      // Checked after the handshake instead, so the client gets a PostgreSQL error, not an alert.
+      rejectUnauthorized: false,
+      ALPNProtocols: ALPN,
+    });
+    this.socket = secure;
+    this.tlsSocket = secure;
+    this.startup = new StartupReader();
+    secure.on('data', this.onDataBound);
+    secure.on('close', this.onCloseBound);
+    let secured = false;
+    secure.on('error', (err: NodeJS.ErrnoException) => {
+      // A failed handshake (plaintext after 'S', no shared protocol) closes this client only; 'close' follows.
+      if (!secured) log.info({ client: this.id, addr: this.remoteAddress, reason: err.code ?? err.message }, 'TLS handshake failed');
+    });
+    secure.once('secure', () => {
+      secured = true;
+      this.onSecure(config, secure, first !== null);
+    });
+  }
+
+  private onSecure(config: ClientTls, secure: tls.TLSSocket, direct: boolean): void {
+    if (this.phase === ClientPhase.Closed) return;
+    if (direct && secure.alpnProtocol !== 'postgresql') {
+      return this.fail(PgError.fatal(SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension'));
+    }
+    if (config.requestCert && clientCertVerified(secure)) {
+      const cn = secure.getPeerCertificate().subject?.CN;
+      this.certificateName = typeof cn === 'string' ? cn : null;
+    }
+    if (config.requireCert && this.certificateName === null) {
+      this.fail(PgError.fatal(SqlState.InvalidAuthorization, 'connection requires a valid client certificate'));
     }
   }
 

@@ -24,8 +24,9 @@ import { loadAnyConfig, convertSetting } from '../config/ini.js';
 import { shareOf, workerCount, workerIndex, workerOfPid } from '../workers/identity.js';
 import type { WorkerLink } from '../workers/worker-link.js';
 import { ClusterAdminView } from '../workers/merge.js';
-import { parseConfig } from '../config/load.js';
+import { parseConfig, ConfigError } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
+import { clientTlsFrom, serverTlsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
 
 /** The admin console's virtual database, as in PgBouncer. */
 const ADMIN_DB = 'pgbouncer';
@@ -75,12 +76,15 @@ export class Proxy implements ClientHost {
   private workerLink: WorkerLink | undefined;
   /** Shutdown waits for clients to leave (SIGTERM), else only for servers to be released. */
   private waitForClients = true;
+  /** TLS contexts of the current config; a connection keeps the one it started with. */
+  private tls: { client: ClientTls | null; server: ServerTls };
 
   constructor(opts: ProxyOptions) {
     this.options = opts;
     this.config = opts.config;
     this.userlist = opts.userlist;
     this.hba = opts.config.auth_hba_file ? loadHba(opts.config.auth_hba_file) : [];
+    this.tls = { client: clientTlsFrom(opts.config), server: serverTlsFrom(opts.config) };
     this.embedded = opts.embedded;
     const st = opts.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
@@ -104,6 +108,10 @@ export class Proxy implements ClientHost {
     this.loginFailures.set(reason, (this.loginFailures.get(reason) ?? 0) + 1);
   }
 
+  get clientTls(): ClientTls | null {
+    return this.tls.client;
+  }
+
   get currentConfig(): Readonly<Config> {
     return this.config;
   }
@@ -118,19 +126,21 @@ export class Proxy implements ClientHost {
   }
 
   /**
-   * RELOAD / SIGHUP: read the config file and auth_file again. New settings apply to pools from
-   * now on; servers started under the old settings are replaced as they come free. A bad file
-   * leaves everything as it was.
+   * RELOAD / SIGHUP: read the config file, auth_file and the TLS key and certificate files again.
+   * New settings apply to pools and connections from now on; servers started under the old
+   * settings are replaced as they come free, and established TLS connections keep going. A bad
+   * file leaves everything as it was.
    */
   async reload(): Promise<void> {
     if (!this.options.configPath) throw new Error('no config file to reload');
     const { config, warnings } = loadAnyConfig(this.options.configPath);
     const userlist = config.auth_file ? loadUserlist(config.auth_file) : new Map();
     const hba = config.auth_hba_file ? loadHba(config.auth_hba_file) : [];
+    const tlsContexts = { client: clientTlsFrom(config), server: serverTlsFrom(config) };
     for (const w of warnings) log.warn(w);
     this.userlist = userlist;
     this.hba = hba;
-    this.applyConfig(config);
+    this.applyConfig(config, tlsContexts);
     log.info({ config: this.options.configPath }, 'configuration reloaded');
   }
 
@@ -141,8 +151,15 @@ export class Proxy implements ClientHost {
 
   /** SET key = value from the admin console: the running config with one setting changed. */
   set(key: string, value: string): void {
-    const changed = { ...this.config, [key]: convertSetting(key, value) };
-    this.applyConfig(parseConfig(changed, 'SET', this.options.configPath ? dirname(this.options.configPath) : process.cwd()));
+    const changed = parseConfig({ ...this.config, [key]: convertSetting(key, value) }, 'SET', this.options.configPath ? dirname(this.options.configPath) : process.cwd());
+    let tlsContexts;
+    try {
+      tlsContexts = { client: clientTlsFrom(changed), server: serverTlsFrom(changed) };
+    } catch (err) {
+      if (err instanceof TlsSettingError) throw new ConfigError(`SET: ${err.key}: ${err.message}`);
+      throw err;
+    }
+    this.applyConfig(changed, tlsContexts);
     log.info({ key }, 'setting changed from the admin console');
   }
 
@@ -150,8 +167,9 @@ export class Proxy implements ClientHost {
    * New settings apply to every pool at once. A database whose address or name changed (or that
    * is gone) reconnects gracefully: idle servers close now, busy ones when their clients let go.
    */
-  private applyConfig(config: Readonly<Config>): void {
+  private applyConfig(config: Readonly<Config>, tlsContexts: { client: ClientTls | null; server: ServerTls }): void {
     this.config = config;
+    this.tls = tlsContexts;
     for (const [key, pool] of this.pools) {
       const name = this.poolDatabase.get(pool) ?? key.split('\u0000')[0];
       const entry = config.databases[name] ?? config.databases['*'];
@@ -329,6 +347,8 @@ export class Proxy implements ClientHost {
     serverParams.delete('user');
     serverParams.delete('database');
     if (entry.auth_type === 'session_token') {
+      // Every form carries a secret (the first login's password, later a token proof).
+      if (this.cleartextRefused(client)) return refuse(this.tlsRequired('session-token login'));
       if (this.limiter.isBanned(client.remoteAddress)) {
         return refuse(PgError.fatal(SqlState.InvalidAuthorization, 'too many failed session logins from this address; try again later'));
       }
@@ -346,6 +366,7 @@ export class Proxy implements ClientHost {
           query: entry.auth_query ?? c.auth_query,
           connectTimeoutMs: c.server_connect_timeout * 1000,
           socket: this.socketOptions(),
+          tls: this.tls.server,
         },
         user,
       );
@@ -454,25 +475,46 @@ export class Proxy implements ClientHost {
   /** The login method for this connection: auth_type, or for "hba" the first matching rule's. */
   private authMethod(client: ClientConnection, database: string, user: string): AuthType | PgError {
     const type = this.config.auth_type;
+    let method: AuthType | 'cert';
     if (type === 'any') return 'trust';
-    if (type !== 'hba') return type;
-    const local = client.remoteAddress === 'unix';
-    const host = local ? '[local]' : client.remoteAddress.replace(/^::ffff:/, '');
-    const method = hbaMethod(this.hba, { local, ssl: false, database, user, address: client.remoteAddress });
-    switch (method) {
-      case null:
-        return PgError.fatal(SqlState.InvalidAuthorization, `no pg_hba.conf entry for host "${host}", user "${user}", database "${database}", no encryption`);
-      case 'reject':
-        return PgError.fatal(SqlState.InvalidAuthorization, `pg_hba.conf rejects connection for host "${host}", user "${user}", database "${database}", no encryption`);
-      case 'cert':
-        return PgError.fatal(SqlState.InvalidAuthorization, 'certificate authentication needs TLS, which Tessera does not offer yet');
-      case 'peer':
-        return PgError.fatal(SqlState.InvalidAuthorization, 'peer authentication is not supported by Tessera');
-      case 'password':
-        return 'plain';
-      default:
-        return method;
+    if (type !== 'hba') method = type;
+    else {
+      const local = client.remoteAddress === 'unix';
+      const host = local ? '[local]' : client.remoteAddress.replace(/^::ffff:/, '');
+      const ssl = client.tlsSocket !== null;
+      const encryption = ssl ? 'SSL encryption' : 'no encryption';
+      const rule = hbaMethod(this.hba, { local, ssl, database, user, address: client.remoteAddress });
+      switch (rule) {
+        case null:
+          return PgError.fatal(SqlState.InvalidAuthorization, `no pg_hba.conf entry for host "${host}", user "${user}", database "${database}", ${encryption}`);
+        case 'reject':
+          return PgError.fatal(SqlState.InvalidAuthorization, `pg_hba.conf rejects connection for host "${host}", user "${user}", database "${database}", ${encryption}`);
+        case 'peer':
+          return PgError.fatal(SqlState.InvalidAuthorization, 'peer authentication is not supported by Tessera');
+        case 'password':
+          method = 'plain';
+          break;
+        default:
+          method = rule;
+      }
     }
+    if (method === 'cert') {
+      // The certificate verified against client_tls_ca_file during the handshake; its CN is the user.
+      if (client.certificateName === null) return PgError.fatal(SqlState.InvalidAuthorization, 'connection requires a valid client certificate');
+      if (client.certificateName !== user) return PgError.fatal(SqlState.InvalidAuthorization, `certificate authentication failed for user "${user}"`);
+      return 'trust';
+    }
+    if (method === 'plain' && this.cleartextRefused(client)) return this.tlsRequired('cleartext password login');
+    return method;
+  }
+
+  /** A cleartext secret would cross the network unencrypted: TCP, no TLS, not loopback, not allowed. */
+  private cleartextRefused(client: ClientConnection): boolean {
+    return client.tlsSocket === null && !isLoopback(client.remoteAddress) && !this.config.allow_cleartext_without_tls;
+  }
+
+  private tlsRequired(what: string): PgError {
+    return PgError.fatal(SqlState.InvalidAuthorization, `TLS required: a ${what} sends its secret in cleartext, which Tessera accepts only over TLS from a non-loopback address (connect with sslmode=require, or set allow_cleartext_without_tls)`);
   }
 
   /** max_db_connections and max_user_connections: limits across all pools of a database or user. */
@@ -516,6 +558,7 @@ export class Proxy implements ClientHost {
       checkQuery: c.server_check_query,
       maxPreparedStatements: c.max_prepared_statements,
       socket: this.socketOptions(),
+      tls: this.tls.server,
     };
   }
 

@@ -49,7 +49,12 @@ if (PG_BIN) {
       assert.match(r.stderr, /\[1\/\d+\] select-session round 1\/1 direct: /);
 
       const lines = r.stdout.split('\n');
-      for (const s of scenarios(defaultSizes(true))) {
+      const all = scenarios(defaultSizes(true));
+      // TLS cost scenarios compare Tessera with itself: a line of their own with the ratio.
+      for (const s of all.filter((x) => x.kind === 'tls')) {
+        assert.match(r.stdout, new RegExp(`^${s.title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: plaintext [\\d.]+ tps, TLS [\\d.]+ tps, TLS/plaintext [\\d.]+$`, 'm'), r.stdout);
+      }
+      for (const s of all.filter((x) => x.kind !== 'tls')) {
         const row = lines.find((l) => l.startsWith(`| ${s.title} (`));
         assert.ok(row, `no markdown row for ${s.id} ("${s.title}") in:\n${r.stdout}`);
         const cells = row!.split(' | ');
@@ -61,7 +66,11 @@ if (PG_BIN) {
       const json = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
       assert.equal(
         json.scenarios.map((s: { id: string }) => s.id),
-        scenarios(defaultSizes(true)).map((s) => s.id),
+        all.filter((s) => s.kind !== 'tls').map((s) => s.id),
+      );
+      assert.equal(
+        json.tls.map((s: { id: string }) => s.id),
+        all.filter((s) => s.kind === 'tls').map((s) => s.id),
       );
       assert.ok(fs.readFileSync(path.join(out, 'latest.svg'), 'utf8').startsWith('<svg'));
     } finally {

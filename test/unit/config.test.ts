@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
 import { configJsonSchema } from '../../src/config/schema.js';
 import { errorOf } from '../support/config-error.js';
+import { writeDevCerts } from '../../src/tls/cert-command.js';
+import { tlsVersions } from '../../src/tls/contexts.js';
 
 const FILE = 'proxy.config.json';
 const dir = mkdtempSync(join(tmpdir(), 'tessera-config-'));
@@ -168,6 +170,41 @@ test('JSON syntax errors give line and column', () => {
 
 test('a missing config file is a ConfigError', () => {
   assert.match(errorOf(() => loadConfig(join(dir, 'absent.json'))), 'cannot read file (ENOENT)');
+});
+
+test('TLS: PgBouncer defaults, paths resolved against the config folder, and errors naming the key', () => {
+  const config = parse({});
+  assert.is(config.client_tls_sslmode, 'disable');
+  assert.is(config.server_tls_sslmode, 'prefer');
+  assert.is(config.client_tls_protocols, 'secure');
+  assert.is(config.allow_cleartext_without_tls, false);
+  const certs = writeDevCerts(join(dir, 'certs'));
+  const files = { client_tls_key_file: 'certs/server.key', client_tls_cert_file: 'certs/server.crt' };
+  const on = parse({ client_tls_sslmode: 'require', ...files });
+  assert.is(on.client_tls_key_file, certs.serverKey);
+  assert.is(errorOf(() => parse({ client_tls_sslmode: 'require' })), `${FILE}: client_tls_key_file: expected a file path (required when client_tls_sslmode is "require")`);
+  assert.is(errorOf(() => parse({ client_tls_sslmode: 'verify-ca', ...files })), `${FILE}: client_tls_ca_file: expected a file path (required when client_tls_sslmode is "verify-ca")`);
+  assert.is(errorOf(() => parse({ client_tls_sslmode: 'on', ...files })), `${FILE}: client_tls_sslmode: expected one of "disable", "allow", "prefer", "require", "verify-ca", "verify-full", got "on"`);
+  assert.match(errorOf(() => parse({ client_tls_sslmode: 'require', ...files, client_tls_cert_file: 'certs/nope.crt' })), `${FILE}: client_tls_cert_file: file not found`);
+  // A key in the certificate's place: the key file is fine, the certificate is not.
+  assert.match(errorOf(() => parse({ client_tls_sslmode: 'require', ...files, client_tls_cert_file: 'certs/server.key' })), `${FILE}: client_tls_cert_file: cannot use it: `);
+  // A key of another certificate.
+  assert.match(errorOf(() => parse({ client_tls_sslmode: 'require', ...files, client_tls_key_file: 'certs/ca.key' })), `${FILE}: client_tls_key_file: cannot use it: `);
+  assert.match(errorOf(() => parse({ client_tls_sslmode: 'require', ...files, client_tls_protocols: 'tlsv1.4' })), `${FILE}: client_tls_protocols: expected a comma list`);
+  assert.match(errorOf(() => parse({ server_tls_ciphers: 'NOT-A-CIPHER' })), `${FILE}: server_tls_ciphers: cannot use it: `);
+  assert.is(errorOf(() => parse({ server_tls_key_file: 'certs/server.key' })), `${FILE}: server_tls_cert_file: expected a file path (server_tls_key_file and server_tls_cert_file go together)`);
+  assert.is(errorOf(() => parse({ auth_type: 'cert' })), `${FILE}: client_tls_sslmode: expected TLS turned on (auth_type "cert" logs clients in by their TLS certificate)`);
+  assert.is(errorOf(() => parse({ auth_type: 'cert', client_tls_sslmode: 'require', ...files })), `${FILE}: client_tls_ca_file: expected a file path (required when auth_type is "cert")`);
+  // Neither an error nor the key file's content: never key material in a message.
+  const keyText = readFileSync(certs.serverKey, 'utf8').split('\n')[1];
+  assert.not.match(errorOf(() => parse({ client_tls_sslmode: 'require', ...files, client_tls_cert_file: 'certs/server.key' })), keyText);
+});
+
+test('tlsVersions: PgBouncer protocol lists as a Node version range', () => {
+  assert.equal(tlsVersions('secure', 'k'), { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3' });
+  assert.equal(tlsVersions('tlsv1.3', 'k'), { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+  assert.equal(tlsVersions('TLSv1.1, tlsv1.2', 'k'), { minVersion: 'TLSv1.1', maxVersion: 'TLSv1.2' });
+  assert.equal(tlsVersions('all', 'k'), { minVersion: 'TLSv1', maxVersion: 'TLSv1.3' });
 });
 
 test('proxy.config.schema.json is current (regenerate: node --import tsx src/config/write-schema.ts > proxy.config.schema.json)', () => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { isIniPath, loadAnyConfig, loadIni } from '../../src/config/ini.js';
 import { errorOf } from '../support/config-error.js';
+import { writeDevCerts } from '../../src/tls/cert-command.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tessera-ini-'));
 const PASSWORD = "s3cret pass'word";
@@ -226,8 +227,42 @@ test('schema errors from the converted config land on their ini line', () => {
   assert.is(errorOf(() => loadAnyConfig(port)), `${port}:4: databases.app.port: expected integer from 1 to 65535, got 70000`);
   const auth = file('auth.ini', '[pgbouncer]\nauth_file = missing.txt\n');
   assert.is(errorOf(() => loadAnyConfig(auth)), `${auth}:2: auth_file: file not found (${join(dir, 'missing.txt')})`);
-  const hba = file('hba.ini', '[pgbouncer]\nauth_type = cert\n');
+  const hba = file('hba.ini', '[pgbouncer]\nauth_type = pam\n');
   assert.match(errorOf(() => loadAnyConfig(hba)), `${hba}:2: auth_type: expected one of`);
+});
+
+test('TLS settings from a pgbouncer.ini: file paths beside the ini, modes in any case, the rest named', () => {
+  const certs = writeDevCerts(join(dir, 'tls/certs'));
+  const ini = file(
+    'tls/pgbouncer.ini',
+    [
+      '[pgbouncer]',
+      'auth_type = cert',
+      'client_tls_sslmode = verify-full',
+      'client_tls_key_file = certs/server.key',
+      'client_tls_cert_file = certs/server.crt',
+      'client_tls_ca_file = certs/ca.crt',
+      'client_tls_protocols = tlsv1.2,tlsv1.3',
+      'client_tls_ciphers = default',
+      'client_tls_ecdhcurve = auto',
+      'server_tls_sslmode = Verify-Full',
+      'server_tls_ca_file = certs/ca.crt',
+      '[databases]',
+      '* = host=127.0.0.1',
+      '',
+    ].join('\n'),
+  );
+  const { config, warnings } = loadAnyConfig(ini);
+  assert.is(config.auth_type, 'cert');
+  assert.is(config.client_tls_sslmode, 'verify-full');
+  assert.is(config.client_tls_key_file, certs.serverKey);
+  assert.is(config.client_tls_ca_file, certs.ca);
+  assert.is(config.server_tls_sslmode, 'verify-full');
+  assert.is(config.server_tls_ca_file, certs.ca);
+  assert.equal(warnings, [`${ini}:9: setting "client_tls_ecdhcurve" is not supported by Tessera and is ignored`]);
+  const missing = file('tls/nokey.ini', '[pgbouncer]\nauth_type = trust\nclient_tls_sslmode = require\n');
+  // The missing key has no line of its own: the error names the file and the key.
+  assert.is(errorOf(() => loadAnyConfig(missing)), `${missing}: client_tls_key_file: expected a file path (required when client_tls_sslmode is "require")`);
 });
 
 test('%include: relative to the including file, loops and missing files are errors', () => {
