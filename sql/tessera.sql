@@ -201,8 +201,11 @@ revoke all on all sequences in schema tessera from public, tessera_user, tessera
 -- others alone, and a dump restored into another database finds no key for its tokens.
 -- The key is read from the file on each use, not cached: the only per-backend places
 -- (GUCs, temp tables) are readable by the connected role.
+-- COPY creates the file readable by all (0644): what keeps other OS users out is its
+-- folder, the data directory, which PostgreSQL keeps 0700 (0750 with group access).
 -- A file-level backup of the data directory copies the key file too: point the
--- key_directory parameter elsewhere (and move the file) to keep them apart.
+-- key_directory parameter at another folder only the server's OS user can enter (and
+-- move the file there) to keep them apart.
 
 -- Internal: the key file's path.
 create or replace function tessera.key_path()
