@@ -27,6 +27,8 @@ export interface PoolSettings {
   resetAlways: boolean;
   /** Run first on every release (session tokens: close_connection); a failure closes the server. */
   closeQuery: string;
+  /** Run for each client right after its login, on the server it keeps (session mode); '' for none. */
+  connectQuery: string;
   idleTimeoutMs: number;
   lifetimeMs: number;
   queryWaitTimeoutMs: number;

@@ -108,6 +108,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   lookedUpSecret: StoredSecret | undefined;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
+  /** The session a session-token client logged in with (an id, not a secret): KILL_SESSION finds it. */
+  sessionId: string | null = null;
   server: ServerConnection | null = null;
 
   private startup: StartupReader | null = new StartupReader();
@@ -117,6 +119,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private replyPrefix: Buffer[] = [];
   /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
   private session: SessionCredentials | null = null;
+  /** Waiting for the server its database's connect_query runs on, which it then keeps. */
+  private connectPending = false;
   private waiting = false;
   /** Bytes received while no server was linked, forwarded once one is. */
   private pending: Buffer[] = [];
@@ -355,6 +359,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return this.finishLogin(status);
     }
     this.enterPool(serverParams);
+    if (this.pool!.settings.connectQuery) {
+      this.connectPending = true;
+      return this.requestServer();
+    }
     const cached = this.pool!.statusCache.get(this.variant);
     if (cached) this.finishLogin(cached);
     else this.requestServer();
@@ -400,15 +408,42 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           return;
         }
         this.host.onSessionLogin(this, true);
-        this.server = server;
-        server.attach(this);
+        this.sessionId = BigInt(c.sessionId).toString();
         this.replyPrefix = [msg.authOk()];
-        this.finishLogin(server.status);
+        this.keepServer(server);
       },
       (err: PgError) => {
         this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
         log.warn({ client: this.id, code: err.code }, 'open_connection failed on the server');
         this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
+      },
+    );
+  }
+
+  /**
+   * The login is accepted and the client keeps `server` (session mode): run its database's
+   * connect_query there first. Its error refuses the login, in the server's own words.
+   */
+  private keepServer(server: ServerConnection): void {
+    const sql = this.pool!.settings.connectQuery;
+    const link = () => {
+      this.server = server;
+      server.attach(this);
+      this.finishLogin(server.status);
+    };
+    if (!sql) return link();
+    server.runInternal([sql]).then(
+      () => {
+        if (this.phase === ClientPhase.Closed) this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        else link();
+      },
+      (err: PgError) => {
+        // The release query (close_connection) still runs, so nothing connect_query did lingers.
+        this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        if (this.phase === ClientPhase.Closed) return;
+        log.warn({ client: this.id, code: err.code }, 'connect_query failed');
+        this.host.onLoginFailed(this, 'connect_query');
+        this.fail(new PgError({ ...err.fields, severity: 'FATAL' }));
       },
     );
   }
@@ -728,7 +763,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
-    return this.phase === ClientPhase.Login && this.session === null;
+    return this.phase === ClientPhase.Login && this.session === null && !this.connectPending;
   }
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
@@ -745,6 +780,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
     if (this.phase === ClientPhase.Login && this.session) {
       this.openTokenSession(server);
+      return;
+    }
+    if (this.phase === ClientPhase.Login && this.connectPending) {
+      this.connectPending = false;
+      this.keepServer(server);
       return;
     }
     if (this.phase === ClientPhase.Login) {

@@ -438,16 +438,23 @@ export class Proxy implements ClientHost {
   private poolSettings(entry: DatabaseConfig, user: string): PoolSettings {
     const c = this.config;
     const u = c.users[user] ?? {};
+    const token = entry.auth_type === 'session_token';
+    const connectQuery = entry.connect_query ?? '';
+    // What undoes connect_query (tessera.hello()'s binding) unless the entry says otherwise.
+    const release = entry.release_query ?? (connectQuery ? c.session_tokens.close_connection : '');
+    const closeQueries = new Set([token ? c.session_tokens.close_connection : '', release].filter((q) => q !== ''));
     return {
-      // A session-token backend is bound to one client's session: it must stay with that client.
-      mode: entry.auth_type === 'session_token' ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
+      // A session-token backend is bound to one client's session, and connect_query's effect to
+      // one client's login: the backend must stay with that client.
+      mode: token || connectQuery ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
       size: u.pool_size ?? entry.pool_size ?? c.default_pool_size,
       minSize: entry.min_pool_size ?? c.min_pool_size,
       reserveSize: u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size,
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       resetQuery: c.server_reset_query,
-      // A session-token backend is unbound before anyone else can have it.
-      closeQuery: entry.auth_type === 'session_token' ? c.session_tokens.close_connection : '',
+      // A session-token or connect_query backend is unbound before anyone else can have it.
+      closeQuery: [...closeQueries].join('; '),
+      connectQuery,
       resetAlways: c.server_reset_query_always,
       idleTimeoutMs: c.server_idle_timeout * 1000,
       lifetimeMs: c.server_lifetime * 1000,
