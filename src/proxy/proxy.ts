@@ -8,7 +8,7 @@ import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
-import type { ServerCredentials } from '../pool/server-connection.js';
+import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
 import { lookupSecret } from '../pool/auth-query.js';
@@ -159,6 +159,50 @@ export class Proxy implements ClientHost {
 
   get openConnectionSql(): string {
     return this.config.session_tokens.open_connection;
+  }
+
+  /**
+   * Ends a session in every session-token database (session_tokens.kill_session, on a connection
+   * of its own as the database's pool role, so no pooled server or waiting client is involved).
+   * `ended`: some database had it.
+   */
+  async endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
+    const c = this.config;
+    const targets = new Map<string, { target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket'> }>();
+    const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
+      targets.set(JSON.stringify([host, port, database, user]), { target: { host, port, database, user, credentials } });
+    for (const [name, entry] of Object.entries(c.databases)) {
+      if (entry.auth_type !== 'session_token' || name === '*') continue;
+      const { host, port } = this.address(entry);
+      add(host, port, entry.dbname ?? name, entry.user!, this.credentialsFor(entry, { user: entry.user!, lookedUpSecret: undefined, scramClientKey: undefined }));
+    }
+    // "*" entries: the databases clients have asked for so far.
+    for (const pool of this.pools.values()) {
+      const entry = c.databases[this.databaseNameOf(pool)] ?? c.databases['*'];
+      if (entry?.auth_type === 'session_token') add(pool.target.host, pool.target.port, pool.target.database, pool.target.user, pool.credentials);
+    }
+    const results = await Promise.all(
+      [...targets.values()].map(async ({ target }) => {
+        const server = new ServerConnection(
+          { ...target, params: new Map([['application_name', 'tessera KILL_SESSION']]), connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions() },
+          '',
+          () => {},
+        );
+        try {
+          await server.login();
+          const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
+          return { ended: rows[0]?.[0] === 't' };
+        } catch (err) {
+          log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
+          return { error: err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, String(err)) };
+        } finally {
+          server.close();
+        }
+      }),
+    );
+    const ended = results.some((r) => r.ended === true);
+    log.info({ session: sessionId, ended }, 'KILL_SESSION');
+    return { ended, errors: results.flatMap((r) => (r.error ? [r.error] : [])) };
   }
 
   onSessionLogin(client: ClientConnection, ok: boolean): void {
@@ -484,7 +528,7 @@ export class Proxy implements ClientHost {
    * How the pool logs in to PostgreSQL: a forced user's configured password, else the auth_file
    * secret of the server user, else (SCRAM secrets) the keys the client just proved.
    */
-  private credentialsFor(entry: DatabaseConfig, client: ClientConnection): ServerCredentials {
+  private credentialsFor(entry: DatabaseConfig, client: Pick<ClientConnection, 'user' | 'lookedUpSecret' | 'scramClientKey'>): ServerCredentials {
     if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
     if (entry.embedded && (entry.user ?? client.user) === 'postgres') return { kind: 'password', password: this.config.embedded_password };
     const user = entry.user ?? client.user;
