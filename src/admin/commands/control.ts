@@ -101,11 +101,12 @@ const killSession: CommandHandler = async (ctx, arg) => {
   const failed = result.errors[0];
   if (!result.ended && failed) {
     // The clients are gone either way; the session itself may still be usable: say so.
-    throw new AdminError(
-      `KILL_SESSION disconnected ${result.clients} client(s) but could not end the session: ${failed.message}`,
-      failed.code,
-      failed.code === '42501' /* insufficient_privilege */ ? 'The pool role needs EXECUTE on tessera.end_session_admin: grant tessera_admin to it.' : undefined,
-    );
+    throw new PgError({
+      severity: 'ERROR',
+      code: failed.code,
+      message: `KILL_SESSION disconnected ${result.clients} client(s) but could not end the session: ${failed.message}`,
+      hint: failed.code === '42501' /* insufficient_privilege */ ? 'The pool role needs EXECUTE on tessera.end_session_admin: grant tessera_admin to it.' : undefined,
+    });
   }
   if (!result.ended && result.clients === 0) throw new AdminError('session not found');
   return commandComplete('KILL_SESSION');
