@@ -271,6 +271,23 @@ test('KILL_SESSION: bad ids, stats users, and a pool role not allowed to end ses
   }
 });
 
+test('relayed connections, pooled or dedicated, cannot read the key', async () => {
+  const oid = (await su('select oid from pg_database where datname = current_database()')).rows[0].oid;
+  const file = `tessera_${oid}.key`;
+  assert.ok(fs.existsSync(`${cluster.dataDir}/${file}`));
+  const { creds } = await login('bob');
+  for (const c of [await viaTessera(creds), await dedicated(BEN)]) {
+    try {
+      for (const sql of [`select pg_read_file('${file}')`, `select pg_read_binary_file('${file}')`, 'select tessera.read_key()', 'select tessera.rotate_key()', 'select * from tessera.sessions']) {
+        const err = await rejection(c.query(sql));
+        assert.is(err.code, '42501', sql);
+      }
+    } finally {
+      await c.end();
+    }
+  }
+});
+
 test('no session token, authent_token or password appears in the proxy log', async () => {
   const log = capturedLogs.join('\n');
   assert.ok(secrets.length >= 4);
