@@ -199,8 +199,8 @@ revoke all on all sequences in schema tessera from public, tessera_user, tessera
 -- running as the superuser, read the file (pg_read_file); the roles that use Tessera
 -- cannot. One file per database (by oid): rotating one database's key leaves the
 -- others alone, and a dump restored into another database finds no key for its tokens.
--- The key is read from the file on each use, not cached: the only per-backend places
--- (GUCs, temp tables) are readable by the connected role.
+-- The key is read from the file on each use (a small read), not cached: plpgsql has no
+-- backend-private variable, and a GUC would be readable by the connected role.
 -- COPY creates the file readable by all (0644): what keeps other OS users out is its
 -- folder, the data directory, which PostgreSQL keeps 0700 (0750 with group access).
 -- A file-level backup of the data directory copies the key file too: point the

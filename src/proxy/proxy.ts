@@ -169,12 +169,20 @@ export class Proxy implements ClientHost {
   async endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
     const c = this.config;
     const targets = new Map<string, { target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket'> }>();
+    const unreachable: PgError[] = [];
     const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
       targets.set(JSON.stringify([host, port, database, user]), { target: { host, port, database, user, credentials } });
     for (const [name, entry] of Object.entries(c.databases)) {
       if (entry.auth_type !== 'session_token' || name === '*') continue;
-      const { host, port } = this.address(entry);
-      add(host, port, entry.dbname ?? name, entry.user!, this.credentialsFor(entry, { user: entry.user!, lookedUpSecret: undefined, scramClientKey: undefined }));
+      let address: { host: string; port: number };
+      try {
+        address = this.address(entry);
+      } catch (err) {
+        unreachable.push(err as PgError); // the embedded server is not running
+        continue;
+      }
+      // A session-token entry always names its pool role (checked when the config is loaded).
+      add(address.host, address.port, entry.dbname ?? name, entry.user!, this.credentialsFor(entry, { user: entry.user!, lookedUpSecret: undefined, scramClientKey: undefined }));
     }
     // "*" entries: the databases clients have asked for so far.
     for (const pool of this.pools.values()) {
@@ -202,7 +210,7 @@ export class Proxy implements ClientHost {
     );
     const ended = results.some((r) => r.ended === true);
     log.info({ session: sessionId, ended }, 'KILL_SESSION');
-    return { ended, errors: results.flatMap((r) => (r.error ? [r.error] : [])) };
+    return { ended, errors: [...unreachable, ...results.flatMap((r) => (r.error ? [r.error] : []))] };
   }
 
   onSessionLogin(client: ClientConnection, ok: boolean): void {
