@@ -214,6 +214,16 @@ export interface PoolerState {
 
 export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
 
+/** What KILL_SESSION did. */
+export interface KillSessionResult {
+  /** Clients logged in with the session that were disconnected. */
+  clients: number;
+  /** A session-token database had the session and ended it. */
+  ended: boolean;
+  /** Why ending it failed where it could not be asked (server errors, e.g. permission denied). */
+  errors: PgError[];
+}
+
 /** One row of SHOW MEM (PgBouncer: one per slab cache). */
 export interface MemSnapshot {
   name: string;
@@ -260,6 +270,11 @@ export interface AdminView {
   shutdown(mode: ShutdownMode): Promise<void> | void;
   /** KILL_CLIENT: disconnect the client with this id; false when there is no such client. */
   killClient(id: number): boolean | Promise<boolean>;
+  /**
+   * KILL_SESSION: end a session-token session (its id, in decimal) in the databases and
+   * disconnect every client logged in with it. Optional; without it the console answers 0A000.
+   */
+  killSession?(sessionId: string): Promise<KillSessionResult>;
   /** KILL: pause the database(s) and close all their client and server connections at once. */
   kill(db?: string): Promise<void> | void;
   /** RECONNECT: close each server connection of the database(s) as soon as it is released. */

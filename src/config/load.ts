@@ -50,6 +50,14 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
       // The client's own user name is only a label: the backend role must come from the entry.
       if (entry.user === undefined) fail(`${where}.user`, 'expected the pool role (required with "auth_type": "session_token")');
     }
+    if (entry.connect_query !== undefined && entry.auth_type !== 'session_token') {
+      // It runs once per client login and its release_query once per release: a transaction-mode
+      // client changes servers between the two.
+      const mode = entry.pool_mode ?? (config.pool_mode as string);
+      if (mode !== 'session') fail(`${where}.pool_mode`, 'must be "session" with connect_query (it runs once per client login, on the server the client keeps)');
+      const roleMode = entry.user === undefined ? undefined : (config.users as Record<string, { pool_mode?: string }>)[entry.user as string]?.pool_mode;
+      if (roleMode !== undefined && roleMode !== 'session') fail(joinKeys(['users', entry.user as string, 'pool_mode']), `must be "session": ${where} has a connect_query`);
+    }
     const resolved = Value.Default(DatabaseSchema, entry) as Record<string, unknown>;
     if (embedded) delete resolved.port;
     config.databases[name] = resolved as DatabaseConfig;

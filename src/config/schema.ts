@@ -53,6 +53,14 @@ export const DatabaseSchema = Type.Object(
         description: 'Set to "session_token" to log clients in with session tokens (open_connection on a pooled backend) instead of auth_file passwords; needs user and password, the pool role.',
       }),
     ),
+    connect_query: Type.Optional(
+      nonEmpty('Query run for each client right after its login, on the server connection it then keeps (e.g. "select tessera.hello()" for dedicated sessions); its error refuses the login. Needs pool_mode "session".'),
+    ),
+    release_query: Type.Optional(
+      Type.String({
+        description: 'Query that undoes connect_query when a client releases its server, before server_reset_query (Tessera setting); defaults to session_tokens.close_connection when connect_query is set; empty runs nothing.',
+      }),
+    ),
   },
   { additionalProperties: false, description: 'Where to send clients that ask for this database name.' },
 );
@@ -198,6 +206,10 @@ export const ConfigSchema = Type.Object(
           revoke_tickets: Type.Optional(Type.String({
             default: 'select tessera.revoke_tickets($1::text[])',
             description: 'Transaction mode: query Tessera runs when clients have disconnected; $1 their tickets as a text array.',
+          })),
+          kill_session: Type.Optional(Type.String({
+            default: 'select tessera.end_session_admin($1::bigint)',
+            description: 'Query the admin console\'s KILL_SESSION runs, as each session-token database\'s pool role, to end a session; $1 the session id. Must return one boolean (true: the session existed).',
           })),
           max_failures: Type.Optional(Type.Integer({ minimum: 0, default: 20, description: 'Failed session-token logins one client address may make in a minute before it is refused; 0 disables the limit.' })),
           ban_seconds: Type.Optional(Type.Number({ minimum: 0, default: 60, description: 'Seconds an address that passed max_failures is refused.' })),

@@ -30,6 +30,8 @@ export interface PoolSettings {
   closeQuery: string;
   /** Session-token pools: the queries of the ticket protocol (transaction mode re-binds backends). */
   tickets: TicketQueries | null;
+  /** Run for each client right after its login, on the server it keeps (session mode); '' for none. */
+  connectQuery: string;
   idleTimeoutMs: number;
   lifetimeMs: number;
   queryWaitTimeoutMs: number;

@@ -3,7 +3,7 @@
  * PgBouncer's terms, and the control commands (PAUSE, RESUME, RELOAD, KILL, ...).
  */
 import type { Socket } from 'node:net';
-import { AdminError, splitMicros, type AdminView, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
+import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import type { WorkerSnapshot } from '../workers/merge.js';
@@ -252,6 +252,18 @@ export class ProxyAdminView implements AdminView {
     if (!client) return false;
     client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_CLIENT from the admin console'));
     return true;
+  }
+
+  /** KILL_SESSION: the session ends first, so none of its clients can log in again meanwhile. */
+  async killSession(sessionId: string): Promise<KillSessionResult> {
+    const { ended, errors } = await this.proxy.endSession(sessionId);
+    let clients = 0;
+    for (const client of [...this.proxy.clients]) {
+      if (client.sessionId !== sessionId) continue;
+      clients++;
+      client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_SESSION from the admin console: session ended'));
+    }
+    return { clients, ended, errors };
   }
 
   kill(db?: string): void {

@@ -137,7 +137,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   admin = false;
   /** The secret auth_query found for this client (a user not in auth_file). */
   lookedUpSecret: StoredSecret | undefined;
-  /** Session-token clients: the session they logged in to (an id, not a secret). */
+  /** The session a session-token client logged in with (an id, not a secret): KILL_SESSION finds it. */
   sessionId: string | null = null;
   /**
    * Session-token clients in transaction mode: what binds each further backend to the session
@@ -164,6 +164,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private replyPrefix: Buffer[] = [];
   /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
   private session: SessionCredentials | null = null;
+  /** Waiting for the server its database's connect_query runs on, which it then keeps. */
+  private connectPending = false;
   private waiting = false;
   /** Bytes received while no server was linked, forwarded once one is. */
   private pending: Buffer[] = [];
@@ -488,6 +490,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return this.finishLogin(status);
     }
     this.enterPool(serverParams);
+    if (this.pool!.settings.connectQuery) {
+      this.connectPending = true;
+      return this.requestServer();
+    }
     const cached = this.pool!.statusCache.get(this.variant);
     if (cached) this.finishLogin(cached);
     else this.requestServer();
@@ -538,9 +544,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         server.boundSession = this.sessionId;
         this.replyPrefix = [msg.authOk()];
         if (this.tracking) return this.takeTicket(server);
-        this.server = server;
-        server.attach(this);
-        this.finishLogin(server.status);
+        this.keepServer(server);
       },
       (err: PgError) => {
         this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
@@ -575,6 +579,34 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         pool.giveBack(server, { midMessage: false, extendedOpen: false });
         log.warn({ client: this.id, code: err.code }, 'issue_ticket failed on the server');
         this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
+      },
+    );
+  }
+
+  /**
+   * The login is accepted and the client keeps `server` (session mode): run its database's
+   * connect_query there first. Its error refuses the login, in the server's own words.
+   */
+  private keepServer(server: ServerConnection): void {
+    const sql = this.pool!.settings.connectQuery;
+    const link = () => {
+      this.server = server;
+      server.attach(this);
+      this.finishLogin(server.status);
+    };
+    if (!sql) return link();
+    server.runInternal([sql]).then(
+      () => {
+        if (this.phase === ClientPhase.Closed) this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        else link();
+      },
+      (err: PgError) => {
+        // The release query (close_connection) still runs, so nothing connect_query did lingers.
+        this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        if (this.phase === ClientPhase.Closed) return;
+        log.warn({ client: this.id, code: err.code }, 'connect_query failed');
+        this.host.onLoginFailed(this, 'connect_query');
+        this.fail(new PgError({ ...err.fields, severity: 'FATAL' }));
       },
     );
   }
@@ -930,7 +962,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
-    return this.phase === ClientPhase.Login && this.session === null;
+    return this.phase === ClientPhase.Login && this.session === null && !this.connectPending;
   }
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
@@ -948,6 +980,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
     if (this.phase === ClientPhase.Login && this.session) {
       this.openTokenSession(server);
+      return;
+    }
+    if (this.phase === ClientPhase.Login && this.connectPending) {
+      this.connectPending = false;
+      this.keepServer(server);
       return;
     }
     if (this.phase === ClientPhase.Login) {

@@ -9,7 +9,7 @@ import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
-import type { ServerCredentials } from '../pool/server-connection.js';
+import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
 import { lookupSecret } from '../pool/auth-query.js';
@@ -218,6 +218,58 @@ export class Proxy implements ClientHost {
 
   get openConnectionSql(): string {
     return this.config.session_tokens.open_connection;
+  }
+
+  /**
+   * Ends a session in every session-token database (session_tokens.kill_session, on a connection
+   * of its own as the database's pool role, so no pooled server or waiting client is involved).
+   * `ended`: some database had it.
+   */
+  async endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
+    const c = this.config;
+    const targets = new Map<string, { target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'> }>();
+    const unreachable: PgError[] = [];
+    const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
+      targets.set(JSON.stringify([host, port, database, user]), { target: { host, port, database, user, credentials } });
+    for (const [name, entry] of Object.entries(c.databases)) {
+      if (entry.auth_type !== 'session_token' || name === '*') continue;
+      let address: { host: string; port: number };
+      try {
+        address = this.address(entry);
+      } catch (err) {
+        unreachable.push(err as PgError); // the embedded server is not running
+        continue;
+      }
+      // A session-token entry always names its pool role (checked when the config is loaded).
+      add(address.host, address.port, entry.dbname ?? name, entry.user!, this.credentialsFor(entry, { user: entry.user!, lookedUpSecret: undefined, scramClientKey: undefined }));
+    }
+    // "*" entries: the databases clients have asked for so far.
+    for (const pool of this.pools.values()) {
+      const entry = c.databases[this.databaseNameOf(pool)] ?? c.databases['*'];
+      if (entry?.auth_type === 'session_token') add(pool.target.host, pool.target.port, pool.target.database, pool.target.user, pool.credentials);
+    }
+    const results = await Promise.all(
+      [...targets.values()].map(async ({ target }) => {
+        const server = new ServerConnection(
+          { ...target, params: new Map([['application_name', 'tessera KILL_SESSION']]), connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions(), tls: this.tls.server },
+          '',
+          () => {},
+        );
+        try {
+          await server.login();
+          const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
+          return { ended: rows[0]?.[0] === 't' };
+        } catch (err) {
+          log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
+          return { error: err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, String(err)) };
+        } finally {
+          server.close();
+        }
+      }),
+    );
+    const ended = results.some((r) => r.ended === true);
+    log.info({ session: sessionId, ended }, 'KILL_SESSION');
+    return { ended, errors: [...unreachable, ...results.flatMap((r) => (r.error ? [r.error] : []))] };
   }
 
   onSessionLogin(client: ClientConnection, ok: boolean): void {
@@ -536,17 +588,24 @@ export class Proxy implements ClientHost {
   private poolSettings(entry: DatabaseConfig, user: string): PoolSettings {
     const c = this.config;
     const u = c.users[user] ?? {};
+    const token = entry.auth_type === 'session_token';
+    const connectQuery = entry.connect_query ?? '';
+    // What undoes connect_query (tessera.hello()'s binding) unless the entry says otherwise.
+    const release = entry.release_query ?? (connectQuery ? c.session_tokens.close_connection : '');
+    const closeQueries = new Set([token ? c.session_tokens.close_connection : '', release].filter((q) => q !== ''));
     return {
-      mode: u.pool_mode ?? entry.pool_mode ?? c.pool_mode,
+      // connect_query's effect belongs to one client's login: the backend must stay with that client.
+      mode: connectQuery ? 'session' : (u.pool_mode ?? entry.pool_mode ?? c.pool_mode),
       // workers > 1: each worker's pools get their part, so the totals stay as configured.
       size: shareOf(u.pool_size ?? entry.pool_size ?? c.default_pool_size),
       minSize: shareOf(entry.min_pool_size ?? c.min_pool_size),
       reserveSize: shareOf(u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size),
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       resetQuery: c.server_reset_query,
-      // A session-token backend is unbound before anyone else can have it.
-      closeQuery: entry.auth_type === 'session_token' ? c.session_tokens.close_connection : '',
-      tickets: entry.auth_type === 'session_token' ? { issue: c.session_tokens.issue_ticket, redeem: c.session_tokens.redeem_ticket, revoke: c.session_tokens.revoke_tickets } : null,
+      // A session-token or connect_query backend is unbound before anyone else can have it.
+      closeQuery: [...closeQueries].join('; '),
+      connectQuery,
+      tickets: token ? { issue: c.session_tokens.issue_ticket, redeem: c.session_tokens.redeem_ticket, revoke: c.session_tokens.revoke_tickets } : null,
       resetAlways: c.server_reset_query_always,
       idleTimeoutMs: c.server_idle_timeout * 1000,
       lifetimeMs: c.server_lifetime * 1000,
@@ -577,7 +636,7 @@ export class Proxy implements ClientHost {
    * How the pool logs in to PostgreSQL: a forced user's configured password, else the auth_file
    * secret of the server user, else (SCRAM secrets) the keys the client just proved.
    */
-  private credentialsFor(entry: DatabaseConfig, client: ClientConnection): ServerCredentials {
+  private credentialsFor(entry: DatabaseConfig, client: Pick<ClientConnection, 'user' | 'lookedUpSecret' | 'scramClientKey'>): ServerCredentials {
     if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
     if (entry.embedded && (entry.user ?? client.user) === 'postgres') return { kind: 'password', password: this.config.embedded_password };
     const user = entry.user ?? client.user;

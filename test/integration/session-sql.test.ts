@@ -117,17 +117,27 @@ test('tessera.sql and demo.sql install, and install again harmlessly', async () 
   assert.equal(
     fns.rows.map((r) => r.sig),
     [
+      'tessera.check_proof(bigint,integer,text,inet)',
       'tessera.close_connection()',
       'tessera.create_accessor(text,text)',
       'tessera.create_session(text,text)',
       'tessera.current_accessor()',
       'tessera.current_session_id()',
+      'tessera.decrypt_token(bytea,text)',
       'tessera.delete_expired_sessions()',
+      'tessera.encrypt_token(text,text)',
+      'tessera.end_session(bigint,integer,text)',
+      'tessera.end_session(bigint,integer,text,inet)',
+      'tessera.end_session_admin(bigint)',
+      'tessera.hello()',
       'tessera.issue_ticket()',
+      'tessera.key_path()',
       'tessera.open_connection(bigint,integer,text)',
       'tessera.open_connection(bigint,integer,text,inet)',
+      'tessera.read_key()',
       'tessera.redeem_ticket(text)',
       'tessera.revoke_tickets(text[])',
+      'tessera.rotate_key()',
     ],
   );
   for (const f of fns.rows) {
@@ -140,22 +150,30 @@ test('tessera.sql and demo.sql install, and install again harmlessly', async () 
     select r.rolname, c.relname, p.priv
       from pg_roles r, pg_class c,
            unnest(array['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) p(priv)
-     where r.rolname in ('tessera_user', 'tessera_pool', 'tessera_app')
+     where r.rolname in ('tessera_user', 'tessera_pool', 'tessera_admin', 'tessera_app')
        and c.relnamespace = 'tessera'::regnamespace and c.relkind in ('r', 'u', 'p')
        and has_table_privilege(r.oid, c.oid, p.priv)`);
   assert.equal(privs.rows, []);
   const exec = await su(`
     select r.rolname, f.sig, has_function_privilege(r.rolname, f.sig, 'execute') as ok
-      from (values ('tessera_user'), ('tessera_pool')) r(rolname),
+      from (values ('tessera_user'), ('tessera_pool'), ('tessera_admin')) r(rolname),
            (values ('tessera.create_accessor(text,text)'), ('tessera.delete_expired_sessions()'),
                    ('tessera.open_connection(bigint,integer,text,inet)'), ('tessera.create_session(text,text)'),
-                   ('tessera.open_connection(bigint,integer,text)'), ('tessera.current_accessor()')) f(sig)
+                   ('tessera.open_connection(bigint,integer,text)'), ('tessera.current_accessor()'),
+                   ('tessera.end_session(bigint,integer,text)'), ('tessera.end_session(bigint,integer,text,inet)'),
+                   ('tessera.end_session_admin(bigint)'), ('tessera.hello()'), ('tessera.rotate_key()'),
+                   ('tessera.check_proof(bigint,integer,text,inet)'), ('tessera.read_key()'), ('tessera.key_path()'),
+                   ('tessera.encrypt_token(text,text)'), ('tessera.decrypt_token(bytea,text)')) f(sig)
      order by 1, 2`);
   const granted = exec.rows.filter((r) => r.ok).map((r) => `${r.rolname} ${r.sig}`);
   assert.equal(granted, [
+    'tessera_admin tessera.end_session_admin(bigint)',
+    'tessera_pool tessera.end_session(bigint,integer,text,inet)',
     'tessera_pool tessera.open_connection(bigint,integer,text,inet)',
     'tessera_user tessera.create_session(text,text)',
     'tessera_user tessera.current_accessor()',
+    'tessera_user tessera.end_session(bigint,integer,text)',
+    'tessera_user tessera.hello()',
     'tessera_user tessera.open_connection(bigint,integer,text)',
   ]);
   const role = await su(`select rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = 'tessera_app'`);

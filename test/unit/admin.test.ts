@@ -425,7 +425,7 @@ test('a user in neither admin_users nor stats_users is not allowed anything', as
 test('a stats user may SHOW but not change anything, nor SHOW FDS', async () => {
   const view = fakeView();
   for (const q of ['SHOW POOLS', 'SHOW STATS', 'SHOW CLIENTS', 'SHOW CONFIG', 'SHOW VERSION']) okShow(await run(q, STATS, view));
-  for (const q of ['PAUSE', 'PAUSE app', 'RESUME', 'KILL app', 'KILL_CLIENT 7', 'RELOAD', 'RECONNECT', 'SHUTDOWN', 'DISABLE app', 'ENABLE app', 'WAIT_CLOSE', 'SUSPEND', 'SHOW FDS', 'SET default_pool_size = 3']) {
+  for (const q of ['PAUSE', 'PAUSE app', 'RESUME', 'KILL app', 'KILL_CLIENT 7', 'KILL_SESSION 42', 'RELOAD', 'RECONNECT', 'SHUTDOWN', 'DISABLE app', 'ENABLE app', 'WAIT_CLOSE', 'SUSPEND', 'SHOW FDS', 'SET default_pool_size = 3']) {
     const a = await run(q, STATS, view);
     assert.is(a.error?.message, 'admin access needed', q);
     assert.is(a.error?.code, '08P01');
@@ -497,6 +497,31 @@ test('KILL_CLIENT: calls the view, reports unknown ids and bad input', async () 
   assert.is((await run('KILL_CLIENT abc', ADMIN, view)).error?.message, 'invalid client pointer supplied');
   assert.is((await run('KILL_CLIENT', ADMIN, view)).error?.message, 'invalid client pointer supplied');
   assert.equal(view.calls, ['kill_client 7', 'kill_client 99']);
+});
+
+test('KILL_SESSION: calls the view with the id; unknown sessions, bad ids and failures to end it are errors', async () => {
+  const calls: string[] = [];
+  const view = fakeView({
+    killSession: async (id) => {
+      calls.push(id);
+      if (id === '42') return { clients: 2, ended: true, errors: [] };
+      if (id === '43') return { clients: 1, ended: false, errors: [] }; // already gone from the database
+      if (id === '44') return { clients: 1, ended: false, errors: [new AdminError('permission denied for function end_session_admin', '42501')] };
+      return { clients: 0, ended: false, errors: [] };
+    },
+  });
+  assert.is((await run('KILL_SESSION 42', ADMIN, view)).tag, 'KILL_SESSION');
+  assert.is((await run('kill_session 0043;', ADMIN, view)).tag, 'KILL_SESSION');
+  const denied = await run('KILL_SESSION 44', ADMIN, view);
+  assert.is(denied.error?.code, '42501');
+  assert.match(denied.error?.message ?? '', 'disconnected 1 client(s) but could not end the session: permission denied');
+  assert.is((await run('KILL_SESSION 45', ADMIN, view)).error?.message, 'session not found');
+  for (const bad of ['KILL_SESSION', 'KILL_SESSION abc', 'KILL_SESSION 0', 'KILL_SESSION 9223372036854775808', 'KILL_SESSION 12345678901234567890']) {
+    assert.is((await run(bad, ADMIN, view)).error?.message, 'invalid session id supplied', bad);
+  }
+  assert.equal(calls, ['42', '43', '44', '45']);
+  const unsupported = await run('KILL_SESSION 42', ADMIN, fakeView());
+  assert.is(unsupported.error?.code, '0A000');
 });
 
 test('KILL, RECONNECT, WAIT_CLOSE, ENABLE, DISABLE, SHUTDOWN', async () => {

@@ -71,6 +71,22 @@ test('wrong types name the path and the expectation', () => {
   );
 });
 
+test('connect_query needs session mode, and says which key to change', () => {
+  const entry = { host: 'db', connect_query: 'select tessera.hello()' };
+  assert.is(parse({ databases: { app: entry } }).databases.app!.connect_query, 'select tessera.hello()');
+  assert.is(
+    errorOf(() => parse({ pool_mode: 'transaction', databases: { app: entry } })),
+    `${FILE}: databases.app.pool_mode: must be "session" with connect_query (it runs once per client login, on the server the client keeps)`,
+  );
+  assert.match(errorOf(() => parse({ databases: { app: { ...entry, pool_mode: 'transaction' } } })), 'databases.app.pool_mode: must be "session"');
+  assert.is(parse({ pool_mode: 'transaction', databases: { app: { ...entry, pool_mode: 'session' } } }).databases.app!.pool_mode, 'session');
+  assert.is(
+    errorOf(() => parse({ databases: { app: { ...entry, user: 'reports' } }, users: { reports: { pool_mode: 'transaction' } } })),
+    `${FILE}: users.reports.pool_mode: must be "session": databases.app has a connect_query`,
+  );
+  assert.match(errorOf(() => parse({ databases: { app: { ...entry, connect_query: '' } } })), 'databases.app.connect_query: expected non-empty string');
+});
+
 test('fractional seconds are allowed', () => {
   assert.is(parse({ query_wait_timeout: 0.5 }).query_wait_timeout, 0.5);
 });

@@ -142,12 +142,12 @@ bob = pool_size=4 query_timeout=10 query_wait_timeout=5
   );
   const { config, warnings } = loadAnyConfig(path);
   assert.is(config.databases.db!.host, 'a.example');
+  assert.is(config.databases.db!.connect_query, 'SELECT 1');
   assert.equal(config.users.bob, { pool_size: 4, query_timeout: 10 });
   const expected = [
     `${path}:4: setting "verbose" is not supported by Tessera and is ignored`,
     `${path}:5: setting "max_cilent_conn" is not a PgBouncer or Tessera setting (a typo?) and is ignored`,
     `${path}:7: database "db": host list of 2 hosts: only the first (a.example) is used, Tessera does not spread connections over a host list yet`,
-    `${path}:7: database "db": parameter "connect_query" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "client_encoding" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "datestyle" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "timezone" is not supported by Tessera and is ignored`,

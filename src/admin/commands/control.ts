@@ -90,6 +90,28 @@ const killClient: CommandHandler = async (ctx, arg) => {
   return commandComplete('KILL_CLIENT');
 };
 
+/** Session ids are positive bigints (tessera.sessions.session_id). */
+const MAX_SESSION_ID = 2n ** 63n - 1n;
+
+const killSession: CommandHandler = async (ctx, arg) => {
+  requireAdmin(ctx);
+  if (!/^[0-9]{1,19}$/.test(arg) || BigInt(arg) === 0n || BigInt(arg) > MAX_SESSION_ID) throw new AdminError('invalid session id supplied');
+  if (!ctx.view.killSession) throw new AdminError('KILL_SESSION is not supported', SqlState.FeatureNotSupported);
+  const result = await ctx.view.killSession(BigInt(arg).toString());
+  const failed = result.errors[0];
+  if (!result.ended && failed) {
+    // The clients are gone either way; the session itself may still be usable: say so.
+    throw new PgError({
+      severity: 'ERROR',
+      code: failed.code,
+      message: `KILL_SESSION disconnected ${result.clients} client(s) but could not end the session: ${failed.message}`,
+      hint: failed.code === '42501' /* insufficient_privilege */ ? 'The pool role needs EXECUTE on tessera.end_session_admin: grant tessera_admin to it.' : undefined,
+    });
+  }
+  if (!result.ended && result.clients === 0) throw new AdminError('session not found');
+  return commandComplete('KILL_SESSION');
+};
+
 const SHUTDOWN_MODES: Record<string, ShutdownMode> = {
   '': 'immediate',
   wait_for_servers: 'wait_for_servers',
@@ -132,6 +154,7 @@ export const CONTROL_COMMANDS: ReadonlyMap<string, CommandHandler> = new Map<str
   ['enable', enable],
   ['kill', kill],
   ['kill_client', killClient],
+  ['kill_session', killSession],
   ['pause', pause],
   ['reconnect', reconnect],
   ['reload', reload],

@@ -109,6 +109,7 @@ const HELP_DETAIL = [
   '\tRECONNECT [<db>]',
   '\tKILL [<db>]',
   '\tKILL_CLIENT <client_id>',
+  '\tKILL_SESSION <session_id>',
   '\tSUSPEND',
   '\tSHUTDOWN',
   '\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS',
