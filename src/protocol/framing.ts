@@ -23,7 +23,8 @@ export interface FrameSink {
 const HEADER = 5;
 
 export class Framer {
-  private readonly header = Buffer.alloc(HEADER);
+  /** Allocated on the first header split across chunks: most connections never need one. */
+  private header: Buffer | null = null;
   private headerFill = 0;
   /** Body bytes of the current message not seen yet. */
   private remaining = 0;
@@ -62,12 +63,12 @@ export class Framer {
 
   /** Type byte of the held partial header, valid when heldHeaderBytes > 0. */
   get heldType(): number {
-    return this.header[0];
+    return this.header![0];
   }
 
   /** A copy of the held partial header, for relays that forward it once the header completes. */
   heldHeader(): Buffer {
-    return Buffer.from(this.header.subarray(0, this.headerFill));
+    return Buffer.from(this.header!.subarray(0, this.headerFill));
   }
 
   push(chunk: Buffer): void {
@@ -101,12 +102,13 @@ export class Framer {
         pos += HEADER;
       } else {
         const n = Math.min(HEADER - this.headerFill, len - pos);
-        chunk.copy(this.header, this.headerFill, pos, pos + n);
+        const header = (this.header ??= Buffer.alloc(HEADER));
+        chunk.copy(header, this.headerFill, pos, pos + n);
         this.headerFill += n;
         pos += n;
         if (this.headerFill < HEADER) return;
-        type = this.header[0];
-        length = this.header.readInt32BE(1);
+        type = header[0];
+        length = header.readInt32BE(1);
         this.headerFill = 0;
         start = -1;
       }

@@ -103,6 +103,11 @@ for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expec
   PLAIN_ENTRIES[expect] = Object.freeze({ expect });
 }
 const nextClientId = idSequence();
+/** Shared by every client that has not received a chunk yet (one Buffer each would be waste). */
+const NO_BYTES = Buffer.alloc(0);
+/** Shared empty lists, replaced by a real array at the first push (see hold()): never pushed to. */
+const NOTHING_HELD: Buffer[] = [];
+const NO_MESSAGES_HELD: { type: number; body: Buffer; raw: Buffer }[] = [];
 
 const ignore = (): void => {};
 
@@ -161,14 +166,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private readonly framer = new Framer(this);
   private auth: Authenticator | null = null;
   /** AuthenticationOk (and SASLFinal), held to go out with the rest of the login reply. */
-  private replyPrefix: Buffer[] = [];
+  private replyPrefix: Buffer[] = NOTHING_HELD;
   /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
   private session: SessionCredentials | null = null;
   /** Waiting for the server its database's connect_query runs on, which it then keeps. */
   private connectPending = false;
   private waiting = false;
   /** Bytes received while no server was linked, forwarded once one is. */
-  private pending: Buffer[] = [];
+  private pending: Buffer[] = NOTHING_HELD;
   private pendingReadies = 0;
   /** Per-chunk scan results (fields, not a returned object, to keep the relay allocation-free). */
   private scanReadies = 0;
@@ -180,13 +185,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   // prepared statements are mapped to per-backend ones unless max_prepared_statements is 0.
   private tracking = false;
   private rewriteStatements = false;
-  private readonly statements = new Map<string, Statement>();
+  // Created on first use (as overrides): an idle client should cost as little as possible.
+  private statements: Map<string, Statement> | null = null;
   /**
    * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
    * other than its session's starting ones: re-applied on whichever backend serves it next, and a
    * backend left with another client's values is put back first.
    */
-  private readonly overrides = new Map<string, string>();
+  private overrides: Map<string, string> | null = null;
   /**
    * The client ran something whose effect outlives its transaction (LISTEN, a session advisory
    * lock, a WITH HOLD cursor, a temp table, SET of an unreported setting): it keeps its backend
@@ -195,8 +201,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private pinned = false;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
   private discarding = false;
-  private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = [];
-  private currentChunk: Buffer = Buffer.alloc(0);
+  private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = NO_MESSAGES_HELD;
+  private currentChunk: Buffer = NO_BYTES;
   private msgChunk: Buffer | null = null;
   private msgStart = -1;
   /** Unchanged messages of the current chunk not yet written (see write()). */
@@ -257,7 +263,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           return this.framer.push(chunk);
         case ClientPhase.Login:
           // A pipelining client may send its first query before our ReadyForQuery; keep it.
-          this.pending.push(chunk);
+          this.hold(chunk);
           this.socket.pause();
           return;
         case ClientPhase.Ready:
@@ -649,15 +655,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   private finishLogin(status: ReadonlyMap<string, string>): void {
-    const parts: Buffer[] = this.replyPrefix;
-    this.replyPrefix = [];
+    const parts: Buffer[] = this.replyPrefix === NOTHING_HELD ? [] : this.replyPrefix;
+    this.replyPrefix = NOTHING_HELD;
     for (const [name, value] of status) parts.push(msg.parameterStatus(name, value));
     parts.push(msg.backendKeyData(this.pid, this.secret), msg.readyForQuery(READY_IDLE));
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.pending;
-    this.pending = [];
+    this.pending = NOTHING_HELD;
     this.socket.resume();
     for (const chunk of early) this.onData(chunk);
   }
@@ -701,13 +707,19 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private send(bytes: Buffer, readies: number): void {
     const server = this.server;
     if (!server) {
-      this.pending.push(bytes);
+      this.hold(bytes);
       this.pendingReadies += readies;
       this.requestServer();
       return;
     }
     this.owe(server, readies);
     this.sendNow(server, bytes);
+  }
+
+  /** Keeps client bytes until a server is linked (or the login is finished). */
+  private hold(bytes: Buffer): void {
+    if (this.pending === NOTHING_HELD) this.pending = [];
+    this.pending.push(bytes);
   }
 
   /** Counts the ReadyForQuery messages a send will be answered with (and when the query began). */
@@ -721,13 +733,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private forwardHeld(server: ServerConnection): void {
     if (this.tracking) {
       const held = this.pendingMessages;
-      this.pendingMessages = [];
+      this.pendingMessages = NO_MESSAGES_HELD;
       for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
       this.flushBatch(server);
       return;
     }
     const held = this.pending;
-    this.pending = [];
+    this.pending = NOTHING_HELD;
     this.owe(server, this.pendingReadies);
     this.pendingReadies = 0;
     for (const bytes of held) this.sendNow(server, bytes);
@@ -750,6 +762,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return this.terminate();
     }
     if (!this.server) {
+      if (this.pendingMessages === NO_MESSAGES_HELD) this.pendingMessages = [];
       this.pendingMessages.push({ type, body, raw });
       this.requestServer();
       return;
@@ -772,14 +785,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         if (!this.pinned && outlivesTransaction(tail, server.status.has('search_path'))) this.pin();
         if (this.ticket !== null && rebinds(tail)) server.boundSession = null;
         if (name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Parse);
-        if (this.statements.has(name)) {
+        if (this.statements?.has(name)) {
           // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
           this.discarding = true;
           return this.answer(msg.errorResponse({ severity: 'ERROR', code: '42P05', message: `prepared statement "${name}" already exists` }));
         }
         const st = statementFor(tail);
-        this.statements.set(name, st);
-        const forget = () => this.statements.get(name) === st && this.statements.delete(name);
+        (this.statements ??= new Map()).set(name, st);
+        const forget = () => this.statements?.get(name) === st && this.statements.delete(name);
         if (server.statements.has(st.key)) {
           server.statements.touch(st.key);
           this.answer(PARSE_COMPLETE, forget);
@@ -791,7 +804,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       case Frontend.Bind: {
         this.pool!.counters.binds++;
         const { portal, statement, rest } = readBind(body);
-        const st = statement === '' ? undefined : this.statements.get(statement);
+        const st = statement === '' ? undefined : this.statements?.get(statement);
         // An unknown name goes through as it is: the server answers 26000 with the client's name.
         if (!st) return this.toServer(raw, Expect.Bind);
         this.ensurePrepared(server, st);
@@ -800,7 +813,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       case Frontend.Describe: {
         const { kind, name } = readTarget(body);
         if (kind !== STATEMENT) return this.toServer(raw, Expect.DescribePortal);
-        const st = name === '' ? undefined : this.statements.get(name);
+        const st = name === '' ? undefined : this.statements?.get(name);
         if (!st) return this.toServer(raw, Expect.DescribeStatement);
         this.ensurePrepared(server, st);
         return this.toServer(describeStatement(st.serverName), Expect.DescribeStatement);
@@ -809,7 +822,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         const { kind, name } = readTarget(body);
         if (kind !== STATEMENT || name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Close);
         // Shared on the server and kept for other clients; closing a missing name is no error.
-        this.statements.delete(name);
+        this.statements?.delete(name);
         return this.answer(CLOSE_COMPLETE);
       }
       case Frontend.Execute:
@@ -819,7 +832,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         return this.toServer(raw, Expect.Ready);
       case Frontend.Query:
         if (dropsAllStatements(body)) {
-          this.statements.clear();
+          this.statements?.clear();
           server.statements.clear();
         }
         if (!this.pinned && outlivesTransaction(body, server.status.has('search_path'))) this.pin();
@@ -915,8 +928,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   onParameterStatus(name: string, value: string): void {
     if (!this.tracking) return;
     const baseline = this.pool!.statusCache.get(this.variant)?.get(name);
-    if (value === baseline) this.overrides.delete(name);
-    else this.overrides.set(name, value);
+    if (value === baseline) this.overrides?.delete(name);
+    else (this.overrides ??= new Map()).set(name, value);
   }
 
   /**
@@ -926,15 +939,16 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    */
   private restoreParameters(server: ServerConnection): void {
     // The common case costs one test per transaction: nobody has SET anything.
-    if (this.overrides.size === 0 && !server.paramsChanged) return;
+    const overrides = this.overrides;
+    if ((overrides === null || overrides.size === 0) && !server.paramsChanged) return;
     const baseline = this.pool!.statusCache.get(this.variant);
     if (!baseline) return;
     // After this, the server differs from the starting values only by this client's SETs.
-    server.paramsChanged = this.overrides.size > 0;
+    server.paramsChanged = overrides !== null && overrides.size > 0;
     const statements: string[] = [];
-    const names = new Set([...this.overrides.keys(), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
+    const names = new Set([...(overrides?.keys() ?? []), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
     for (const name of names) {
-      const want = this.overrides.get(name) ?? baseline.get(name);
+      const want = overrides?.get(name) ?? baseline.get(name);
       if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
       if (SERVER_ONLY_PARAMETERS.has(name)) continue;
       statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
