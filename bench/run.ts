@@ -60,6 +60,7 @@ const USAGE = `Usage: node --import tsx bench/run.ts [options]     (npm run benc
   --rounds N               rounds of A B C (default 2; --quick 1)
   --warmup S               unrecorded run per target before round 1 (default 2; --quick 0)
   --pool-size N            server connections per pool, both poolers (default 20)
+  --workers N              Tessera's workers setting (default 1; the memory scenario needs 1)
   --threads N              pgbench -j (default: number of CPUs, at most 4)
   --token-concurrency N    concurrent loops in the session-token storm (default 16; --quick 4)
   --token-direct-auth M    how direct token-storm connections log in: scram (default, as the
@@ -83,6 +84,7 @@ interface Options {
   rounds: number;
   warmup: number;
   poolSize: number;
+  workers: number;
   threads: number;
   tokenConcurrency: number;
   tokenDirectAuth: 'scram' | 'trust';
@@ -108,6 +110,7 @@ function parseArgs(argv: string[]): Options {
     rounds: quick ? 1 : 2,
     warmup: quick ? 0 : 2,
     poolSize: sizes.poolSize,
+    workers: 1,
     threads: Math.max(1, Math.min(4, os.cpus().length)),
     tokenConcurrency: sizes.tokenConcurrency,
     tokenDirectAuth: 'scram',
@@ -156,6 +159,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--pool-size':
         o.poolSize = int(++i, a, 1);
+        break;
+      case '--workers':
+        o.workers = int(++i, a, 1);
         break;
       case '--threads':
         o.threads = int(++i, a, 1);
@@ -237,6 +243,11 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`bench: ${(err as Error).message}\n`);
     process.exit(2);
   }
+  if (o.workers > 1 && selected.some((s) => s.kind === 'memory')) {
+    // RSS is read from one pid; with workers the clients live in other processes.
+    progress('bench: --workers > 1: leaving out the memory scenario');
+    selected = selected.filter((s) => s.kind !== 'memory');
+  }
   if (selected.length === 0) {
     process.stderr.write('bench: no scenarios selected\n');
     process.exit(2);
@@ -301,7 +312,7 @@ export async function main(argv: string[]): Promise<void> {
       sessions = await createSessions(cluster, token.concurrency);
     }
 
-    const settings: PoolerSettings = { poolSize: o.poolSize, maxClientConn: 1000 };
+    const settings: PoolerSettings = { poolSize: o.poolSize, maxClientConn: 1000, workers: o.workers };
     progress('bench: starting Tessera' + (pgbouncerBin ? ' and PgBouncer' : ''));
     const tessera = await startTessera(backend, settings, runner, o.tesseraCpuProf);
     poolers.push(tessera);
@@ -471,7 +482,7 @@ export async function main(argv: string[]): Promise<void> {
     });
     const elapsedS = (Date.now() - startedAt) / 1000;
     const machine = `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GB`;
-    const subtitle = `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${machine} · PostgreSQL ${pgVersion} · ${pgbouncerVer ?? 'no PgBouncer'} · Node ${process.version} · ${o.rounds} x ${o.duration} s`;
+    const subtitle = `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${machine} · PostgreSQL ${pgVersion} · ${pgbouncerVer ?? 'no PgBouncer'} · Node ${process.version} · ${o.rounds} x ${o.duration} s${o.workers > 1 ? ` · Tessera workers = ${o.workers}` : ''}`;
     const md = markdownTable(reports);
 
     progress(`\n${detailTable(reports)}`);

@@ -28,6 +28,8 @@ export const BENCH_USER = 'trust_user';
 export interface PoolerSettings {
   poolSize: number;
   maxClientConn: number;
+  /** Tessera's `workers` setting (PgBouncer always runs one process). */
+  workers?: number;
 }
 
 export interface Pooler {
@@ -103,6 +105,7 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
     listen_port: port,
     auth_type: 'trust',
     pool_mode: 'transaction',
+    workers: s.workers ?? 1,
     default_pool_size: s.poolSize,
     max_client_conn: s.maxClientConn,
     log_level: 'warn',
