@@ -114,7 +114,7 @@ export function statusPage(pools: PoolSnapshot[], clients: number, workers = 1):
 }
 
 /** "host:port" or a bare port (host 127.0.0.1). */
-export function listenAddress(listen: string): { host: string; port: number } {
+function listenAddress(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
   return { host: i > 0 ? listen.slice(0, i) : '127.0.0.1', port: Number(i >= 0 ? listen.slice(i + 1) : listen) };
 }
@@ -126,20 +126,33 @@ export function offerMetricsToPrimary(proxy: Proxy): void {
 }
 
 /** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
-export async function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
+export function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
   const registry = buildRegistry(proxy);
+  return serveMetrics(listen, {
+    contentType: registry.contentType,
+    metrics: () => registry.metrics(),
+    status: async () => statusPage(proxy.admin.pools(), proxy.clients.size),
+  });
+}
+
+/** Where the endpoint's two pages come from: one process's registry, or the workers' sums. */
+export interface MetricsSource {
+  contentType: string;
+  metrics(): Promise<string>;
+  status(): Promise<string>;
+}
+
+export async function serveMetrics(listen: string, source: MetricsSource): Promise<http.Server> {
   const { host, port } = listenAddress(listen);
+  const answer = (res: http.ServerResponse, type: string, body: Promise<string>) =>
+    body.then(
+      (text) => res.writeHead(200, { 'content-type': type }).end(text),
+      (err) => res.writeHead(500).end(String(err)),
+    );
   const server = http.createServer((req, res) => {
-    if (req.url === '/metrics') {
-      registry.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
-        (err) => res.writeHead(500).end(String(err)),
-      );
-    } else if (req.url === '/' || req.url === '/status') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(proxy.admin.pools(), proxy.clients.size));
-    } else {
-      res.writeHead(404).end('not found\n');
-    }
+    if (req.url === '/metrics') void answer(res, source.contentType, source.metrics());
+    else if (req.url === '/' || req.url === '/status') void answer(res, 'text/html; charset=utf-8', source.status());
+    else res.writeHead(404).end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -5,14 +5,13 @@
  * endpoint summed over them, and restarts a worker that dies. It holds no client itself.
  */
 import cluster, { type Worker } from 'node:cluster';
-import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import type { ShutdownMode } from '../admin/view.js';
 import { log } from '../log.js';
 import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
 import { mergeSnapshots, type WorkerSnapshot } from './merge.js';
 import { workerOfId, workerOfPid } from './identity.js';
-import { listenAddress, statusPage } from '../metrics/metrics.js';
+import { serveMetrics, statusPage } from '../metrics/metrics.js';
 
 export interface PrimaryOptions {
   workers: number;
@@ -154,27 +153,14 @@ export class Primary {
   /** /metrics summed over the workers (prom-client's cluster aggregation), / the status page. */
   private async serveMetrics(): Promise<void> {
     const aggregator = new AggregatorRegistry();
-    const { host, port } = listenAddress(this.opts.metricsListen);
-    const server = http.createServer((req, res) => {
-      if (req.url === '/metrics') {
-        aggregator.clusterMetrics().then(
-          (body) => res.writeHead(200, { 'content-type': aggregator.contentType }).end(body),
-          (err: Error) => res.writeHead(500).end(String(err)),
-        );
-      } else if (req.url === '/' || req.url === '/status') {
-        void this.runOn(this.workers.map((_, i) => i), 'snapshot').then((results) => {
-          const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as WorkerSnapshot));
-          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers));
-        });
-      } else {
-        res.writeHead(404).end('not found\n');
-      }
+    await serveMetrics(this.opts.metricsListen, {
+      contentType: aggregator.contentType,
+      metrics: () => aggregator.clusterMetrics(),
+      status: async () => {
+        const results = await this.runOn(this.workers.map((_, i) => i), 'snapshot');
+        const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as WorkerSnapshot));
+        return statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers);
+      },
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    server.unref();
-    log.info({ metrics: `${host}:${port}` }, 'metrics listening');
   }
 }
