@@ -10,11 +10,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
 import { demoDatabase } from '../support/sql.js';
+import { SessionDb, OK, fail, type Session } from '../support/session-db.js';
 import { run } from '../support/tessera.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
 const DB = 'tessera_lifecycle_sql_test';
-const APP = { user: 'tessera_app', password: 'tessera-app-password' };
 /** A user with database credentials of its own (a dedicated session), and its accessor. */
 const CAROL = { user: 'tessera_lc_carol', password: 'carol-db-password' };
 /** A login role with no accessor of the same name. */
@@ -26,50 +26,15 @@ const OPS = { user: 'tessera_lc_ops', password: 'ops-db-password' };
 const ROLES = [CAROL, DAVE, EVE, OPS];
 
 let cluster: Cluster;
-const clients: pg.Client[] = [];
-const tokens: string[] = [];
+let sdb: SessionDb;
 
-interface Session {
-  id: string;
-  token: string;
-}
-
-function su(sql: string, params?: unknown[]): Promise<pg.QueryResult> {
-  return cluster.query(sql, params, DB);
-}
-
-async function connectAs(who: { user: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...who });
-  c.on('error', () => {});
-  await c.connect();
-  clients.push(c);
-  return c;
-}
-const app = (): Promise<pg.Client> => connectAs(APP);
-
-async function createSession(c: pg.Client, user: string): Promise<Session> {
-  const r = await c.query('select * from tessera.create_session($1)', [user]);
-  tokens.push(r.rows[0].session_token);
-  return { id: r.rows[0].session_id, token: r.rows[0].session_token };
-}
-
-async function open(c: pg.Client, id: string, nonce: number, token: string): Promise<{ success: boolean; errmsg: string | null }> {
-  const r = await c.query('select * from tessera.open_connection($1, $2, $3)', [id, nonce, token]);
-  return { success: r.rows[0].success, errmsg: r.rows[0].errmsg };
-}
-const OK = { success: true, errmsg: null };
-const fail = (errmsg: string) => ({ success: false, errmsg });
-
-/** A session for `user`, authenticated with the password on `c` (nonce 1); credentials from nonce 2 on. */
-async function login(c: pg.Client, user: 'alice' | 'bob'): Promise<{ s: Session; creds: SessionCredentials }> {
-  const s = await createSession(c, user);
-  assert.equal(await open(c, s.id, 1, `${user}-password`), OK);
-  return { s, creds: new SessionCredentials(s.id, s.token, { firstNonce: 2 }) };
-}
-async function cont(c: pg.Client, creds: SessionCredentials) {
-  const n = creds.next();
-  return open(c, n.sessionId, n.nonce, n.authentToken);
-}
+const su = (sql: string, params?: unknown[]) => sdb.su(sql, params);
+const connectAs = (who: { user: string; password: string }) => sdb.connectAs(who);
+const app = () => sdb.app();
+const createSession = (c: pg.Client, user: string) => sdb.createSession(c, user);
+const open = (c: pg.Client, id: string, nonce: number, token: string) => sdb.open(c, id, nonce, token);
+const login = (c: pg.Client, user: 'alice' | 'bob') => sdb.login(c, user);
+const cont = (c: pg.Client, creds: SessionCredentials) => sdb.cont(c, creds);
 async function endSession(c: pg.Client, creds: SessionCredentials): Promise<boolean> {
   const n = creds.next();
   return (await c.query('select tessera.end_session($1, $2, $3) as ok', [n.sessionId, n.nonce, n.authentToken])).rows[0].ok;
@@ -100,6 +65,7 @@ async function keyFile(): Promise<{ file: string; key: string }> {
 
 test.before(async () => {
   cluster = await sharedCluster();
+  sdb = new SessionDb(cluster, DB);
   await demoDatabase(cluster, DB);
   for (const r of ROLES) {
     await cluster.query(`drop role if exists ${r.user}`);
@@ -114,7 +80,7 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const c of clients) await c.end().catch(() => {});
+  await sdb.closeAll();
   await cluster.query(`drop database if exists ${DB} with (force)`).catch(() => {});
   for (const r of ROLES) await cluster.query(`drop role if exists ${r.user}`).catch(() => {});
 });
@@ -316,7 +282,7 @@ if (PG_BIN) {
     assert.is(dump.code, 0, dump.stderr);
     assert.ok(dump.stdout.includes('session_token_enc'), 'the dump has the sessions');
     assert.ok(dump.stdout.includes(live[0].s.id), 'and this session among them');
-    for (const token of [...live.map((l) => l.s.token), unopened.token, ghost.token, ...tokens]) {
+    for (const token of [...live.map((l) => l.s.token), unopened.token, ghost.token, ...sdb.tokens]) {
       assert.not.ok(dump.stdout.includes(token), 'a session token is in the dump');
       assert.not.ok(dump.stdout.includes(Buffer.from(token).toString('hex')), 'a session token (hex) is in the dump');
       for (let nonce = 1; nonce <= 4; nonce++) assert.not.ok(dump.stdout.includes(authentToken(token, nonce)));

@@ -6,74 +6,31 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sharedCluster, type Cluster } from '../support/cluster.js';
 import { psqlFile as installSql } from '../support/sql.js';
+import { SessionDb, OK, fail, APP } from '../support/session-db.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
 const DB = 'tessera_sql_test';
-const APP = { user: 'tessera_app', password: 'tessera-app-password' };
 /** A role that runs the protocol but is not the pool: may not pass client addresses. */
 const PLAIN = { user: 'tessera_sql_test_plain', password: 'plain-password' };
 
 let cluster: Cluster;
-const clients: pg.Client[] = [];
-
-interface Opened {
-  success: boolean;
-  errmsg: string | null;
-}
-interface Session {
-  id: string;
-  token: string;
-}
+let sdb: SessionDb;
 
 /** Runs a .sql file the way the README says: psql -v ON_ERROR_STOP=1 -f, as the superuser. */
 const psqlFile = (file: string): Promise<string> => installSql(cluster, DB, file);
-
-function su(sql: string, params?: unknown[]): Promise<pg.QueryResult> {
-  return cluster.query(sql, params, DB);
-}
-
-async function connectAs(who: { user: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...who });
-  c.on('error', () => {});
-  await c.connect();
-  clients.push(c);
-  return c;
-}
-const app = (): Promise<pg.Client> => connectAs(APP);
-
-async function createSession(c: pg.Client, user: string): Promise<Session> {
-  const r = await c.query('select * from tessera.create_session($1)', [user]);
-  assert.is(r.rows.length, 1);
-  return { id: r.rows[0].session_id, token: r.rows[0].session_token };
-}
-
-async function open(c: pg.Client, id: string, nonce: number, token: string | null, addr?: string): Promise<Opened> {
-  const r =
-    addr === undefined
-      ? await c.query('select * from tessera.open_connection($1, $2, $3)', [id, nonce, token])
-      : await c.query('select * from tessera.open_connection($1, $2, $3, $4::inet)', [id, nonce, token, addr]);
-  assert.is(r.rows.length, 1);
-  return { success: r.rows[0].success, errmsg: r.rows[0].errmsg };
-}
-const OK: Opened = { success: true, errmsg: null };
-const fail = (errmsg: string): Opened => ({ success: false, errmsg });
+const su = (sql: string, params?: unknown[]) => sdb.su(sql, params);
+const connectAs = (who: { user: string; password: string }) => sdb.connectAs(who);
+const app = () => sdb.app();
+const createSession = (c: pg.Client, user: string) => sdb.createSession(c, user);
+const open = (c: pg.Client, id: string, nonce: number, token: string | null, addr?: string) => sdb.open(c, id, nonce, token, addr);
+const login = (c: pg.Client, user: 'alice' | 'bob') => sdb.login(c, user);
+const cont = (c: pg.Client, creds: SessionCredentials) => sdb.cont(c, creds);
 
 async function who(c: pg.Client): Promise<string | null> {
   return (await c.query('select tessera.current_accessor() as a')).rows[0].a;
 }
 async function owners(c: pg.Client): Promise<string[]> {
   return (await c.query('select owner from demo.notes order by owner')).rows.map((r) => r.owner);
-}
-
-/** A session for `user`, authenticated with the password (nonce 1), and credentials from nonce 2 on. */
-async function login(c: pg.Client, user: 'alice' | 'bob'): Promise<{ s: Session; creds: SessionCredentials }> {
-  const s = await createSession(c, user);
-  assert.equal(await open(c, s.id, 1, `${user}-password`), OK);
-  return { s, creds: new SessionCredentials(s.id, s.token, { firstNonce: 2 }) };
-}
-async function cont(c: pg.Client, creds: SessionCredentials): Promise<Opened> {
-  const n = creds.next();
-  return open(c, n.sessionId, n.nonce, n.authentToken);
 }
 
 async function sqlState(p: Promise<unknown>): Promise<string> {
@@ -87,12 +44,13 @@ async function sqlState(p: Promise<unknown>): Promise<string> {
 
 test.before(async () => {
   cluster = await sharedCluster();
+  sdb = new SessionDb(cluster, DB);
   await cluster.query(`drop database if exists ${DB} with (force)`);
   await cluster.query(`create database ${DB}`);
 });
 
 test.after(async () => {
-  for (const c of clients) await c.end().catch(() => {});
+  await sdb.closeAll();
   await cluster.query(`drop database if exists ${DB} with (force)`).catch(() => {});
   await cluster.query(`drop role if exists ${PLAIN.user}`).catch(() => {});
 });
