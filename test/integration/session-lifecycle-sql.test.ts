@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
 import { demoDatabase } from '../support/sql.js';
-import { SessionDb, OK, fail, type Session } from '../support/session-db.js';
+import { SessionDb, OK, fail } from '../support/session-db.js';
 import { run } from '../support/tessera.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
