@@ -162,6 +162,9 @@ export class ServerConnection implements FrameSink {
     this.responses = null;
     this.peer = null;
     this.lastUsedAt = Date.now();
+    // Reading may have been paused for a client that was slow to read and then left: its 'drain'
+    // never comes, and a paused server would never deliver the ReadyForQuery its cleanup awaits.
+    this.socket.resume();
   }
 
   /** Writes client bytes to the server; false when the server's socket buffer is full. */
