@@ -266,6 +266,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       else this.fail(PgError.fatal(SqlState.FeatureNotSupported, 'extended query protocol not supported by admin console'));
       return false;
     }
+    // Bytes after a Terminate are never forwarded, so they must not count as answers owed either
+    // (the server would be drained for ReadyForQuery messages that never come).
+    if (this.scanTerminateAt !== -2) return false;
     switch (type) {
       case Frontend.Query:
       case Frontend.FunctionCall:
