@@ -333,7 +333,13 @@ export class Pool {
 
   /** A server became free: the longest-waiting client with the same parameters gets it. */
   private handOut(server: ServerConnection): void {
-    if (this.closed || server.state === ServerState.Closed) return;
+    if (server.state === ServerState.Closed) return;
+    if (this.closed) {
+      // Cleaned after the pool closed (a client torn down at shutdown): nobody will use it.
+      this.forget(server);
+      server.close();
+      return;
+    }
     const now = Date.now();
     if ((this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) || server.createdAt < this.retireBefore) {
       this.discard(server);
