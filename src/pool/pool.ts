@@ -9,6 +9,7 @@
  * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
  * one client's settings never show up in another's session.
  */
+import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
@@ -16,6 +17,8 @@ import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
 
 export type PoolMode = 'session' | 'transaction';
+
+const COPY_FAIL = serialize.copyFail('client disconnected during COPY');
 
 export interface PoolSettings {
   mode: PoolMode;
@@ -201,6 +204,9 @@ export class Pool {
       return;
     }
     if (server.outstanding > 0) {
+      // A COPY FROM STDIN waiting for the client's data ignores a cancel; CopyFail ends it (and
+      // outside COPY, PostgreSQL ignores a CopyFail, so it is safe to send whatever is running).
+      server.write(COPY_FAIL);
       server.drain(!how.terminated, this.settings.cancelWaitTimeoutMs).then(
         () => this.reset(server, how.dirty),
         () => {
