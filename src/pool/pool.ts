@@ -18,6 +18,9 @@ import type { SocketOptions } from '../proxy/socket-options.js';
 
 export type PoolMode = 'session' | 'transaction';
 
+/** How soon a connection refused or cut by a restarting server is tried again for waiting clients. */
+const TRANSIENT_RETRY_MS = 500;
+
 const COPY_FAIL = serialize.copyFail('client disconnected during COPY');
 
 export interface PoolSettings {
@@ -441,7 +444,13 @@ export class Pool {
         this.connecting--;
         this.servers.delete(server);
         log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
-        this.loginFailures.set(variant, { until: Date.now() + this.settings.loginRetryMs, error: err });
+        // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
+        // already waiting keep their place for up to server_connect_timeout, retried soon, and
+        // are served by the restarted server. Any other refusal is final for them.
+        const now = Date.now();
+        const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
+        const retryMs = transient ? Math.min(this.settings.loginRetryMs, TRANSIENT_RETRY_MS) : this.settings.loginRetryMs;
+        this.loginFailures.set(variant, { until: now + retryMs, error: err });
         // The client this connection was opened for hears why, in the server's own words; so do
         // the others with the same parameters when no server is left to serve them before
         // server_login_retry has passed.
@@ -449,7 +458,8 @@ export class Pool {
         let first = true;
         for (let i = 0; i < this.waiters.length; ) {
           const w = this.waiters[i];
-          if (w.variant === variant && (first || orphaned)) {
+          if (w.variant === variant && transient && now - w.waitingSince < this.settings.connectTimeoutMs) i++;
+          else if (w.variant === variant && (first || orphaned)) {
             first = false;
             this.waiters.splice(i, 1);
             w.onServerFailed(err);
