@@ -8,7 +8,7 @@ import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, type PoolSettings } from '../pool/pool.js';
-import type { ServerCredentials } from '../pool/server-connection.js';
+import { ServerConnection, type ServerCredentials } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
 import { lookupSecret } from '../pool/auth-query.js';
@@ -132,6 +132,7 @@ export class Proxy implements ClientHost {
       pool.settings = this.poolSettings(entry, pool.target.user);
     }
     log.info({ config: this.options.configPath }, 'configuration reloaded');
+    this.checkTokenRoles();
   }
 
   adminLogin(client: ClientConnection): ReadonlyMap<string, string> {
@@ -190,7 +191,54 @@ export class Proxy implements ClientHost {
     }
     this.janitor = setInterval(() => this.tick(), JANITOR_INTERVAL_MS);
     this.janitor.unref();
+    this.checkTokenRoles();
     return first;
+  }
+
+  /**
+   * Warns (start-up and reload) when a session-token database logs in as a superuser or BYPASSRLS
+   * role: row-level security does not apply to it, so per-user security would be defeated. One
+   * short-lived connection per such database; it never delays start-up or fails it.
+   */
+  checkTokenRoles(): void {
+    const c = this.config;
+    for (const [name, entry] of Object.entries(c.databases)) {
+      if (entry.auth_type !== 'session_token' || !entry.user) continue;
+      let address: { host: string; port: number };
+      try {
+        address = this.address(entry);
+      } catch {
+        continue;
+      }
+      const role = entry.user;
+      const credentials: ServerCredentials =
+        entry.password !== undefined
+          ? { kind: 'password', password: entry.password }
+          : entry.embedded && role === 'postgres'
+            ? { kind: 'password', password: c.embedded_password }
+            : this.secretCredentials(this.userlist.get(role));
+      const server = new ServerConnection(
+        { ...address, database: entry.dbname ?? name, user: role, credentials, params: new Map(), connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions() },
+        '',
+        () => {},
+      );
+      server
+        .login()
+        .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
+        .then(
+          (rows) => {
+            const [superuser, bypassrls] = rows[0] ?? [];
+            if (superuser === 't' || bypassrls === 't') {
+              log.warn(
+                { db: name, role, superuser: superuser === 't', bypassrls: bypassrls === 't' },
+                'session_token database logs in as a superuser or BYPASSRLS role: row-level security does not apply to it, so per-user security is defeated',
+              );
+            }
+          },
+          (err: PgError) => log.info({ db: name, role, code: err.code }, 'could not check the session_token pool role'),
+        )
+        .finally(() => server.close());
+    }
   }
 
   private async listenOn(options: net.ListenOptions): Promise<net.Server> {
