@@ -121,6 +121,8 @@ test(`client connection: ${CASES} random startups and auth exchanges end in a kn
             stats_users: 'stats',
             max_client_conn: 1000,
             server_login_retry: 60,
+            // No janitor runs here to retry a refused connection: waiting clients hear 08006 at once.
+            server_connect_timeout: 0.01,
             databases: { db: target, tok: { ...target, auth_type: 'session_token', user: 'pool', password: 'pool-pw' } },
           },
           'fuzz.json',
