@@ -172,7 +172,14 @@ async function main(): Promise<void> {
           () => record(new Error('cancelled query ran to completion')),
           (err) => (err.code === '57014' ? counts.cancels++ : record(err)),
         );
-        await sleep(300);
+        // Cancel once the query runs on a server: a cancel that arrives while the query still
+        // waits for one (the pool is busy) reaches no server, by design, and is lost.
+        const deadline = Date.now() + 3000;
+        while (Date.now() < deadline && !stopping) {
+          const { rows } = await cluster.query(`select 1 from pg_stat_activity where application_name = 'soak-cancel' and state = 'active' and query like 'select pg_sleep(5)%'`).catch(() => ({ rows: [] }));
+          if (rows.length > 0) break;
+          await sleep(50);
+        }
         await new Promise<void>((resolve) => {
           const s = net.connect(port, '127.0.0.1', () => s.end(serialize.cancel((c as unknown as { processID: number }).processID, (c as unknown as { secretKey: number }).secretKey)));
           s.on('close', () => resolve());
