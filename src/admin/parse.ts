@@ -13,7 +13,7 @@
 
 const WS0 = '[ \\t\\n\\r]*';
 const WS1 = '[ \\t\\n\\r]+';
-const WORD = '("(?:[^"]+|"")*"|[0-9a-z_]+)';
+const WORD = '("(?:[^"]|"")*"|[0-9a-z_]+)';
 const STRING = "('(?:[^']|'')*')";
 const END = `${WS0}(?:;${WS0})?$`;
 

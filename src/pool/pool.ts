@@ -9,6 +9,7 @@
  * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
  * one client's settings never show up in another's session.
  */
+import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
@@ -17,6 +18,11 @@ import type { SocketOptions } from '../proxy/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 export type PoolMode = 'session' | 'transaction';
+
+/** How soon a connection refused or cut by a restarting server is tried again for waiting clients. */
+const TRANSIENT_RETRY_MS = 500;
+
+const COPY_FAIL = serialize.copyFail('client disconnected during COPY');
 
 export interface PoolSettings {
   mode: PoolMode;
@@ -240,6 +246,9 @@ export class Pool {
       return;
     }
     if (server.outstanding > 0) {
+      // A COPY FROM STDIN waiting for the client's data ignores a cancel; CopyFail ends it (and
+      // outside COPY, PostgreSQL ignores a CopyFail, so it is safe to send whatever is running).
+      server.write(COPY_FAIL);
       server.drain(!how.terminated, this.settings.cancelWaitTimeoutMs).then(
         () => this.reset(server, how.dirty),
         () => {
@@ -408,7 +417,15 @@ export class Pool {
 
   /** A server became free: the longest-waiting client with the same parameters gets it. */
   private handOut(server: ServerConnection): void {
-    if (this.closed || server.state === ServerState.Closed) return;
+    if (server.state === ServerState.Closed) return;
+    // A cancel still on its way to PostgreSQL would hit the next client's query: wait for it.
+    if (server.cancelsInFlight > 0 && !this.closed) return server.whenNotBeingCanceled(() => this.handOut(server));
+    if (this.closed) {
+      // Cleaned after the pool closed (a client torn down at shutdown): nobody will use it.
+      this.forget(server);
+      server.close();
+      return;
+    }
     const now = Date.now();
     if ((this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) || server.createdAt < this.retireBefore) {
       this.discard(server);
@@ -506,7 +523,13 @@ export class Pool {
         this.connecting--;
         this.servers.delete(server);
         log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
-        this.loginFailures.set(variant, { until: Date.now() + this.settings.loginRetryMs, error: err });
+        // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
+        // already waiting keep their place for up to server_connect_timeout, retried soon, and
+        // are served by the restarted server. Any other refusal is final for them.
+        const now = Date.now();
+        const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
+        const retryMs = transient ? Math.min(this.settings.loginRetryMs, TRANSIENT_RETRY_MS) : this.settings.loginRetryMs;
+        this.loginFailures.set(variant, { until: now + retryMs, error: err });
         // The client this connection was opened for hears why, in the server's own words; so do
         // the others with the same parameters when no server is left to serve them before
         // server_login_retry has passed.
@@ -514,7 +537,8 @@ export class Pool {
         let first = true;
         for (let i = 0; i < this.waiters.length; ) {
           const w = this.waiters[i];
-          if (w.variant === variant && (first || orphaned)) {
+          if (w.variant === variant && transient && now - w.waitingSince < this.settings.connectTimeoutMs) i++;
+          else if (w.variant === variant && (first || orphaned)) {
             first = false;
             this.waiters.splice(i, 1);
             w.onServerFailed(err);

@@ -85,6 +85,9 @@ export class ServerConnection implements FrameSink {
   xactStartedAt = 0;
   lastReadyAt = 0;
   peer: ServerPeer | null = null;
+  /** CancelRequests sent for this server that PostgreSQL has not finished with (SHOW POOLS sv_being_canceled). */
+  cancelsInFlight = 0;
+  private afterCancels: (() => void) | null = null;
   /** Set when the server must not be reused (protocol confusion, lost sync). */
   broken = false;
   /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
@@ -232,6 +235,9 @@ export class ServerConnection implements FrameSink {
     this.responses = null;
     this.peer = null;
     this.lastUsedAt = Date.now();
+    // Reading may have been paused for a client that was slow to read and then left: its 'drain'
+    // never comes, and a paused server would never deliver the ReadyForQuery its cleanup awaits.
+    this.socket.resume();
   }
 
   /** Writes client bytes to the server; false when the server's socket buffer is full. */
@@ -309,13 +315,30 @@ export class ServerConnection implements FrameSink {
     });
   }
 
-  /** Sends a CancelRequest for this server's current query over a fresh connection. */
+  /**
+   * Sends a CancelRequest for this server's current query over a fresh connection. Until
+   * PostgreSQL has closed that connection (it has signalled the backend by then), the server is
+   * "being canceled" and must not serve anyone else: a late cancel would hit their query.
+   */
   cancel(): void {
     const t = this.target;
     const conn = t.host.startsWith('/') ? net.connect({ path: `${t.host}/.s.PGSQL.${t.port}` }) : net.connect({ host: t.host, port: t.port });
+    this.cancelsInFlight++;
     conn.setTimeout(t.connectTimeoutMs, () => conn.destroy());
     conn.on('error', () => conn.destroy());
     conn.on('connect', () => conn.end(serialize.cancel(this.pid, this.secret)));
+    conn.on('close', () => {
+      if (--this.cancelsInFlight > 0) return;
+      const waiting = this.afterCancels;
+      this.afterCancels = null;
+      waiting?.();
+    });
+  }
+
+  /** Runs `then` once no cancel request for this server is in flight (at once if none is). */
+  whenNotBeingCanceled(then: () => void): void {
+    if (this.cancelsInFlight === 0) then();
+    else this.afterCancels = then;
   }
 
   /** Closes politely (Terminate) unless already gone. */

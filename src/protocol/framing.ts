@@ -21,6 +21,8 @@ export interface FrameSink {
 }
 
 const HEADER = 5;
+/** Block size for assembling bodies that span chunks. */
+const BLOCK = 64 * 1024;
 
 export class Framer {
   /** Allocated on the first header split across chunks: most connections never need one. */
@@ -28,9 +30,15 @@ export class Framer {
   private headerFill = 0;
   /** Body bytes of the current message not seen yet. */
   private remaining = 0;
-  /** Assembly buffer for a wanted body that spans chunks. */
-  private body: Buffer | null = null;
+  /**
+   * A wanted body that spans chunks, copied into blocks of at most BLOCK bytes as it arrives and
+   * joined once whole: memory follows the bytes received, never the length a header merely claims
+   * (a client announcing 1 GB and sending 5 bytes costs 5 bytes), and a body sent one byte per
+   * chunk costs no more than one sent at once.
+   */
+  private body: Buffer[] | null = null;
   private bodyFill = 0;
+  private bodyLength = 0;
   private bodyType = 0;
   /**
    * During a callback: the offset in the current chunk just past what was read (past the header
@@ -45,6 +53,11 @@ export class Framer {
     /** Largest body assembled for onBody; relays that rewrite messages raise it. */
     public maxWantedBody = 1 << 20,
   ) {}
+
+  /** Bytes held across chunks: a partial header and the received part of a wanted body. */
+  get buffered(): number {
+    return this.headerFill + (this.body ? this.bodyFill : 0);
+  }
 
   /** True while a wanted body is being assembled across chunks. */
   get assembling(): boolean {
@@ -77,14 +90,11 @@ export class Framer {
     while (pos < len) {
       if (this.remaining > 0) {
         const n = Math.min(this.remaining, len - pos);
-        if (this.body) {
-          chunk.copy(this.body, this.bodyFill, pos, pos + n);
-          this.bodyFill += n;
-        }
+        if (this.body) this.collect(chunk, pos, n);
         pos += n;
         this.remaining -= n;
         if (this.remaining === 0 && this.body) {
-          const body = this.body;
+          const body = this.body.length === 1 ? this.body[0] : Buffer.concat(this.body, this.bodyFill);
           this.body = null;
           this.offset = pos;
           this.sink.onBody(this.bodyType, body);
@@ -129,10 +139,26 @@ export class Framer {
         this.offset = pos;
         this.sink.onBody(type, body);
       } else {
-        this.body = Buffer.allocUnsafe(this.remaining);
+        this.body = [];
         this.bodyFill = 0;
+        this.bodyLength = this.remaining;
         this.bodyType = type;
       }
+    }
+  }
+
+  /** Copies `n` bytes of a spanning body into its blocks (the last one filled before a new one). */
+  private collect(chunk: Buffer, pos: number, n: number): void {
+    const blocks = this.body!;
+    while (n > 0) {
+      const used = this.bodyFill % BLOCK;
+      if (used === 0) blocks.push(Buffer.allocUnsafe(Math.min(BLOCK, this.bodyLength - this.bodyFill)));
+      const block = blocks[blocks.length - 1];
+      const k = Math.min(n, block.length - used);
+      chunk.copy(block, used, pos, pos + k);
+      pos += k;
+      n -= k;
+      this.bodyFill += k;
     }
   }
 }

@@ -76,6 +76,8 @@ export class ProxyAdminView implements AdminView {
         cl_active: clients.length - waiting,
         cl_waiting: waiting,
         sv_active: count(ServerState.Active),
+        // Free but held back until the cancel requests sent for it are done (as PgBouncer).
+        sv_being_canceled: servers.filter((s) => s.cancelsInFlight > 0 && s.state !== ServerState.Active).length,
         sv_idle: count(ServerState.Idle),
         sv_used: 0,
         sv_tested: count(ServerState.Cleanup),

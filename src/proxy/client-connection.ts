@@ -125,8 +125,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   readonly id = nextClientId();
   readonly connectedAt = Date.now();
   /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
-  readonly pid: number;
-  readonly secret: number;
+  pid = 0;
+  secret = 0;
   phase = ClientPhase.Startup;
   user = '';
   database = '';
@@ -217,10 +217,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     private readonly host: ClientHost,
     readonly remoteAddress: string,
   ) {
-    ({ pid: this.pid, secret: this.secret } = newCancelKey());
+    this.rekey();
     socket.on('data', this.onDataBound);
     socket.on('error', ignore); // 'close' follows; a reset client is not worth a stack trace
     socket.on('close', this.onCloseBound);
+  }
+
+  /** A fresh random cancel key (the proxy draws again when a pid is already taken). */
+  rekey(): void {
+    ({ pid: this.pid, secret: this.secret } = newCancelKey());
   }
 
   get isWaiting(): boolean {
@@ -407,6 +412,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       else this.fail(PgError.fatal(SqlState.FeatureNotSupported, 'extended query protocol not supported by admin console'));
       return false;
     }
+    // Bytes after a Terminate are never forwarded, so they must not count as answers owed either
+    // (the server would be drained for ReadyForQuery messages that never come).
+    if (this.scanTerminateAt !== -2) return false;
     switch (type) {
       case Frontend.Query:
       case Frontend.FunctionCall:

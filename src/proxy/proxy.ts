@@ -185,6 +185,8 @@ export class Proxy implements ClientHost {
         pool.reconnect();
       }
     }
+    // A changed pool role may now defeat row-level security: say so (as at start-up).
+    this.checkTokenRoles();
   }
 
   adminLogin(client: ClientConnection): ReadonlyMap<string, string> {
@@ -250,11 +252,7 @@ export class Proxy implements ClientHost {
     }
     const results = await Promise.all(
       [...targets.values()].map(async ({ target }) => {
-        const server = new ServerConnection(
-          { ...target, params: new Map([['application_name', 'tessera KILL_SESSION']]), connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions(), tls: this.tls.server },
-          '',
-          () => {},
-        );
+        const server = this.oneOffServer(target, 'tessera KILL_SESSION');
         try {
           await server.login();
           const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
@@ -302,7 +300,57 @@ export class Proxy implements ClientHost {
     }
     this.janitor = setInterval(() => this.tick(), JANITOR_INTERVAL_MS);
     this.janitor.unref();
+    this.checkTokenRoles();
     return first;
+  }
+
+  /** A server connection of Tessera's own, outside any pool (the caller logs in and closes it). */
+  private oneOffServer(target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>, applicationName: string): ServerConnection {
+    const c = this.config;
+    const params = new Map([['application_name', applicationName]]);
+    return new ServerConnection({ ...target, params, connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions(), tls: this.tls.server }, '', () => {});
+  }
+
+  /**
+   * Warns (start-up and reload) when a session-token database logs in as a superuser or BYPASSRLS
+   * role: row-level security does not apply to it, so per-user security would be defeated. One
+   * short-lived connection per such database; it never delays start-up or fails it.
+   */
+  checkTokenRoles(): void {
+    const c = this.config;
+    for (const [name, entry] of Object.entries(c.databases)) {
+      if (entry.auth_type !== 'session_token' || !entry.user) continue;
+      let address: { host: string; port: number };
+      try {
+        address = this.address(entry);
+      } catch {
+        continue;
+      }
+      const role = entry.user;
+      const credentials: ServerCredentials =
+        entry.password !== undefined
+          ? { kind: 'password', password: entry.password }
+          : entry.embedded && role === 'postgres'
+            ? { kind: 'password', password: c.embedded_password }
+            : this.secretCredentials(this.userlist.get(role));
+      const server = this.oneOffServer({ ...address, database: entry.dbname ?? name, user: role, credentials }, 'tessera role check');
+      server
+        .login()
+        .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
+        .then(
+          (rows) => {
+            const [superuser, bypassrls] = rows[0] ?? [];
+            if (superuser === 't' || bypassrls === 't') {
+              log.warn(
+                { db: name, role, superuser: superuser === 't', bypassrls: bypassrls === 't' },
+                'session_token database logs in as a superuser or BYPASSRLS role: row-level security does not apply to it, so per-user security is defeated',
+              );
+            }
+          },
+          (err: PgError) => log.info({ db: name, role, code: err.code }, 'could not check the session_token pool role'),
+        )
+        .finally(() => server.close());
+    }
   }
 
   private async listenOn(options: net.ListenOptions): Promise<net.Server> {
@@ -483,6 +531,8 @@ export class Proxy implements ClientHost {
     applySocketOptions(socket, this.socketOptions());
     const client = new ClientConnection(socket, this, socket.remoteAddress ?? 'unix');
     this.clients.add(client);
+    // Two live clients with one pid would leave the first without a way to cancel.
+    while (this.byPid.has(client.pid)) client.rekey();
     this.byPid.set(client.pid, client);
     log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
   }

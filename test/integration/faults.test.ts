@@ -263,8 +263,8 @@ test('a server that is down gives a prompt 08006-class error; the pool heals whe
   } finally {
     await t.stop();
   }
-  // Nothing listening at all: a clear error, not a hang.
-  const dead = await startTessera({ databases: { '*': { host: '127.0.0.1', port: 1 } } });
+  // Nothing listening at all: a clear error once server_connect_timeout has passed, not a hang.
+  const dead = await startTessera({ server_connect_timeout: 1, databases: { '*': { host: '127.0.0.1', port: 1 } } });
   try {
     const err = await rejection(connect(dead.conn(user)));
     assert.is(err.code, '08006');

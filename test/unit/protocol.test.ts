@@ -93,6 +93,35 @@ test('framer refuses to assemble a wanted body larger than its limit', () => {
   assert.throws(() => new Framer(new Recorder('Z'), 1 << 30, 10).push(b), (e: unknown) => e instanceof ProtocolViolation);
 });
 
+test('a wanted body spanning chunks costs only the bytes received, whatever its header claims', () => {
+  const sizes: number[] = [];
+  const original = Buffer.allocUnsafe;
+  Buffer.allocUnsafe = (n: number) => (sizes.push(n), original(n));
+  try {
+    // A header claiming 1 GB, then 5 bytes: nothing near 1 GB is allocated.
+    const claim = Buffer.alloc(10);
+    claim[0] = 0x50;
+    claim.writeInt32BE(0x40000000, 1);
+    const framer = new Framer(new Recorder('P'), 0x40000000, 0x40000000);
+    framer.push(claim);
+    assert.ok(Math.max(0, ...sizes) <= 64 * 1024, `allocated ${Math.max(...sizes)} bytes for 5 received`);
+    assert.is(framer.buffered, 5);
+  } finally {
+    Buffer.allocUnsafe = original;
+  }
+  // A 200 kB body one byte per chunk, and in uneven pieces, comes out whole and unchanged.
+  const body = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 251));
+  const whole = Buffer.concat([Buffer.from([0x50, 0, 0, 0, 0]), body]);
+  whole.writeInt32BE(body.length + 4, 1);
+  for (const step of [1, 7, 65535, 65536, 65537, 199_999]) {
+    const r = new Recorder('P');
+    const f = new Framer(r, 0x40000000, 1 << 20);
+    for (let i = 0; i < whole.length; i += step) f.push(whole.subarray(i, i + step));
+    assert.equal(r.bodies, [`P:${body.toString('hex')}`], `step ${step}`);
+    assert.is(f.buffered, 0);
+  }
+});
+
 function readStartup(chunks: Buffer[]): StartupPacket | null {
   const r = new StartupReader();
   let out: StartupPacket | null = null;
