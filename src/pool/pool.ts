@@ -16,6 +16,21 @@ import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
+/**
+ * What DISCARD ALL does (PostgreSQL's DiscardAll(), in its order) except DISCARD PLANS. Cached plans
+ * hold no data and are re-checked against the role, search_path and row_security they were made
+ * for, so keeping them shows the next client nothing; dropping them made every session-token login
+ * plan Tessera's SQL functions (open_connection, current_accessor under RLS, ...) all over again.
+ * One message: an error anywhere (the server is then closed) skips the rest.
+ */
+export const DISCARD_ALL_KEEPING_PLANS =
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
+
+/** server_reset_query is PgBouncer's (and Tessera's) default, DISCARD ALL. */
+export function isDiscardAll(query: string): boolean {
+  return /^\s*discard\s+all\s*;?\s*$/i.test(query);
+}
+
 export type PoolMode = 'session' | 'transaction';
 
 export interface PoolSettings {
@@ -274,7 +289,7 @@ export class Pool {
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => q === DISCARD_ALL_KEEPING_PLANS || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
         server.state = ServerState.Idle;
         this.handOut(server);
       },
