@@ -221,17 +221,20 @@ revoke all on all sequences in schema tessera from public, tessera_user, tessera
 -- key_directory parameter at another folder only the server's OS user can enter (and
 -- move the file there) to keep them apart.
 
--- Internal: the key file's path.
+-- Internal: the key file's path. plpgsql, not sql: a SECURITY DEFINER sql function is never
+-- inlined and was planned afresh on every login (read_key runs it each time).
 create or replace function tessera.key_path()
 returns text
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, tessera, pg_temp
 as $$
-  select coalesce(nullif((select p.value from tessera.parameters p where p.name = 'key_directory'), ''),
+begin
+  return coalesce(nullif((select p.value from tessera.parameters p where p.name = 'key_directory'), ''),
                   pg_catalog.current_setting('data_directory'))
          || '/tessera_'
          || (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
          || '.key';
+end
 $$;
 
 -- Internal: the key (64 hex digits).
