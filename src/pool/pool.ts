@@ -279,7 +279,10 @@ export class Pool {
       server.boundSession = null;
     }
     if ((this.settings.mode === 'session' || this.settings.resetAlways || dirty) && this.settings.resetQuery) {
-      queries.push(this.settings.resetQuery);
+      // Unlike DISCARD ALL, its parts may share a message with close_connection: one transaction
+      // and one reply flush less per release. An error still skips the rest and closes the server.
+      if (this.settings.closeQuery && this.settings.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] += `; ${DISCARD_ALL_KEEPING_PLANS}`;
+      else queries.push(this.settings.resetQuery);
     }
     if (queries.length === 0) {
       server.state = ServerState.Idle;
@@ -289,7 +292,7 @@ export class Pool {
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => q === DISCARD_ALL_KEEPING_PLANS || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => q.endsWith(DISCARD_ALL_KEEPING_PLANS) || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
         server.state = ServerState.Idle;
         this.handOut(server);
       },
