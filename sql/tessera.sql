@@ -632,13 +632,16 @@ end
 $$;
 
 -- Unbinds this backend (a token or a dedicated session). DISCARD ALL does not do this:
--- the pooler must call it.
+-- the pooler must call it. plpgsql so that its plan is kept: as a (never inlined) SECURITY
+-- DEFINER sql function it was planned afresh on every release.
 create or replace function tessera.close_connection()
 returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, tessera, pg_temp
 as $$
+begin
   delete from tessera.bindings b where b.pid = pg_catalog.pg_backend_pid();
+end
 $$;
 
 -- What row-level security policies call, as (select tessera.current_accessor()) so that
