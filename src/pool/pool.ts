@@ -17,7 +17,8 @@ import type { SocketOptions } from '../proxy/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 /**
- * What DISCARD ALL does (PostgreSQL's DiscardAll(), in its order) except DISCARD PLANS. Cached plans
+ * What DISCARD ALL does except DISCARD PLANS (PostgreSQL's documentation of DISCARD lists DISCARD
+ * ALL as equivalent to these statements plus DISCARD PLANS, in this order). Cached plans
  * hold no data and are re-checked against the role, search_path and row_security they were made
  * for, so keeping them shows the next client nothing; dropping them made every session-token login
  * plan Tessera's SQL functions (open_connection, current_accessor under RLS, ...) all over again.
