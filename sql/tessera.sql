@@ -221,17 +221,20 @@ revoke all on all sequences in schema tessera from public, tessera_user, tessera
 -- key_directory parameter at another folder only the server's OS user can enter (and
 -- move the file there) to keep them apart.
 
--- Internal: the key file's path.
+-- Internal: the key file's path. plpgsql, not sql: a SECURITY DEFINER sql function is never
+-- inlined and was planned afresh on every login (read_key runs it each time).
 create or replace function tessera.key_path()
 returns text
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, tessera, pg_temp
 as $$
-  select coalesce(nullif((select p.value from tessera.parameters p where p.name = 'key_directory'), ''),
+begin
+  return coalesce(nullif((select p.value from tessera.parameters p where p.name = 'key_directory'), ''),
                   pg_catalog.current_setting('data_directory'))
          || '/tessera_'
          || (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())
          || '.key';
+end
 $$;
 
 -- Internal: the key (64 hex digits).
@@ -629,13 +632,16 @@ end
 $$;
 
 -- Unbinds this backend (a token or a dedicated session). DISCARD ALL does not do this:
--- the pooler must call it.
+-- the pooler must call it. plpgsql so that its plan is kept: as a (never inlined) SECURITY
+-- DEFINER sql function it was planned afresh on every release.
 create or replace function tessera.close_connection()
 returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, tessera, pg_temp
 as $$
+begin
   delete from tessera.bindings b where b.pid = pg_catalog.pg_backend_pid();
+end
 $$;
 
 -- What row-level security policies call, as (select tessera.current_accessor()) so that

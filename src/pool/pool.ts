@@ -17,6 +17,22 @@ import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
+/**
+ * What DISCARD ALL does except DISCARD PLANS (PostgreSQL's documentation of DISCARD lists DISCARD
+ * ALL as equivalent to these statements plus DISCARD PLANS, in this order). Cached plans
+ * hold no data and are re-checked against the role, search_path and row_security they were made
+ * for, so keeping them shows the next client nothing; dropping them made every session-token login
+ * plan Tessera's SQL functions (open_connection, current_accessor under RLS, ...) all over again.
+ * One message: an error anywhere (the server is then closed) skips the rest.
+ */
+export const DISCARD_ALL_KEEPING_PLANS =
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
+
+/** server_reset_query is PgBouncer's (and Tessera's) default, DISCARD ALL. */
+export function isDiscardAll(query: string): boolean {
+  return /^\s*discard\s+all\s*;?\s*$/i.test(query);
+}
+
 export type PoolMode = 'session' | 'transaction';
 
 /** How soon a connection refused or cut by a restarting server is tried again for waiting clients. */
@@ -273,7 +289,10 @@ export class Pool {
       server.boundSession = null;
     }
     if ((this.settings.mode === 'session' || this.settings.resetAlways || dirty) && this.settings.resetQuery) {
-      queries.push(this.settings.resetQuery);
+      // Unlike DISCARD ALL, its parts may share a message with close_connection: one transaction
+      // and one reply flush less per release. An error still skips the rest and closes the server.
+      if (this.settings.closeQuery && this.settings.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] += `; ${DISCARD_ALL_KEEPING_PLANS}`;
+      else queries.push(this.settings.resetQuery);
     }
     if (queries.length === 0) {
       server.state = ServerState.Idle;
@@ -283,7 +302,7 @@ export class Pool {
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => q.endsWith(DISCARD_ALL_KEEPING_PLANS) || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
         server.state = ServerState.Idle;
         this.handOut(server);
       },

@@ -8,7 +8,7 @@ import { dirname } from 'node:path';
 import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
-import { Pool, type PoolSettings } from '../pool/pool.js';
+import { Pool, DISCARD_ALL_KEEPING_PLANS, isDiscardAll, type PoolSettings } from '../pool/pool.js';
 import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
@@ -651,7 +651,9 @@ export class Proxy implements ClientHost {
       minSize: shareOf(entry.min_pool_size ?? c.min_pool_size),
       reserveSize: shareOf(u.reserve_pool_size ?? entry.reserve_pool_size ?? c.reserve_pool_size),
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
-      resetQuery: c.server_reset_query,
+      // Logins here run Tessera's session functions: keep their plans across releases (see
+      // DISCARD_ALL_KEEPING_PLANS); everything else DISCARD ALL resets is still reset.
+      resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? DISCARD_ALL_KEEPING_PLANS : c.server_reset_query,
       // A session-token or connect_query backend is unbound before anyone else can have it.
       closeQuery: [...closeQueries].join('; '),
       connectQuery,

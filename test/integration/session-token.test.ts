@@ -230,6 +230,51 @@ test('pool_size 1: alice and bob alternating 200 times on one backend never see 
   }
 });
 
+test('pool_size 1: whatever session state alice leaves on the backend is gone when bob gets it', async () => {
+  // Tessera resets session-token backends with DISCARD ALL's parts except DISCARD PLANS: each part
+  // must still leave bob nothing of alice's.
+  await cluster.query('create sequence if not exists public.shared_seq; grant usage on sequence public.shared_seq to tessera_app', [], DB);
+  const alice = await login('alice');
+  const bob = await login('bob');
+  const a = await connect(tokenConn({ password: alice.creds.asPassword() }));
+  const alicePid = (await a.query('select pg_backend_pid() as pid')).rows[0].pid;
+  for (const sql of [
+    `set work_mem = '7MB'`,
+    `select set_config('app.secret', 'alice', false)`,
+    `prepare alice_stmt as select 1`,
+    `begin; declare alice_cur cursor with hold for select 1; commit`,
+    `create temp table alice_tmp (x int)`,
+    `listen alice_channel`,
+    `select pg_advisory_lock(4242)`,
+    `select nextval('public.shared_seq')`,
+    `set role tessera_user`,
+  ]) {
+    await a.query(sql);
+  }
+  await a.end();
+  const b = await connect(tokenConn({ password: bob.creds.asPassword() }));
+  try {
+    const { rows } = await b.query(`select pg_backend_pid() as pid, current_user as role,
+        current_setting('work_mem') as work_mem,
+        coalesce(current_setting('app.secret', true), '') as secret,
+        (select count(*) from pg_prepared_statements)::int as statements,
+        (select count(*) from pg_cursors)::int as cursors,
+        to_regclass('pg_temp.alice_tmp') as temp_table,
+        (select count(*) from pg_listening_channels())::int as channels,
+        (select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid())::int as advisory_locks`);
+    assert.equal(rows[0], {
+      pid: alicePid, role: 'tessera_app', work_mem: '4MB', secret: '',
+      statements: 0, cursors: 0, temp_table: null, channels: 0, advisory_locks: 0,
+    });
+    const lastval = await rejection(b.query('select lastval()'));
+    assert.match(lastval.message, 'not yet defined');
+    assert.is(await whoAmI(b), 'bob');
+    assert.equal(await notes(b), ['bob']);
+  } finally {
+    await b.end();
+  }
+});
+
 test('from inside alice\'s connection, attempts to become bob all fail', async () => {
   const alice = await login('alice');
   const bob = await login('bob');
