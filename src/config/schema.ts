@@ -128,6 +128,7 @@ export const ConfigSchema = Type.Object(
     query_timeout: seconds(0, 'Seconds a query may run before it is cancelled; 0 disables.'),
     idle_transaction_timeout: seconds(0, 'Seconds a client may sit idle inside a transaction before it is disconnected; 0 disables.'),
     cancel_wait_timeout: seconds(10, 'Seconds a cancel request may wait for a server connection; 0 disables.'),
+    suspend_timeout: seconds(10, 'Seconds SUSPEND waits for every socket\'s output to be sent; a connection that has not flushed by then is closed.'),
 
     client_tls_sslmode: sslMode(
       'disable',

@@ -14,6 +14,7 @@ import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
 import { idSequence } from '../workers/identity.js';
+import { resumeReading } from '../proxy/suspension.js';
 import { ALPN, type ServerTls } from '../tls/contexts.js';
 import { SSL_REQUEST } from '../protocol/startup.js';
 
@@ -237,7 +238,7 @@ export class ServerConnection implements FrameSink {
     this.lastUsedAt = Date.now();
     // Reading may have been paused for a client that was slow to read and then left: its 'drain'
     // never comes, and a paused server would never deliver the ReadyForQuery its cleanup awaits.
-    this.socket.resume();
+    resumeReading(this.socket);
   }
 
   /** Writes client bytes to the server; false when the server's socket buffer is full. */
@@ -363,7 +364,7 @@ export class ServerConnection implements FrameSink {
     if (this.state === ServerState.Active && peer) {
       if (!peer.writeFromServer(chunk)) {
         this.socket.pause();
-        peer.onceDrained(() => this.socket.resume());
+        peer.onceDrained(() => resumeReading(this.socket));
       }
       if (this.sawReady) peer.onServerReady(this);
     }
@@ -402,7 +403,7 @@ export class ServerConnection implements FrameSink {
     this.out = [];
     if (!ok) {
       this.socket.pause();
-      peer.onceDrained(() => this.socket.resume());
+      peer.onceDrained(() => resumeReading(this.socket));
     }
     if (this.sawReady) peer.onServerReady(this);
   }

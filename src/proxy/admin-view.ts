@@ -13,6 +13,7 @@ import { ServerState, type ServerConnection } from '../pool/server-connection.js
 import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
 import { ClientPhase, type ClientConnection } from './client-connection.js';
 import type { Proxy } from './proxy.js';
+import { suspension } from './suspension.js';
 import { describeTls } from '../tls/contexts.js';
 
 const STATS_PERIOD_MS = 60_000;
@@ -59,7 +60,7 @@ export class ProxyAdminView implements AdminView {
 
   state(): PoolerState {
     const pools = [...this.proxy.pools.values()];
-    return { paused: pools.length > 0 && pools.every((p) => p.paused), suspended: false, shuttingDown: this.proxy.isStopping };
+    return { paused: pools.length > 0 && pools.every((p) => p.paused), suspended: suspension.active, shuttingDown: this.proxy.isStopping };
   }
 
   pools(): PoolSnapshot[] {
@@ -229,7 +230,12 @@ export class ProxyAdminView implements AdminView {
   }
 
   resume(db?: string): void {
+    if (db === undefined && suspension.active) this.proxy.unsuspend();
     for (const p of this.poolsOf(db)) p.resume();
+  }
+
+  suspend(): Promise<void> {
+    return this.proxy.suspend();
   }
 
   set(key: string, value: string): void {

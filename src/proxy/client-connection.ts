@@ -18,6 +18,7 @@ import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessag
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
+import { resumeReading } from './suspension.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
 
 export const enum ClientPhase {
@@ -459,6 +460,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.host.adminQuery(this, sql).then((answer) => {
       if (this.phase === ClientPhase.Closed) return;
       this.socket.write(Buffer.concat([answer, msg.readyForQuery(READY_IDLE)]));
+      // The console goes on under SUSPEND: it is where RESUME comes from.
       this.socket.resume();
     });
   }
@@ -672,7 +674,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.pending;
     this.pending = NOTHING_HELD;
-    this.socket.resume();
+    if (this.admin) this.socket.resume();
+    else resumeReading(this.socket);
     for (const chunk of early) this.onData(chunk);
   }
 
@@ -899,7 +902,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private sendNow(server: ServerConnection, bytes: Buffer): void {
     if (!server.write(bytes)) {
       this.socket.pause();
-      server.onceDrained(() => this.socket.resume());
+      server.onceDrained(() => resumeReading(this.socket));
     }
   }
 
@@ -1024,7 +1027,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.restoreParameters(server);
     }
     // Resume first, so a full server socket's pause (sendNow) is the one that stands.
-    this.socket.resume();
+    resumeReading(this.socket);
     this.forwardHeld(server);
   }
 

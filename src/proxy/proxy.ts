@@ -22,6 +22,7 @@ import type { ShutdownMode } from '../admin/view.js';
 import { ProxyAdminView } from './admin-view.js';
 import { loadAnyConfig, convertSetting } from '../config/ini.js';
 import { shareOf, workerCount, workerIndex, workerOfPid } from '../workers/identity.js';
+import { suspension } from './suspension.js';
 import type { WorkerLink } from '../workers/worker-link.js';
 import { ClusterAdminView } from '../workers/merge.js';
 import { parseConfig, ConfigError } from '../config/load.js';
@@ -399,6 +400,34 @@ export class Proxy implements ClientHost {
     return this.stopped;
   }
 
+  /**
+   * SUSPEND: every client (but the admin console's) and server socket stops reading; resolves once
+   * all their output has been sent. One that has not flushed within suspend_timeout is closed.
+   */
+  async suspend(): Promise<void> {
+    suspension.active = true;
+    const sockets = this.suspendableSockets();
+    for (const s of sockets) s.pause();
+    const deadline = Date.now() + this.config.suspend_timeout * 1000;
+    while (sockets.some((s) => !s.destroyed && s.writableLength > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of sockets) if (!s.destroyed && s.writableLength > 0) s.destroy();
+    log.info({ sockets: sockets.length }, 'suspended');
+  }
+
+  /** RESUME after SUSPEND. */
+  unsuspend(): void {
+    suspension.active = false;
+    for (const s of this.suspendableSockets()) s.resume();
+    log.info('resumed after SUSPEND');
+  }
+
+  private suspendableSockets(): net.Socket[] {
+    const sockets: net.Socket[] = [];
+    for (const c of this.clients) if (!c.admin) sockets.push(c.socket);
+    for (const pool of this.pools.values()) for (const s of pool.servers) sockets.push(s.socket);
+    return sockets;
+  }
+
   private stillBusy(): boolean {
     if (this.waitForClients) return this.clients.size > 0;
     for (const pool of this.pools.values()) if (pool.inUse()) return true;
@@ -534,6 +563,8 @@ export class Proxy implements ClientHost {
     // Two live clients with one pid would leave the first without a way to cancel.
     while (this.byPid.has(client.pid)) client.rekey();
     this.byPid.set(client.pid, client);
+    // Under SUSPEND a new client waits, unread, until RESUME (as PgBouncer).
+    if (suspension.active) socket.pause();
     log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
   }
 

@@ -145,6 +145,9 @@ export class ClusterAdminView implements AdminView {
   async resume(db?: string): Promise<void> {
     throwIfFailed(await this.link.request('resume', [db]));
   }
+  async suspend(): Promise<void> {
+    throwIfFailed(await this.link.request('suspend'));
+  }
   async reload(): Promise<void> {
     const failed = (await this.link.request('reload')).find((r) => !r.ok);
     // The console reports a failed RELOAD itself (F0000, this message as detail).

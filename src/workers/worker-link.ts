@@ -78,6 +78,9 @@ export async function runLocal(view: LocalWorker['view'], op: AdminOp, args: unk
       case 'shutdown':
         await view.shutdown(a[0]);
         break;
+      case 'suspend':
+        await view.suspend?.();
+        break;
       default:
         await view[op](a[0]);
     }

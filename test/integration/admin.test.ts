@@ -127,6 +127,33 @@ test('PAUSE holds a running pgbench and RESUME releases it: no transaction runs 
   }
 });
 
+test('SUSPEND stops every client socket (not the console) until RESUME; new clients wait too', async () => {
+  const a = await admin();
+  const app = await connect(t.conn(user));
+  try {
+    await app.query('select 1');
+    await a.query('SUSPEND');
+    assert.equal((await a.query('SHOW STATE')).rows.find((r) => Object.values(r)[0] === 'suspended'), { key: 'suspended', value: 'yes' });
+    let answered = false;
+    const held = app.query('select 2 as two').then((r) => ((answered = true), r));
+    let loggedIn = false;
+    const late = connect(t.conn(user)).then((c) => ((loggedIn = true), c));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.not.ok(answered, 'a query was answered while suspended');
+    assert.not.ok(loggedIn, 'a login finished while suspended');
+    assert.match((await rejection(a.query('SUSPEND'))).message, 'already suspended/paused');
+    await a.query('RESUME');
+    assert.is((await held).rows[0].two, 2);
+    const c = await late;
+    assert.is((await c.query('select 3 as three')).rows[0].three, 3);
+    await c.end();
+  } finally {
+    await a.query('RESUME').catch(() => {});
+    await a.end();
+    await app.end();
+  }
+});
+
 test('SET changes a running setting at once; a bad value or a fixed setting is refused with the key named', async () => {
   const a = await admin();
   const w = await admin('watcher');
