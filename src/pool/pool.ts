@@ -554,15 +554,20 @@ export class Pool {
         // server_login_retry has passed.
         const orphaned = !this.hasServerFor(variant);
         let first = true;
+        let kept = false;
         for (let i = 0; i < this.waiters.length; ) {
           const w = this.waiters[i];
-          if (w.variant === variant && transient && now - w.waitingSince < this.settings.connectTimeoutMs) i++;
-          else if (w.variant === variant && (first || orphaned)) {
+          if (w.variant === variant && transient && now - w.waitingSince < this.settings.connectTimeoutMs) {
+            kept = true;
+            i++;
+          } else if (w.variant === variant && (first || orphaned)) {
             first = false;
             this.waiters.splice(i, 1);
             w.onServerFailed(err);
           } else i++;
         }
+        // The retry for the clients kept waiting is this pool's own, not left to the janitor's next tick.
+        if (kept) setTimeout(() => this.grow(), retryMs + 1).unref();
         this.grow();
       },
     );
