@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
 import { demoDatabase } from '../support/sql.js';
-import { SessionDb, OK, fail } from '../support/session-db.js';
+import { SessionDb, OK, fail, who, sqlState } from '../support/session-db.js';
 import { run } from '../support/tessera.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
@@ -40,20 +40,8 @@ async function endSession(c: pg.Client, creds: SessionCredentials): Promise<bool
   return (await c.query('select tessera.end_session($1, $2, $3) as ok', [n.sessionId, n.nonce, n.authentToken])).rows[0].ok;
 }
 
-async function who(c: pg.Client): Promise<string | null> {
-  return (await c.query('select tessera.current_accessor() as a')).rows[0].a;
-}
 async function owners(c: pg.Client): Promise<string[]> {
   return [...new Set((await c.query('select owner from demo.notes order by owner')).rows.map((r) => r.owner as string))];
-}
-
-async function sqlState(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-  return 'no error';
 }
 
 /** The key file as the server wrote it (the tests run as root and may look). */

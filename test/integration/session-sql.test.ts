@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sharedCluster, type Cluster } from '../support/cluster.js';
 import { psqlFile as installSql } from '../support/sql.js';
-import { SessionDb, OK, fail, APP } from '../support/session-db.js';
+import { SessionDb, OK, fail, APP, who, sqlState } from '../support/session-db.js';
 import { authentToken, SessionCredentials } from '../../src/client/index.js';
 
 const DB = 'tessera_sql_test';
@@ -26,20 +26,8 @@ const open = (c: pg.Client, id: string, nonce: number, token: string | null, add
 const login = (c: pg.Client, user: 'alice' | 'bob') => sdb.login(c, user);
 const cont = (c: pg.Client, creds: SessionCredentials) => sdb.cont(c, creds);
 
-async function who(c: pg.Client): Promise<string | null> {
-  return (await c.query('select tessera.current_accessor() as a')).rows[0].a;
-}
 async function owners(c: pg.Client): Promise<string[]> {
   return (await c.query('select owner from demo.notes order by owner')).rows.map((r) => r.owner);
-}
-
-async function sqlState(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-  return 'no error';
 }
 
 test.before(async () => {

@@ -80,3 +80,18 @@ export class SessionDb {
     for (const c of this.clients.splice(0)) await c.end().catch(() => {});
   }
 }
+
+/** The accessor this connection's backend is bound to (null: nobody). */
+export async function who(c: pg.Client): Promise<string | null> {
+  return (await c.query('select tessera.current_accessor() as a')).rows[0].a;
+}
+
+/** The SQLSTATE a promise fails with, or "no error". */
+export async function sqlState(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+  return 'no error';
+}
