@@ -29,6 +29,9 @@ import { parseConfig, ConfigError } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
 import { clientTlsFrom, serverTlsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
 
+/** Where one of Tessera's own out-of-pool connections goes, and as whom. */
+type OneOffTarget = Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>;
+
 /** The admin console's virtual database, as in PgBouncer. */
 const ADMIN_DB = 'pgbouncer';
 
@@ -230,21 +233,13 @@ export class Proxy implements ClientHost {
    */
   async endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
     const c = this.config;
-    const targets = new Map<string, { target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'> }>();
+    const targets = new Map<string, { target: OneOffTarget }>();
     const unreachable: PgError[] = [];
     const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
       targets.set(JSON.stringify([host, port, database, user]), { target: { host, port, database, user, credentials } });
-    for (const [name, entry] of Object.entries(c.databases)) {
-      if (entry.auth_type !== 'session_token' || name === '*') continue;
-      let address: { host: string; port: number };
-      try {
-        address = this.address(entry);
-      } catch (err) {
-        unreachable.push(err as PgError); // the embedded server is not running
-        continue;
-      }
-      // A session-token entry always names its pool role (checked when the config is loaded).
-      add(address.host, address.port, entry.dbname ?? name, entry.user!, this.credentialsFor(entry, { user: entry.user!, lookedUpSecret: undefined, scramClientKey: undefined }));
+    for (const db of this.tokenDatabases()) {
+      if ('error' in db) unreachable.push(db.error); // the embedded server is not running
+      else add(db.target.host, db.target.port, db.target.database, db.target.user, db.target.credentials);
     }
     // "*" entries: the databases clients have asked for so far.
     for (const pool of this.pools.values()) {
@@ -305,8 +300,28 @@ export class Proxy implements ClientHost {
     return first;
   }
 
+  /**
+   * Each session-token database entry with a database to reach ("*" only with a dbname), and how
+   * its pool role logs in there; an error when its server (the embedded one) is not running.
+   */
+  private tokenDatabases(): ({ name: string; target: OneOffTarget } | { name: string; error: PgError })[] {
+    const found: ({ name: string; target: OneOffTarget } | { name: string; error: PgError })[] = [];
+    for (const [name, entry] of Object.entries(this.config.databases)) {
+      // A session-token entry always names its pool role (checked when the config is loaded).
+      if (entry.auth_type !== 'session_token' || !entry.user || (name === '*' && !entry.dbname)) continue;
+      try {
+        const { host, port } = this.address(entry);
+        const credentials = this.credentialsFor(entry, { user: entry.user, lookedUpSecret: undefined, scramClientKey: undefined });
+        found.push({ name, target: { host, port, database: entry.dbname ?? name, user: entry.user, credentials } });
+      } catch (err) {
+        found.push({ name, error: err as PgError });
+      }
+    }
+    return found;
+  }
+
   /** A server connection of Tessera's own, outside any pool (the caller logs in and closes it). */
-  private oneOffServer(target: Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>, applicationName: string): ServerConnection {
+  private oneOffServer(target: OneOffTarget, applicationName: string): ServerConnection {
     const c = this.config;
     const params = new Map([['application_name', applicationName]]);
     return new ServerConnection({ ...target, params, connectTimeoutMs: c.server_connect_timeout * 1000, socket: this.socketOptions(), tls: this.tls.server }, '', () => {});
@@ -318,23 +333,11 @@ export class Proxy implements ClientHost {
    * short-lived connection per such database; it never delays start-up or fails it.
    */
   checkTokenRoles(): void {
-    const c = this.config;
-    for (const [name, entry] of Object.entries(c.databases)) {
-      if (entry.auth_type !== 'session_token' || !entry.user) continue;
-      let address: { host: string; port: number };
-      try {
-        address = this.address(entry);
-      } catch {
-        continue;
-      }
-      const role = entry.user;
-      const credentials: ServerCredentials =
-        entry.password !== undefined
-          ? { kind: 'password', password: entry.password }
-          : entry.embedded && role === 'postgres'
-            ? { kind: 'password', password: c.embedded_password }
-            : this.secretCredentials(this.userlist.get(role));
-      const server = this.oneOffServer({ ...address, database: entry.dbname ?? name, user: role, credentials }, 'tessera role check');
+    for (const db of this.tokenDatabases()) {
+      if ('error' in db) continue;
+      const { name, target } = db;
+      const role = target.user;
+      const server = this.oneOffServer(target, 'tessera role check');
       server
         .login()
         .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
