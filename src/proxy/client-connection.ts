@@ -65,8 +65,7 @@ const OUTLIVES_TRANSACTION =
 /** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
 const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/i;
 
-function outlivesTransaction(sql: Buffer, searchPathReported: boolean): boolean {
-  const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
+function outlivesTransaction(text: string, searchPathReported: boolean): boolean {
   if (!OUTLIVES_TRANSACTION.test(text)) return false;
   // A reported parameter follows the client to each backend (restoreParameters), unless the
   // statement also does something else that outlives the transaction.
@@ -80,14 +79,8 @@ function outlivesTransaction(sql: Buffer, searchPathReported: boolean): boolean 
  */
 const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i;
 
-function rebinds(sql: Buffer): boolean {
-  return REBINDS.test(sql.toString('utf8', 0, Math.min(sql.length, 8192)));
-}
-
 /** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
 const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
-const DATA_ROW = 0x44; // 'D'
-const READY = 0x5a; // 'Z'
 
 /** Reported parameters no session can set. */
 const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
@@ -640,8 +633,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       expect: Expect.Ready,
       swallowAll: true,
       inspect: (type, body) => {
-        if (type === DATA_ROW) bound = decodeDataRow(body)[0] === 't';
-        else if (type === READY && !bound) this.onSessionLost(server);
+        if (type === msg.Backend.DataRow) bound = decodeDataRow(body)[0] === 't';
+        else if (type === msg.Backend.ReadyForQuery && !bound) this.onSessionLost(server);
       },
     });
   }
@@ -793,8 +786,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       case Frontend.Parse: {
         this.pool!.counters.clientParses++;
         const { name, tail } = readParse(body);
-        if (!this.pinned && outlivesTransaction(tail, server.status.has('search_path'))) this.pin();
-        if (this.ticket !== null && rebinds(tail)) server.boundSession = null;
+        this.noteStatement(server, tail);
         if (name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Parse);
         if (this.statements?.has(name)) {
           // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
@@ -846,8 +838,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           this.statements?.clear();
           server.statements.clear();
         }
-        if (!this.pinned && outlivesTransaction(body, server.status.has('search_path'))) this.pin();
-        if (this.ticket !== null && rebinds(body)) server.boundSession = null;
+        this.noteStatement(server, body);
         return this.toServer(raw, Expect.Ready);
       case Frontend.FunctionCall:
         return this.toServer(raw, Expect.Ready);
@@ -929,6 +920,18 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       forget?.();
     };
     this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
+  }
+
+  /**
+   * What a statement (Query text or Parse tail) leaves beyond its transaction: session state pins
+   * the client to this backend; a call that re-binds sessions leaves the backend's binding unknown.
+   * The text is decoded only when one of the two can still change something.
+   */
+  private noteStatement(server: ServerConnection, sql: Buffer): void {
+    if (this.pinned && this.ticket === null) return;
+    const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
+    if (!this.pinned && outlivesTransaction(text, server.status.has('search_path'))) this.pin();
+    if (this.ticket !== null && REBINDS.test(text)) server.boundSession = null;
   }
 
   private pin(): void {
