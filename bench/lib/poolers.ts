@@ -121,15 +121,13 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
   if (cpuProfDir) args.unshift('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   const proc = start(process.execPath, args, { cwd: ROOT, env: cleanEnv() });
   await waitForPort(port, proc, 'Tessera');
+  return running('tessera', port, proc, 'SIGQUIT');
+}
+
+/** A started pooler; log lines are counted from now (its start-up lines are not the run's). */
+function running(name: Pooler['name'], port: number, proc: Started, signal: NodeJS.Signals): Pooler {
   const base = proc.output.lines;
-  return {
-    name: 'tessera',
-    port,
-    pid: proc.child.pid,
-    proc,
-    logLines: () => proc.output.lines - base,
-    stop: () => stop(proc, 'SIGQUIT'),
-  };
+  return { name, port, pid: proc.child.pid, proc, logLines: () => proc.output.lines - base, stop: () => stop(proc, signal) };
 }
 
 // ---- PgBouncer --------------------------------------------------------------------------------
@@ -190,15 +188,7 @@ export async function startPgBouncer(bin: string, backend: Backend, s: PoolerSet
   }
   const proc = start(bin, [iniFile], { cwd: dir, env: cleanEnv(), ...ids });
   await waitForPort(port, proc, 'PgBouncer');
-  const base = proc.output.lines; // its start-up lines
-  return {
-    name: 'pgbouncer',
-    port,
-    pid: proc.child.pid,
-    proc,
-    logLines: () => proc.output.lines - base,
-    stop: () => stop(proc, 'SIGINT'),
-  };
+  return running('pgbouncer', port, proc, 'SIGINT');
 }
 
 export function rssOf(p: Pooler): number | undefined {
