@@ -27,7 +27,7 @@ import type { WorkerLink } from '../workers/worker-link.js';
 import { ClusterAdminView } from '../workers/merge.js';
 import { parseConfig, ConfigError } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
-import { clientTlsFrom, serverTlsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
+import { tlsContextsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
 
 /** Where one of Tessera's own out-of-pool connections goes, and as whom. */
 type OneOffTarget = Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>;
@@ -88,7 +88,7 @@ export class Proxy implements ClientHost {
     this.config = opts.config;
     this.userlist = opts.userlist;
     this.hba = opts.config.auth_hba_file ? loadHba(opts.config.auth_hba_file) : [];
-    this.tls = { client: clientTlsFrom(opts.config), server: serverTlsFrom(opts.config) };
+    this.tls = tlsContextsFrom(opts.config);
     this.embedded = opts.embedded;
     const st = opts.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
@@ -140,7 +140,7 @@ export class Proxy implements ClientHost {
     const { config, warnings } = loadAnyConfig(this.options.configPath);
     const userlist = config.auth_file ? loadUserlist(config.auth_file) : new Map();
     const hba = config.auth_hba_file ? loadHba(config.auth_hba_file) : [];
-    const tlsContexts = { client: clientTlsFrom(config), server: serverTlsFrom(config) };
+    const tlsContexts = tlsContextsFrom(config);
     for (const w of warnings) log.warn(w);
     this.userlist = userlist;
     this.hba = hba;
@@ -158,7 +158,7 @@ export class Proxy implements ClientHost {
     const changed = parseConfig({ ...this.config, [key]: convertSetting(key, value) }, 'SET', this.options.configPath ? dirname(this.options.configPath) : process.cwd());
     let tlsContexts;
     try {
-      tlsContexts = { client: clientTlsFrom(changed), server: serverTlsFrom(changed) };
+      tlsContexts = tlsContextsFrom(changed);
     } catch (err) {
       if (err instanceof TlsSettingError) throw new ConfigError(`SET: ${err.key}: ${err.message}`);
       throw err;

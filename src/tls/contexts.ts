@@ -190,3 +190,8 @@ export function isLoopback(address: string): boolean {
   if (net.isIPv4(ip)) return ip.startsWith('127.');
   return ip === '::1';
 }
+
+/** Both sides' TLS of a config: what a connection keeps from its start; RELOAD and SET swap it. */
+export function tlsContextsFrom(config: Readonly<Config>): { client: ClientTls | null; server: ServerTls } {
+  return { client: clientTlsFrom(config), server: serverTlsFrom(config) };
+}
