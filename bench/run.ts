@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
-import { abort, cleanupNow, installCleanup, isAborted, progress, removeDir, runToEnd, tempDir } from './lib/proc.js';
+import { abort, cleanupNow, cpuSeconds, installCleanup, isAborted, progress, removeDir, runToEnd, tempDir } from './lib/proc.js';
 import {
   BENCH_USER,
   DB_TX,
@@ -342,11 +342,25 @@ export async function main(argv: string[]): Promise<void> {
       if (x.latencyP99Ms != null) parts.push(`p99 ${fmt(x.latencyP99Ms)} ms`);
       if (x.failed != null) parts.push(`failed ${x.failed}`);
       if (typeof x.extra?.clientCpuPercent === 'number') parts.push(`client CPU ${x.extra.clientCpuPercent}%`);
+      if (typeof x.extra?.poolerCpuUsPerTx === 'number') parts.push(`pooler CPU ${x.extra.poolerCpuUsPerTx} µs each`);
       if (x.error) parts.push(`ERROR ${x.error.slice(0, 400)}`);
       progress(parts.join(' · '));
     };
 
+    const poolerPid = (t: TargetName): number | undefined => (t === 'tessera' ? tessera.pid : t === 'pgbouncer' ? pgbouncer?.pid : undefined);
+    // The pooler's CPU time per transaction (or connection): on a machine whose cores PostgreSQL
+    // and the load generator also need, this is what a pooler's throughput comes down to.
     const measure = async (s: Scenario, t: TargetName, seconds: number, p99: boolean): Promise<Sample> => {
+      const cpuBefore = cpuSeconds(poolerPid(t));
+      const x = await measureOnce(s, t, seconds, p99);
+      const cpuAfter = cpuSeconds(poolerPid(t));
+      const count = Number(x.extra?.transactions ?? x.extra?.completed);
+      if (cpuBefore !== undefined && cpuAfter !== undefined && count > 0) {
+        x.extra = { ...x.extra, poolerCpuUsPerTx: Math.round(((cpuAfter - cpuBefore) * 1e6) / count * 10) / 10 };
+      }
+      return x;
+    };
+    const measureOnce = async (s: Scenario, t: TargetName, seconds: number, p99: boolean): Promise<Sample> => {
       if (s.kind === 'pgbench') {
         const r = await runPgbench({
           bin: pgbench,

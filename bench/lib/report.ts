@@ -115,6 +115,8 @@ export function detailTable(reports: ScenarioReport[]): string {
       if (s.latencyAvgMs !== null) parts.push(`latency avg ${s.latencyAvgMs.toFixed(2)} ms`);
       if (s.latencyP99Ms !== null) parts.push(`p99 ${s.latencyP99Ms.toFixed(2)} ms`);
       if (s.failed !== null) parts.push(`failed ${s.failed}`);
+      const cpu = mean(s.samples.map((x) => x.extra?.poolerCpuUsPerTx as number | undefined));
+      if (cpu !== null) parts.push(`pooler CPU ${cpu.toFixed(1)} µs each`);
       parts.push(`rounds ${s.samples.map((x) => (x.value === null ? 'error' : fmtValue(x.value, r.unit))).join(', ')}`);
       if (s.errors.length) parts.push(`errors: ${[...new Set(s.errors)].join(' / ').slice(0, 300)}`);
       out.push(parts.join(' · '));
