@@ -246,6 +246,18 @@ export class ServerConnection implements FrameSink {
     return this.socket.write(chunk);
   }
 
+  /** Several pieces in one send: small ones joined, large ones corked (one writev). */
+  writeAll(chunks: Buffer[]): boolean {
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    if (chunks.length === 1 || total <= 65536) return this.socket.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total));
+    this.socket.cork();
+    let ok = true;
+    for (const c of chunks) ok = this.socket.write(c) && ok;
+    this.socket.uncork();
+    return ok;
+  }
+
   onceDrained(resume: () => void): void {
     this.socket.once('drain', resume);
   }

@@ -201,6 +201,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private msgStart = -1;
   /** Unchanged messages of the current chunk not yet written (see write()). */
   private batch: Buffer | null = null;
+  /** Earlier pieces for the server, before `batch`, not yet written (see write()). */
+  private queued: Buffer[] | null = null;
+  /** Inside relay(): whatever is written to the server goes out once, when the chunk is done. */
+  private relaying = false;
 
   private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
   private readonly onCloseBound = () => this.onSocketClosed();
@@ -680,8 +684,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.pool!.counters.received += chunk.length;
     if (this.tracking) {
       this.currentChunk = chunk;
-      this.framer.push(chunk);
+      this.relaying = true;
+      try {
+        this.framer.push(chunk);
+      } finally {
+        this.relaying = false;
+      }
       if (this.server) this.flushBatch(this.server);
+      else this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
       return;
     }
     const heldBefore = this.framer.heldHeaderBytes;
@@ -739,7 +749,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       const held = this.pendingMessages;
       this.pendingMessages = NO_MESSAGES_HELD;
       for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
-      this.flushBatch(server);
+      // Assigned while the chunk is read (an idle server): the relay sends it all in one write.
+      if (!this.relaying) this.flushBatch(server);
       return;
     }
     const held = this.pending;
@@ -752,8 +763,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private requestServer(): void {
     if (this.waiting) return;
     this.waiting = true;
-    this.socket.pause();
     this.pool!.acquire(this);
+    // Stop reading only when there is a wait; an idle server is assigned at once.
+    if (this.waiting) this.socket.pause();
   }
 
   // ---- transaction-mode prepared statements ----
@@ -866,9 +878,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   /**
-   * Sends bytes to the server. Consecutive messages forwarded unchanged from the chunk being read
-   * are sent as one slice of it (one write per chunk, as in the plain relay); anything else first
-   * flushes that slice, so order is kept.
+   * Queues bytes for the server; flushBatch() sends them. Consecutive messages forwarded unchanged
+   * from the chunk being read become one slice of it; anything else (a rewritten or injected
+   * message) queues behind what came before, so order is kept and a client's batch, with a ticket
+   * redemption or parameter restore ahead of it, still leaves in one write.
    */
   private write(server: ServerConnection, bytes: Buffer, readies: number): void {
     this.owe(server, readies);
@@ -879,19 +892,26 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.batch = chunk.subarray(batch.byteOffset - chunk.byteOffset, bytes.byteOffset - chunk.byteOffset + bytes.length);
       return;
     }
-    this.flushBatch(server);
+    if (batch) (this.queued ??= []).push(batch);
+    this.batch = null;
     if (inChunk) this.batch = bytes;
-    else this.sendNow(server, bytes);
+    else (this.queued ??= []).push(bytes);
   }
 
   private flushBatch(server: ServerConnection): void {
     const batch = this.batch;
-    this.batch = null;
-    if (batch) this.sendNow(server, batch);
+    const queued = this.queued;
+    this.batch = this.queued = null;
+    if (queued === null) {
+      if (batch) this.sendNow(server, batch);
+      return;
+    }
+    if (batch) queued.push(batch);
+    this.sendNow(server, queued);
   }
 
-  private sendNow(server: ServerConnection, bytes: Buffer): void {
-    if (!server.write(bytes)) {
+  private sendNow(server: ServerConnection, bytes: Buffer | Buffer[]): void {
+    if (!(Array.isArray(bytes) ? server.writeAll(bytes) : server.write(bytes))) {
       this.socket.pause();
       server.onceDrained(() => resumeReading(this.socket));
     }
