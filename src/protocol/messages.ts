@@ -66,7 +66,9 @@ export function message(type: number, ...parts: (Buffer | string | number)[]): B
 
 /** A simple Query message (Tessera's own, injected before a client's messages). */
 export const simpleQuery = (sql: string): Buffer => message(0x51, sql);
-export const authOk = (): Buffer => message(Backend.Authentication, AuthCode.Ok);
+/** AuthenticationOk: the same bytes for every login, so built once (never written to). */
+const AUTH_OK = message(Backend.Authentication, AuthCode.Ok);
+export const authOk = (): Buffer => AUTH_OK;
 export const authCleartext = (): Buffer => message(Backend.Authentication, AuthCode.CleartextPassword);
 export const authMD5 = (salt: Buffer): Buffer => message(Backend.Authentication, AuthCode.MD5Password, salt);
 export const authSASL = (mechanisms: string[]): Buffer =>
@@ -76,6 +78,22 @@ export const authSASLContinue = (data: string): Buffer =>
 export const authSASLFinal = (data: string): Buffer =>
   message(Backend.Authentication, AuthCode.SASLFinal, Buffer.from(data, 'utf8'));
 export const parameterStatus = (name: string, value: string): Buffer => message(Backend.ParameterStatus, name, value);
+
+const statusBlocks = new WeakMap<ReadonlyMap<string, string>, Buffer>();
+
+/**
+ * A login reply's ParameterStatus messages, one per entry. `unchanging`: the map is never
+ * modified (a pool's cached copy), so its bytes are built once and shared by every login.
+ */
+export function parameterStatusBlock(status: ReadonlyMap<string, string>, unchanging: boolean): Buffer {
+  const cached = unchanging ? statusBlocks.get(status) : undefined;
+  if (cached) return cached;
+  const parts: Buffer[] = [];
+  for (const [name, value] of status) parts.push(parameterStatus(name, value));
+  const block = Buffer.concat(parts);
+  if (unchanging) statusBlocks.set(status, block);
+  return block;
+}
 export const backendKeyData = (pid: number, secret: number): Buffer => message(Backend.BackendKeyData, pid, secret);
 export const readyForQuery = (status: number): Buffer => message(Backend.ReadyForQuery, Buffer.from([status]));
 export const negotiateProtocolVersion = (minor: number, unsupported: string[]): Buffer =>

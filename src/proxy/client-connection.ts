@@ -51,6 +51,7 @@ export interface ClientHost {
 }
 
 const READY_IDLE = 0x49;
+const READY_IDLE_MESSAGE = msg.readyForQuery(READY_IDLE);
 /** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
 const TLS_HANDSHAKE = 0x16;
 const STATEMENT = 0x53; // 'S' in Describe/Close
@@ -456,7 +457,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.socket.pause();
     this.host.adminQuery(this, sql).then((answer) => {
       if (this.phase === ClientPhase.Closed) return;
-      this.socket.write(Buffer.concat([answer, msg.readyForQuery(READY_IDLE)]));
+      this.socket.write(Buffer.concat([answer, READY_IDLE_MESSAGE]));
       // The console goes on under SUSPEND: it is where RESUME comes from.
       this.socket.resume();
     });
@@ -508,7 +509,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return this.requestServer();
     }
     const cached = this.pool!.statusCache.get(this.variant);
-    if (cached) this.finishLogin(cached);
+    if (cached) this.finishLogin(cached, true);
     else this.requestServer();
   }
 
@@ -661,11 +662,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.fail(PgError.fatal(code, `session authentication failed for user "${this.user}": ${errmsg}`));
   }
 
-  private finishLogin(status: ReadonlyMap<string, string>): void {
+  /** `unchanging`: `status` is a pool's cached copy, whose encoded bytes can be reused. */
+  private finishLogin(status: ReadonlyMap<string, string>, unchanging = false): void {
     const parts: Buffer[] = this.replyPrefix === NOTHING_HELD ? [] : this.replyPrefix;
     this.replyPrefix = NOTHING_HELD;
-    for (const [name, value] of status) parts.push(msg.parameterStatus(name, value));
-    parts.push(msg.backendKeyData(this.pid, this.secret), msg.readyForQuery(READY_IDLE));
+    parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
@@ -1015,7 +1016,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
     this.waiting = false;
-    if (this.phase === ClientPhase.Login) this.finishLogin(status);
+    if (this.phase === ClientPhase.Login) this.finishLogin(status, true);
   }
 
   onServerAssigned(server: ServerConnection): void {

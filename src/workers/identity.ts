@@ -3,7 +3,7 @@
  * listening sockets, each with its own pools. Limits are split between them so the totals stay
  * within the configured ones; ids and cancel keys carry the worker so the right one is found.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /** 0-based index of this worker; 0 in a single-process Tessera. */
 export const workerIndex = Number(process.env.TESSERA_WORKER_INDEX ?? 0);
@@ -39,8 +39,22 @@ export function workerOfId(id: number, workers = workerCount): number {
  * A client's BackendKeyData: 7 bits of the pid name the worker (a cancel request may reach any
  * worker, which forwards it), the other 24 and the whole 32-bit secret are random.
  */
+// Random bytes are drawn a page at a time: one call into the CSPRNG per 512 keys, not per login.
+const randomPool = Buffer.alloc(4096);
+let randomOffset = randomPool.length;
+
+function random8(): Buffer {
+  if (randomOffset + 8 > randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const key = randomPool.subarray(randomOffset, randomOffset + 8);
+  randomOffset += 8;
+  return key;
+}
+
 export function newCancelKey(): { pid: number; secret: number } {
-  const key = randomBytes(8);
+  const key = random8();
   const random = key.readUInt32BE(0) & 0xffffff;
   const pid = workerCount > 1 ? (workerIndex << 24) | random : key.readInt32BE(0) & 0x7fffffff;
   return { pid: pid || 1, secret: key.readInt32BE(4) };
