@@ -113,6 +113,29 @@ export function variantOf(params: ReadonlyMap<string, string>): string {
   return JSON.stringify([...params].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** Startup parameters and their variant, as clients hold them. */
+export interface ClientParams {
+  variant: string;
+  params: ReadonlyMap<string, string>;
+}
+
+/**
+ * Clients of one application mostly send the same startup parameters: they share one map and one
+ * variant string instead of holding a copy each (a few hundred bytes per idle client). Bounded,
+ * so a stream of unique application_names cannot grow it; the rest keep their own copy.
+ */
+const sharedParams = new Map<string, ClientParams>();
+const SHARED_PARAMS_LIMIT = 1000;
+
+export function shareParams(params: ReadonlyMap<string, string>): ClientParams {
+  const variant = variantOf(params);
+  const known = sharedParams.get(variant);
+  if (known) return known;
+  const mine = { variant, params };
+  if (sharedParams.size < SHARED_PARAMS_LIMIT) sharedParams.set(variant, mine);
+  return mine;
+}
+
 /** Totals since start, for SHOW STATS (the relay adds to them with plain increments). */
 export interface PoolCounters {
   assignments: number;

@@ -11,7 +11,7 @@ import { StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } from '../pool/server-connection.js';
-import { variantOf, type Pool, type PoolClient } from '../pool/pool.js';
+import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
@@ -52,6 +52,9 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const READY_IDLE_MESSAGE = msg.readyForQuery(READY_IDLE);
+/** The one-byte answers to SSLRequest and GSSENCRequest. */
+const NO_ENCRYPTION = Buffer.from('N');
+const ENCRYPTION_FOLLOWS = Buffer.from('S');
 /** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
 const TLS_HANDSHAKE = 0x16;
 const STATEMENT = 0x53; // 'S' in Describe/Close
@@ -105,6 +108,24 @@ const NOTHING_HELD: Buffer[] = [];
 const NO_MESSAGES_HELD: { type: number; body: Buffer; raw: Buffer }[] = [];
 
 const ignore = (): void => {};
+const NO_PARAMS: ReadonlyMap<string, string> = new Map();
+
+// One 'data' and one 'close' handler for every client socket, finding the client through the
+// socket, instead of two closures (and their context) per client: idle clients are most of a
+// pooler's memory.
+const CLIENT = Symbol('tessera client');
+type ClientSocket = Socket & { [CLIENT]?: ClientConnection };
+function onClientData(this: ClientSocket, chunk: Buffer): void {
+  this[CLIENT]!.onData(chunk);
+}
+function onClientClose(this: ClientSocket): void {
+  this[CLIENT]!.onSocketClosed();
+}
+function listenTo(socket: ClientSocket, client: ClientConnection): void {
+  socket[CLIENT] = client;
+  socket.on('data', onClientData);
+  socket.on('close', onClientClose);
+}
 
 /** Metric labels for the SQLSTATEs a refused login carries. */
 const LOGIN_FAILURE_REASONS: Record<string, string> = {
@@ -126,7 +147,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   user = '';
   database = '';
   /** The startup parameters the client's server session must run with. */
-  serverParams: ReadonlyMap<string, string> = new Map();
+  serverParams: ReadonlyMap<string, string> = NO_PARAMS;
   variant = '';
   waitingSince = 0;
   /** Last time the client sent anything or got an answer (client_idle_timeout). */
@@ -206,9 +227,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private queued: Buffer[] | null = null;
   /** Inside relay(): whatever is written to the server goes out once, when the chunk is done. */
   private relaying = false;
+  /** Destroys the socket if the client never finishes closing (see close()). */
+  private closeTimer: NodeJS.Timeout | null = null;
 
-  private readonly onDataBound = (chunk: Buffer) => this.onData(chunk);
-  private readonly onCloseBound = () => this.onSocketClosed();
 
   constructor(
     /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
@@ -217,9 +238,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     readonly remoteAddress: string,
   ) {
     this.rekey();
-    socket.on('data', this.onDataBound);
+    listenTo(socket, this);
     socket.on('error', ignore); // 'close' follows; a reset client is not worth a stack trace
-    socket.on('close', this.onCloseBound);
   }
 
   /** A fresh random cancel key (the proxy draws again when a pid is already taken). */
@@ -252,13 +272,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.phase === ClientPhase.Closed) return;
     this.socket.end();
     this.teardown();
-    // A client that never reads must not keep its socket forever.
-    setTimeout(() => this.socket.destroy(), 5000).unref();
+    // A client that never reads must not keep its socket forever. Cleared at 'close', so that in
+    // a connection storm closed clients are not all kept alive (and aged into the old heap) for 5 s.
+    this.closeTimer = setTimeout(() => this.socket.destroy(), 5000).unref();
   }
 
   // ---- input ----
 
-  private onData(chunk: Buffer): void {
+  /** @internal the socket's 'data' (see listenTo) */
+  onData(chunk: Buffer): void {
     try {
       switch (this.phase) {
         case ClientPhase.Startup:
@@ -306,7 +328,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         // No TLS on Unix sockets (they never leave the machine), as in PgBouncer.
         if (!tlsConfig || this.remoteAddress === 'unix') {
           this.startup = new StartupReader();
-          this.socket.write('N');
+          this.socket.write(NO_ENCRYPTION);
           return;
         }
         if (this.startup!.leftover.length > 0) {
@@ -314,7 +336,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
           // man in the middle: PostgreSQL refuses them, and so do we.
           throw PgError.fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request');
         }
-        this.socket.write('S');
+        this.socket.write(ENCRYPTION_FOLLOWS);
         this.upgrade(tlsConfig, null);
         return;
       }
@@ -323,7 +345,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         if (this.gssAnswered || this.tlsSocket) throw new ProtocolViolation('unexpected GSSENCRequest');
         this.gssAnswered = true;
         this.startup = new StartupReader();
-        this.socket.write('N');
+        this.socket.write(NO_ENCRYPTION);
         return;
       case 'cancel':
         this.host.cancel(packet.pid, packet.secret);
@@ -354,8 +376,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    */
   private upgrade(config: ClientTls, first: Buffer | null): void {
     const raw = this.socket;
-    raw.off('data', this.onDataBound);
-    raw.off('close', this.onCloseBound);
+    raw.off('data', onClientData);
+    raw.off('close', onClientClose);
     if (first) {
       raw.pause();
       raw.unshift(first);
@@ -371,8 +393,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.socket = secure;
     this.tlsSocket = secure;
     this.startup = new StartupReader();
-    secure.on('data', this.onDataBound);
-    secure.on('close', this.onCloseBound);
+    listenTo(secure, this);
     let secured = false;
     secure.on('error', (err: NodeJS.ErrnoException) => {
       // A failed handshake (plaintext after 'S', no shared protocol) closes this client only; 'close' follows.
@@ -514,8 +535,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   private enterPool(serverParams: ReadonlyMap<string, string>): void {
-    this.serverParams = serverParams;
-    this.variant = variantOf(serverParams);
+    ({ params: this.serverParams, variant: this.variant } = shareParams(serverParams));
     this.pool = this.host.poolFor(this);
     this.phase = ClientPhase.Login;
     const s = this.pool.settings;
@@ -1122,7 +1142,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   // ---- leaving ----
 
-  private onSocketClosed(): void {
+  /** @internal the socket's 'close' (see listenTo) */
+  onSocketClosed(): void {
+    if (this.closeTimer) clearTimeout(this.closeTimer);
     this.teardown();
   }
 

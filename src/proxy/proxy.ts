@@ -513,6 +513,8 @@ export class Proxy implements ClientHost {
 
   poolFor(client: ClientConnection): Pool {
     const { name, entry } = this.databaseOf.get(client)!;
+    // Needed only until the client has its pool; an idle client should not carry it.
+    this.databaseOf.delete(client);
     const serverUser = entry.user ?? client.user;
     const key = `${name}\u0000${serverUser}`;
     let pool = this.pools.get(key);
