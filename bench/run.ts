@@ -65,7 +65,7 @@ const USAGE = `Usage: node --import tsx bench/run.ts [options]     (npm run benc
   --token-concurrency N    concurrent loops in the session-token storm (default 16; --quick 4)
   --token-direct-auth M    how direct token-storm connections log in: scram (default, as the
                            cluster's pg_hba.conf asks) or trust
-  --memory-clients N       idle clients in the memory scenario (default 2000; --quick 100)
+  --memory-clients N       idle clients in the memory scenario (default 10000; --quick 100)
   --no-p99                 skip pgbench --log (p99 latency)
   --tessera dist|tsx       how to run Tessera (default: dist, built first if older than src)
   --tessera-cpu-prof DIR   run Tessera with node --cpu-prof, profiles written to DIR at its exit

@@ -12,7 +12,7 @@ export interface SizeOptions {
 
 /** Sizes when not given on the command line. */
 export function defaultSizes(quick: boolean): SizeOptions {
-  return { quick, tokenConcurrency: quick ? 4 : 16, memoryClients: quick ? 100 : 2000, poolSize: 20 };
+  return { quick, tokenConcurrency: quick ? 4 : 16, memoryClients: quick ? 100 : 10000, poolSize: 20 };
 }
 
 export interface PgbenchScenario {

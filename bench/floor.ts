@@ -1,0 +1,132 @@
+// `npm run bench:floor`: how much of the gap to PgBouncer is Node.js itself, in two tables.
+//
+// Throughput: pgbench -S (16 clients, session mode) against PgBouncer, Tessera and
+// bench/floor/relay.mjs in relay mode, a relay with no protocol work at all, in turn (A B C A B C),
+// with each one's tps and CPU time per transaction (user + system, from /proc). The relay's figure
+// is what any pooler built on Node's net.Socket pays per transaction before doing anything a
+// pooler does.
+//
+// Memory: RSS per idle client (bench/lib/memory.ts, 10,000 clients) of PgBouncer, Tessera and
+// relay.mjs in idle mode, a Node.js server that answers every login with fixed bytes and holds the
+// socket: what an idle client costs a Node.js process at least.
+//
+//   node --import tsx bench/floor.ts [--duration S] [--rounds N] [--memory-clients N]
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
+import { measureIdleClients } from './lib/memory.js';
+import { cleanupNow, cpuSeconds, freePort, installCleanup, progress, start, stop, waitForPort, type Started } from './lib/proc.js';
+import { BENCH_USER, DB_SESSION, DB_TX, pgbouncerBinary, prepareTessera, startPgBouncer, startTessera, type Pooler } from './lib/poolers.js';
+import { initPgbench, runPgbench } from './lib/pgbench.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+function option(argv: string[], name: string, fallback: number): number {
+  const i = argv.indexOf(name);
+  const v = i >= 0 ? Number(argv[i + 1]) : fallback;
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} expects an integer >= 1`);
+  return v;
+}
+
+interface Target {
+  label: string;
+  port: number;
+  pid: number | undefined;
+  db: string;
+  tps: number[];
+  cpuUs: number[];
+}
+
+async function main(argv: string[]): Promise<void> {
+  const duration = option(argv, '--duration', 10);
+  const rounds = option(argv, '--rounds', 2);
+  const memoryClients = option(argv, '--memory-clients', 10_000);
+  if (!PG_BIN) throw new Error('pgbench not found (/usr/lib/postgresql/*/bin or PATH)');
+  const pgbouncerBin = pgbouncerBinary();
+  if (!pgbouncerBin) throw new Error('no pgbouncer on PATH (apt-get install pgbouncer): the floor is measured against it');
+  installCleanup();
+  const pgbench = path.join(PG_BIN, 'pgbench');
+  let cluster: Cluster | undefined;
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    const runner = await prepareTessera({ mayBuild: true });
+    cluster = await startCluster({ extraConf: ['max_connections = 200'] });
+    await cluster.query(`create database bench owner ${BENCH_USER}`);
+    await initPgbench(pgbench, cluster.port, BENCH_USER, 'bench', 1);
+    const backend = { port: cluster.port, benchDb: 'bench' };
+    const settings = { poolSize: 20, maxClientConn: 1000 };
+    const pgbouncer: Pooler = await startPgBouncer(pgbouncerBin, backend, settings);
+    stops.push(() => pgbouncer.stop());
+    const tessera: Pooler = await startTessera(backend, settings, runner);
+    stops.push(() => tessera.stop());
+    const relayPort = await freePort();
+    const relay: Started = start(process.execPath, [path.join(HERE, 'floor/relay.mjs'), 'relay', String(relayPort), String(cluster.port)]);
+    stops.push(() => stop(relay, 'SIGTERM'));
+    await waitForPort(relayPort, relay, 'the relay');
+
+    const targets: Target[] = [
+      { label: 'PgBouncer', port: pgbouncer.port, pid: pgbouncer.pid, db: DB_SESSION, tps: [], cpuUs: [] },
+      { label: 'Tessera', port: tessera.port, pid: tessera.pid, db: DB_SESSION, tps: [], cpuUs: [] },
+      { label: 'Node relay, no parsing', port: relayPort, pid: relay.child.pid, db: 'bench', tps: [], cpuUs: [] },
+    ];
+    for (let round = 0; round <= rounds; round++) {
+      for (const t of targets) {
+        const before = cpuSeconds(t.pid);
+        const r = await runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags: ['-S'], p99: false });
+        const after = cpuSeconds(t.pid);
+        if (r.error || !r.tps || !r.transactions || before === undefined || after === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
+        if (round === 0) continue; // warm-up
+        t.tps.push(r.tps);
+        t.cpuUs.push(((after - before) * 1e6) / r.transactions);
+        progress(`round ${round}/${rounds} ${t.label}: ${r.tps.toFixed(0)} tps, ${t.cpuUs.at(-1)!.toFixed(1)} µs CPU per transaction`);
+      }
+    }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const base = targets[0];
+    const lines = ['| pgbench -S, 16 clients, session mode | tps | vs PgBouncer | pooler CPU per transaction |', '|---|---:|---:|---:|'];
+    for (const t of targets) {
+      lines.push(`| ${t.label} | ${Math.round(mean(t.tps)).toLocaleString('en-US')} | ${(mean(t.tps) / mean(base.tps)).toFixed(2)}x | ${mean(t.cpuUs).toFixed(1)} µs |`);
+    }
+    for (const s of stops.splice(0).reverse()) await s();
+
+    // Memory: fresh processes, one at a time, as in the bench's memory scenario.
+    const memSettings = { poolSize: 20, maxClientConn: memoryClients + 100 };
+    const memoryTargets: { label: string; launch: () => Promise<{ pid: number | undefined; port: number; stop: () => Promise<void> }> }[] = [
+      { label: 'PgBouncer', launch: () => startPgBouncer(pgbouncerBin, backend, memSettings) },
+      { label: 'Tessera', launch: () => startTessera(backend, memSettings, runner) },
+      {
+        label: 'Node server, fixed login reply',
+        launch: async () => {
+          const port = await freePort();
+          const idle = start(process.execPath, [path.join(HERE, 'floor/relay.mjs'), 'idle', String(port)]);
+          await waitForPort(port, idle, 'the idle server');
+          return { pid: idle.child.pid, port, stop: () => stop(idle, 'SIGTERM') };
+        },
+      },
+    ];
+    lines.push('', `| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
+    for (const m of memoryTargets) {
+      const p = await m.launch();
+      stops.push(p.stop);
+      const r = await measureIdleClients(p.pid, p.port, BENCH_USER, DB_TX, memoryClients);
+      await p.stop();
+      stops.pop();
+      if (r.error || r.perClientKB === null) throw new Error(`${m.label}: ${r.error}`);
+      progress(`memory ${m.label}: ${r.perClientKB.toFixed(2)} KB per idle client`);
+      lines.push(`| ${m.label} | ${r.perClientKB.toFixed(2)} KB |`);
+    }
+    process.stdout.write(`\n${lines.join('\n')}\n\n${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · Node ${process.version} · ${rounds} x ${duration} s\n`);
+  } finally {
+    for (const s of stops.reverse()) await s().catch(() => {});
+    await cluster?.stop().catch(() => {});
+    cleanupNow();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  () => process.exit(0),
+  (err) => {
+    progress(`floor: ${(err as Error).message}`);
+    process.exit(1);
+  },
+);
