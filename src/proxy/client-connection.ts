@@ -109,6 +109,8 @@ const NO_MESSAGES_HELD: { type: number; body: Buffer; raw: Buffer }[] = [];
 
 const ignore = (): void => {};
 const NO_PARAMS: ReadonlyMap<string, string> = new Map();
+/** What a client may send while it waits for a server before it is no longer read. */
+const MAX_HELD_BYTES = 256 * 1024;
 
 // One 'data' and one 'close' handler for every client socket, finding the client through the
 // socket, instead of two closures (and their context) per client: idle clients are most of a
@@ -227,6 +229,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private queued: Buffer[] | null = null;
   /** Inside relay(): whatever is written to the server goes out once, when the chunk is done. */
   private relaying = false;
+  /** Bytes held while waiting for a server (see heldMore()). */
+  private heldBytes = 0;
   /** Destroys the socket if the client never finishes closing (see close()). */
   private closeTimer: NodeJS.Timeout | null = null;
 
@@ -692,6 +696,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.pending;
     this.pending = NOTHING_HELD;
+    this.heldBytes = 0;
     if (this.admin) this.socket.resume();
     else resumeReading(this.socket);
     for (const chunk of early) this.onData(chunk);
@@ -755,6 +760,17 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private hold(bytes: Buffer): void {
     if (this.pending === NOTHING_HELD) this.pending = [];
     this.pending.push(bytes);
+    this.heldMore(bytes.length);
+  }
+
+  /**
+   * A client waiting for a server is paused only once it has sent more than MAX_HELD_BYTES: most
+   * send one batch and wait for its answer, and pausing and resuming every wait costs each
+   * transaction a trip through the stream machinery.
+   */
+  private heldMore(n: number): void {
+    this.heldBytes += n;
+    if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
   }
 
   /** Counts the ReadyForQuery messages a send will be answered with (and when the query began). */
@@ -766,6 +782,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   /** Sends what arrived while no server was linked, in order, now that one is. */
   private forwardHeld(server: ServerConnection): void {
+    this.heldBytes = 0;
     if (this.tracking) {
       const held = this.pendingMessages;
       this.pendingMessages = NO_MESSAGES_HELD;
@@ -785,8 +802,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.waiting) return;
     this.waiting = true;
     this.pool!.acquire(this);
-    // Stop reading only when there is a wait; an idle server is assigned at once.
-    if (this.waiting) this.socket.pause();
   }
 
   // ---- transaction-mode prepared statements ----
@@ -801,6 +816,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (!this.server) {
       if (this.pendingMessages === NO_MESSAGES_HELD) this.pendingMessages = [];
       this.pendingMessages.push({ type, body, raw });
+      this.heldMore(raw.length);
       this.requestServer();
       return;
     }
