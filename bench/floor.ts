@@ -6,6 +6,12 @@
 // is what any pooler built on Node's net.Socket pays per transaction before doing anything a
 // pooler does.
 //
+// Connection storm: pgbench -S -C (transaction mode) against PgBouncer, Tessera and relay.mjs in
+// pool mode, the least a Node.js transaction pooler does per connection (fixed login reply, a
+// query to a free PostgreSQL connection, the answer back).
+//
+// The Node.js baselines run with Tessera's own Node flags (src/node-flags.ts).
+//
 // Memory: RSS per idle client (bench/lib/memory.ts, 10,000 clients) of PgBouncer, Tessera and
 // relay.mjs in idle mode, a Node.js server that answers every login with fixed bytes and holds the
 // socket: what an idle client costs a Node.js process at least.
@@ -15,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
 import { measureIdleClients } from './lib/memory.js';
+import { NODE_FLAGS } from '../src/node-flags.js';
 import { cleanupNow, cpuSeconds, freePort, installCleanup, progress, start, stop, waitForPort, type Started } from './lib/proc.js';
 import { BENCH_USER, DB_SESSION, DB_TX, pgbouncerBinary, prepareTessera, startPgBouncer, startTessera, type Pooler } from './lib/poolers.js';
 import { initPgbench, runPgbench } from './lib/pgbench.js';
@@ -59,34 +66,50 @@ async function main(argv: string[]): Promise<void> {
     stops.push(() => pgbouncer.stop());
     const tessera: Pooler = await startTessera(backend, settings, runner);
     stops.push(() => tessera.stop());
-    const relayPort = await freePort();
-    const relay: Started = start(process.execPath, [path.join(HERE, 'floor/relay.mjs'), 'relay', String(relayPort), String(cluster.port)]);
-    stops.push(() => stop(relay, 'SIGTERM'));
-    await waitForPort(relayPort, relay, 'the relay');
+    const floor = async (mode: 'relay' | 'pool'): Promise<Started & { port: number }> => {
+      const port = await freePort();
+      const args = mode === 'relay' ? [String(cluster!.port)] : [String(cluster!.port), BENCH_USER, 'bench'];
+      const p = start(process.execPath, [...NODE_FLAGS, path.join(HERE, 'floor/relay.mjs'), mode, String(port), ...args]);
+      stops.push(() => stop(p, 'SIGTERM'));
+      await waitForPort(port, p, `relay.mjs ${mode}`);
+      return { ...p, port };
+    };
+    const relay = await floor('relay');
+    const pool = await floor('pool');
 
-    const targets: Target[] = [
-      { label: 'PgBouncer', port: pgbouncer.port, pid: pgbouncer.pid, db: DB_SESSION, tps: [], cpuUs: [] },
-      { label: 'Tessera', port: tessera.port, pid: tessera.pid, db: DB_SESSION, tps: [], cpuUs: [] },
-      { label: 'Node relay, no parsing', port: relayPort, pid: relay.child.pid, db: 'bench', tps: [], cpuUs: [] },
-    ];
-    for (let round = 0; round <= rounds; round++) {
-      for (const t of targets) {
-        const before = cpuSeconds(t.pid);
-        const r = await runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags: ['-S'], p99: false });
-        const after = cpuSeconds(t.pid);
-        if (r.error || !r.tps || !r.transactions || before === undefined || after === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
-        if (round === 0) continue; // warm-up
-        t.tps.push(r.tps);
-        t.cpuUs.push(((after - before) * 1e6) / r.transactions);
-        progress(`round ${round}/${rounds} ${t.label}: ${r.tps.toFixed(0)} tps, ${t.cpuUs.at(-1)!.toFixed(1)} µs CPU per transaction`);
+    const lines: string[] = [];
+    const compare = async (title: string, flags: string[], targets: Target[]): Promise<void> => {
+      for (let round = 0; round <= rounds; round++) {
+        for (const t of targets) {
+          const before = cpuSeconds(t.pid);
+          const r = await runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags, p99: false });
+          const after = cpuSeconds(t.pid);
+          if (r.error || !r.tps || !r.transactions || before === undefined || after === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
+          if (round === 0) continue; // warm-up
+          t.tps.push(r.tps);
+          t.cpuUs.push(((after - before) * 1e6) / r.transactions);
+          progress(`${title} round ${round}/${rounds} ${t.label}: ${r.tps.toFixed(0)} tps, ${t.cpuUs.at(-1)!.toFixed(1)} µs CPU per transaction`);
+        }
       }
-    }
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const base = targets[0];
-    const lines = ['| pgbench -S, 16 clients, session mode | tps | vs PgBouncer | pooler CPU per transaction |', '|---|---:|---:|---:|'];
-    for (const t of targets) {
-      lines.push(`| ${t.label} | ${Math.round(mean(t.tps)).toLocaleString('en-US')} | ${(mean(t.tps) / mean(base.tps)).toFixed(2)}x | ${mean(t.cpuUs).toFixed(1)} µs |`);
-    }
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      const base = targets[0];
+      lines.push(`| ${title} | tps | vs PgBouncer | pooler CPU per transaction |`, '|---|---:|---:|---:|');
+      for (const t of targets) {
+        lines.push(`| ${t.label} | ${Math.round(mean(t.tps)).toLocaleString('en-US')} | ${(mean(t.tps) / mean(base.tps)).toFixed(2)}x | ${mean(t.cpuUs).toFixed(1)} µs |`);
+      }
+      lines.push('');
+    };
+    const target = (label: string, port: number, pid: number | undefined, db: string): Target => ({ label, port, pid, db, tps: [], cpuUs: [] });
+    await compare('pgbench -S, 16 clients, session mode', ['-S'], [
+      target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_SESSION),
+      target('Tessera', tessera.port, tessera.pid, DB_SESSION),
+      target('Node relay, no parsing', relay.port, relay.child.pid, 'bench'),
+    ]);
+    await compare('pgbench -S -C, 16 clients, transaction mode', ['-S', '-C'], [
+      target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX),
+      target('Tessera', tessera.port, tessera.pid, DB_TX),
+      target('Node pool, fixed login reply, no checks', pool.port, pool.child.pid, 'bench'),
+    ]);
     for (const s of stops.splice(0).reverse()) await s();
 
     // Memory: fresh processes, one at a time, as in the bench's memory scenario.
@@ -98,13 +121,13 @@ async function main(argv: string[]): Promise<void> {
         label: 'Node server, fixed login reply',
         launch: async () => {
           const port = await freePort();
-          const idle = start(process.execPath, [path.join(HERE, 'floor/relay.mjs'), 'idle', String(port)]);
+          const idle = start(process.execPath, [...NODE_FLAGS, path.join(HERE, 'floor/relay.mjs'), 'idle', String(port)]);
           await waitForPort(port, idle, 'the idle server');
           return { pid: idle.child.pid, port, stop: () => stop(idle, 'SIGTERM') };
         },
       },
     ];
-    lines.push('', `| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
+    lines.push(`| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
     for (const m of memoryTargets) {
       const p = await m.launch();
       stops.push(p.stop);

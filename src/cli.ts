@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 /**
  * `tessera --config FILE`: load the configuration, start the embedded PostgreSQL when the config
  * asks for one, start the proxy, and map signals to shutdowns. Nothing else lives here.

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../src/node-flags.js';
 import { cleanEnv, freePort, progress, rssBytes, runToEnd, serverIds, start, stop, tempDir, waitForPort, which, type Started } from './proc.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -116,7 +117,9 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
   };
   const file = path.join(dir, 'proxy.config.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
-  const args = runner === 'dist' ? [path.join(ROOT, 'dist/src/cli.js'), '--config', file] : ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', file];
+  const entry = runner === 'dist' ? [path.join(ROOT, 'dist/src/cli.js')] : ['--import', 'tsx', path.join(ROOT, 'src/cli.ts')];
+  // The flags the `tessera` command and `npm start` run with, so the bench measures what users run.
+  const args = [...NODE_FLAGS, ...entry, '--config', file];
   // The profile is written when Tessera exits (SIGQUIT: it closes at once and exits).
   if (cpuProfDir) args.unshift('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   const proc = start(process.execPath, args, { cwd: ROOT, env: cleanEnv() });
