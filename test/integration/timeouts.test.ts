@@ -1,5 +1,6 @@
 // Pool housekeeping that a user can observe from PostgreSQL's side: prefill, idle and lifetime
 // retirement, waiting clients timing out, and logins that never finish.
+import fs from 'node:fs';
 import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -213,6 +214,19 @@ test('keepalive settings reach the socket (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_
   assert.is(keepalive.getKeepAliveInterval(socket), 3000);
   assert.is(keepalive.getKeepAliveProbes(socket), 4);
   assert.is(keepalive.getUserTimeout(socket), 9000);
+  socket.destroy();
+  server.close();
+});
+
+test('tcp_keepidle alone leaves the system keepalive interval and probe count (Node would set 1 s and 10)', async () => {
+  const server = net.createServer((s) => s.destroy());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => socket.on('connect', r));
+  applySocketOptions(socket, { tcp_keepalive: true, tcp_keepidle: 30, tcp_keepintvl: 0, tcp_keepcnt: 0, tcp_user_timeout: 0 });
+  const system = (file: string) => Number(fs.readFileSync(`/proc/sys/net/ipv4/${file}`, 'utf8').trim());
+  assert.is(keepalive.getKeepAliveInterval(socket), system('tcp_keepalive_intvl') * 1000);
+  assert.is(keepalive.getKeepAliveProbes(socket), system('tcp_keepalive_probes'));
   socket.destroy();
   server.close();
 });
