@@ -234,7 +234,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Destroys the socket if the client never finishes closing (see close()). */
   private closeTimer: NodeJS.Timeout | null = null;
 
-
   constructor(
     /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
     public socket: Socket,

@@ -35,10 +35,6 @@ export function workerOfId(id: number, workers = workerCount): number {
   return (id - 1) % workers;
 }
 
-/**
- * A client's BackendKeyData: 7 bits of the pid name the worker (a cancel request may reach any
- * worker, which forwards it), the other 24 and the whole 32-bit secret are random.
- */
 // Random bytes are drawn a page at a time: one call into the CSPRNG per 512 keys, not per login.
 const randomPool = Buffer.alloc(4096);
 let randomOffset = randomPool.length;
@@ -53,6 +49,10 @@ function random8(): Buffer {
   return key;
 }
 
+/**
+ * A client's BackendKeyData: 7 bits of the pid name the worker (a cancel request may reach any
+ * worker, which forwards it), the other 24 and the whole 32-bit secret are random.
+ */
 export function newCancelKey(): { pid: number; secret: number } {
   const key = random8();
   const random = key.readUInt32BE(0) & 0xffffff;
