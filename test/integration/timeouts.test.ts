@@ -205,30 +205,37 @@ test('server_login_retry: after a refused server login, the next client hears th
   }
 });
 
-test('keepalive settings reach the socket (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT)', async () => {
+/** A connected TCP socket on loopback, for reading back the options Tessera sets on it. */
+async function loopbackSocket(): Promise<{ socket: net.Socket; close: () => void }> {
   const server = net.createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
   await new Promise((r) => socket.on('connect', r));
+  return {
+    socket,
+    close: () => {
+      socket.destroy();
+      server.close();
+    },
+  };
+}
+
+test('keepalive settings reach the socket (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT)', async () => {
+  const { socket, close } = await loopbackSocket();
   applySocketOptions(socket, { tcp_keepalive: true, tcp_keepidle: 7, tcp_keepintvl: 3, tcp_keepcnt: 4, tcp_user_timeout: 9000 });
   assert.is(keepalive.getKeepAliveInterval(socket), 3000);
   assert.is(keepalive.getKeepAliveProbes(socket), 4);
   assert.is(keepalive.getUserTimeout(socket), 9000);
-  socket.destroy();
-  server.close();
+  close();
 });
 
 test('tcp_keepidle alone leaves the system keepalive interval and probe count (Node would set 1 s and 10)', async () => {
-  const server = net.createServer((s) => s.destroy());
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  await new Promise((r) => socket.on('connect', r));
+  const { socket, close } = await loopbackSocket();
   applySocketOptions(socket, { tcp_keepalive: true, tcp_keepidle: 30, tcp_keepintvl: 0, tcp_keepcnt: 0, tcp_user_timeout: 0 });
   const system = (file: string) => Number(fs.readFileSync(`/proc/sys/net/ipv4/${file}`, 'utf8').trim());
   assert.is(keepalive.getKeepAliveInterval(socket), system('tcp_keepalive_intvl') * 1000);
   assert.is(keepalive.getKeepAliveProbes(socket), system('tcp_keepalive_probes'));
-  socket.destroy();
-  server.close();
+  close();
 });
 
 test.run();
