@@ -522,7 +522,7 @@ declare
   _errmsg text;
 begin
   -- Any attempt ends this backend's current binding, whatever its outcome.
-  delete from tessera.bindings b where b.pid = pg_backend_pid();
+  perform tessera.close_connection();
   _errmsg := tessera.check_proof(open_connection.session_id, open_connection.nonce,
                                  open_connection.authent_token, open_connection.client_addr);
   if _errmsg is null then
@@ -615,7 +615,7 @@ as $$
 declare
   _accessor_id integer;
 begin
-  delete from tessera.bindings b where b.pid = pg_backend_pid();
+  perform tessera.close_connection();
   if pg_has_role(session_user, 'tessera_pool', 'member') then
     return false;
   end if;
@@ -723,7 +723,7 @@ as $$
 declare
   _session_id bigint;
 begin
-  delete from tessera.bindings b where b.pid = pg_backend_pid();
+  perform tessera.close_connection();
   select t.session_id into _session_id
     from tessera.tickets t
     join tessera.sessions s on s.session_id = t.session_id
