@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { startCluster, type Cluster } from '../test/support/cluster.js';
-import { spawnTessera, type TesseraProcess } from '../test/support/tessera.js';
+import { sendCancel, spawnTessera, type TesseraProcess } from '../test/support/tessera.js';
 import { demoDatabase } from '../test/support/sql.js';
 import { SessionCredentials } from '../src/client/index.js';
 
@@ -180,11 +180,8 @@ async function main(): Promise<void> {
           if (rows.length > 0) break;
           await sleep(50);
         }
-        await new Promise<void>((resolve) => {
-          const s = net.connect(port, '127.0.0.1', () => s.end(serialize.cancel((c as unknown as { processID: number }).processID, (c as unknown as { secretKey: number }).secretKey)));
-          s.on('close', () => resolve());
-          s.on('error', () => resolve());
-        });
+        const key = c as unknown as { processID: number; secretKey: number };
+        await sendCancel(port, key.processID, key.secretKey);
         await q;
         await sleep(1700);
       }),

@@ -1,15 +1,13 @@
 // Attacks resisted: guessing cancel keys, cancelling someone else's query, brute-forcing session
 // tokens and ids, timing of wrong tokens (as a property of the SQL), secrets leaking into logs,
 // SHOW output, metrics or error messages, and a session-token pool role that bypasses RLS.
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
-import { serialize } from 'pg-protocol';
 import pg from 'pg';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, until, capturedLogs, type RunningTessera } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, until, capturedLogs, sendCancel, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
 import { startMetrics } from '../../src/metrics/metrics.js';
 import { authentToken } from '../../src/client/index.js';
@@ -24,14 +22,6 @@ test.before(async () => {
 });
 
 type Keyed = pg.Client & { processID: number; secretKey: number };
-
-function sendCancel(port: number, pid: number, secret: number): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => s.end(serialize.cancel(pid, secret)));
-    s.on('error', () => resolve());
-    s.on('close', () => resolve());
-  });
-}
 
 test('cancel keys are random per client, never the backend\'s, and cancel only the query their own client is running', async () => {
   const t = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, databases: { '*': clusterEntry(cluster) } });

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, until, run, type RunningTessera } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, until, run, sendCancel, type RunningTessera } from '../support/tessera.js';
 import { readReply } from '../support/fuzz.js';
 
 let cluster: Cluster;
@@ -196,10 +196,7 @@ test('a cancel that reaches PostgreSQL late never hits the next client of that b
     let bAnswer: Promise<pg.QueryResult>;
     try {
       const key = a as unknown as { processID: number; secretKey: number };
-      await new Promise<void>((resolve) => {
-        const s = net.connect(t.port, '127.0.0.1', () => s.end(serialize.cancel(key.processID, key.secretKey)));
-        s.on('close', () => resolve());
-      });
+      await sendCancel(t.port, key.processID, key.secretKey);
       await aDone; // not cancelled: the postmaster has not read the request
       bAnswer = b.query('select pg_sleep(1.5), 42 as answer');
       await new Promise((r) => setTimeout(r, 300));

@@ -3,11 +3,9 @@
 // worker that owns the client whichever worker it lands on; signals stop both.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import net from 'node:net';
-import { serialize } from 'pg-protocol';
 import pg from 'pg';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
-import { spawnTessera, clusterEntry, connect, rejection, until, freePort, type TesseraProcess } from '../support/tessera.js';
+import { spawnTessera, clusterEntry, connect, rejection, until, freePort, sendCancel, type TesseraProcess } from '../support/tessera.js';
 
 let cluster: Cluster;
 let t: TesseraProcess;
@@ -80,14 +78,6 @@ test('SHOW sums both workers, and the pools together stay within default_pool_si
   }
 });
 
-/** A CancelRequest on a new connection, as libpq sends it. */
-function sendCancel(pid: number, secret: number): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect(t.port, '127.0.0.1', () => s.end(serialize.cancel(pid, secret)));
-    s.on('close', () => resolve());
-    s.on('error', () => resolve());
-  });
-}
 
 test('a cancel request reaches the worker that owns the client, whichever worker it lands on', async () => {
   const admin = await connect({ ...conn('pgbouncer'), user: 'admin' });
@@ -103,7 +93,7 @@ test('a cancel request reaches the worker that owns the client, whichever worker
         if (settled) throw new Error(`the query ended before it was cancelled: ${settled.code} ${settled.message}\n${t.output().split('\n').slice(-12).join('\n')}`);
         return (await cluster.query(`select 1 from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active' and application_name = $1`, [APP])).rowCount === 1;
       });
-      await sendCancel(key.processID, key.secretKey);
+      await sendCancel(t.port, key.processID, key.secretKey);
       assert.is((await q).code, '57014');
     }
     // The kernel spreads new connections between the workers, so some cancels crossed over.
@@ -112,7 +102,7 @@ test('a cancel request reaches the worker that owns the client, whichever worker
     // A wrong secret cancels nothing.
     const victim = clients[0] as unknown as { processID: number; secretKey: number } & pg.Client;
     const slow = victim.query('select pg_sleep(0.5) as slept');
-    await sendCancel(victim.processID, victim.secretKey ^ 1);
+    await sendCancel(t.port, victim.processID, victim.secretKey ^ 1);
     assert.equal((await slow).rows, [{ slept: '' }]);
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));

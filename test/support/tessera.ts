@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import pg from 'pg';
+import { serialize } from 'pg-protocol';
 import { parseConfig } from '../../src/config/load.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
 import { Proxy } from '../../src/proxy/proxy.js';
@@ -139,6 +140,15 @@ export function run(cmd: string, args: string[], opts: { env?: Record<string, st
     // A program that exits without reading its input (psql refused at login) closes the pipe first.
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** A CancelRequest on a new connection to 127.0.0.1:`port`, as libpq sends it; resolves when it is closed. */
+export function sendCancel(port: number, pid: number, secret: number): Promise<void> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.end(serialize.cancel(pid, secret)));
+    s.on('close', () => resolve());
+    s.on('error', () => resolve());
   });
 }
 
