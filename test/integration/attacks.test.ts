@@ -9,11 +9,21 @@ import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, until, capturedLogs, sendCancel, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
+import { APP, SessionDb } from '../support/session-db.js';
 import { startMetrics } from '../../src/metrics/metrics.js';
 import { authentToken } from '../../src/client/index.js';
 
 const DB = 'tessera_attack_test';
-const APP = { user: 'tessera_app', password: 'tessera-app-password' };
+
+/** A new session of alice's, created by the application role directly on PostgreSQL. */
+async function aliceSession(): Promise<{ id: string; token: string }> {
+  const db = new SessionDb(cluster, DB);
+  try {
+    return await db.createSession(await db.app(), 'alice');
+  } finally {
+    await db.closeAll();
+  }
+}
 let cluster: Cluster;
 
 test.before(async () => {
@@ -63,12 +73,7 @@ test('guessing session ids or authent_tokens from one address trips the failure 
     databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password }) },
   });
   try {
-    const c = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...APP });
-    await c.connect();
-    const { rows } = await c.query(`select session_id, session_token from tessera.create_session('alice')`);
-    await c.end();
-    const id = rows[0].session_id as string;
-    const token = rows[0].session_token as string;
+    const { id, token } = await aliceSession();
     const login = (password: string) => connect({ host: '127.0.0.1', port: t.port, database: 'app', user: 'web', password });
     (await login(`${id}:1:alice-password`)).end();
     // Guesses: unknown session ids, malformed ones, wrong tokens for a real session.
@@ -178,12 +183,7 @@ test('no secret appears in any log line, SHOW output, metric or error message af
       const viaLookup = await conn(ROLES.trust.user, 'whatever').catch((e) => (errors.push(e.message), null));
       await viaLookup?.end();
       // Session tokens: the password form and the options form, right and wrong.
-      const app = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...APP });
-      await app.connect();
-      const { rows } = await app.query(`select session_id, session_token from tessera.create_session('alice')`);
-      await app.end();
-      const id = rows[0].session_id as string;
-      const token = rows[0].session_token as string;
+      const { id, token } = await aliceSession();
       add(token);
       for (let n = 1; n <= 5; n++) add(authentToken(token, n));
       (await conn('web', `${id}:1:alice-password`, 'app')).end();
