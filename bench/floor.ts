@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
 import { measureIdleClients } from './lib/memory.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
-import { cleanupNow, cpuSeconds, freePort, installCleanup, progress, start, stop, waitForPort, type Started } from './lib/proc.js';
+import { cleanupNow, cpuPerUnit, freePort, installCleanup, progress, start, stop, waitForPort, type Started } from './lib/proc.js';
 import { BENCH_USER, DB_SESSION, DB_TX, pgbouncerBinary, prepareTessera, startPgBouncer, startTessera, type Pooler } from './lib/poolers.js';
 import { initPgbench, runPgbench } from './lib/pgbench.js';
 
@@ -42,6 +42,14 @@ interface Target {
   db: string;
   tps: number[];
   cpuUs: number[];
+}
+
+/** bench/floor/relay.mjs in one of its modes, with Tessera's Node flags. */
+async function startBaseline(mode: 'relay' | 'pool' | 'idle', args: string[]): Promise<{ pid: number | undefined; port: number; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const p: Started = start(process.execPath, [...NODE_FLAGS, path.join(HERE, 'floor/relay.mjs'), mode, String(port), ...args]);
+  await waitForPort(port, p, `relay.mjs ${mode}`);
+  return { pid: p.child.pid, port, stop: () => stop(p, 'SIGTERM') };
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -66,28 +74,21 @@ async function main(argv: string[]): Promise<void> {
     stops.push(() => pgbouncer.stop());
     const tessera: Pooler = await startTessera(backend, settings, runner);
     stops.push(() => tessera.stop());
-    const floor = async (mode: 'relay' | 'pool'): Promise<Started & { port: number }> => {
-      const port = await freePort();
-      const args = mode === 'relay' ? [String(cluster!.port)] : [String(cluster!.port), BENCH_USER, 'bench'];
-      const p = start(process.execPath, [...NODE_FLAGS, path.join(HERE, 'floor/relay.mjs'), mode, String(port), ...args]);
-      stops.push(() => stop(p, 'SIGTERM'));
-      await waitForPort(port, p, `relay.mjs ${mode}`);
-      return { ...p, port };
-    };
-    const relay = await floor('relay');
-    const pool = await floor('pool');
+    const relay = await startBaseline('relay', [String(cluster.port)]);
+    stops.push(relay.stop);
+    const pool = await startBaseline('pool', [String(cluster.port), BENCH_USER, 'bench']);
+    stops.push(pool.stop);
 
     const lines: string[] = [];
     const compare = async (title: string, flags: string[], targets: Target[]): Promise<void> => {
       for (let round = 0; round <= rounds; round++) {
         for (const t of targets) {
-          const before = cpuSeconds(t.pid);
-          const r = await runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags, p99: false });
-          const after = cpuSeconds(t.pid);
-          if (r.error || !r.tps || !r.transactions || before === undefined || after === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
+          const run = () => runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags, p99: false });
+          const { result: r, cpuUs } = await cpuPerUnit(t.pid, run, (x) => x.transactions ?? 0);
+          if (r.error || !r.tps || cpuUs === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
           if (round === 0) continue; // warm-up
           t.tps.push(r.tps);
-          t.cpuUs.push(((after - before) * 1e6) / r.transactions);
+          t.cpuUs.push(cpuUs);
           progress(`${title} round ${round}/${rounds} ${t.label}: ${r.tps.toFixed(0)} tps, ${t.cpuUs.at(-1)!.toFixed(1)} µs CPU per transaction`);
         }
       }
@@ -103,12 +104,12 @@ async function main(argv: string[]): Promise<void> {
     await compare('pgbench -S, 16 clients, session mode', ['-S'], [
       target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_SESSION),
       target('Tessera', tessera.port, tessera.pid, DB_SESSION),
-      target('Node relay, no parsing', relay.port, relay.child.pid, 'bench'),
+      target('Node relay, no parsing', relay.port, relay.pid, 'bench'),
     ]);
     await compare('pgbench -S -C, 16 clients, transaction mode', ['-S', '-C'], [
       target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX),
       target('Tessera', tessera.port, tessera.pid, DB_TX),
-      target('Node pool, fixed login reply, no checks', pool.port, pool.child.pid, 'bench'),
+      target('Node pool, fixed login reply, no checks', pool.port, pool.pid, 'bench'),
     ]);
     for (const s of stops.splice(0).reverse()) await s();
 
@@ -117,15 +118,7 @@ async function main(argv: string[]): Promise<void> {
     const memoryTargets: { label: string; launch: () => Promise<{ pid: number | undefined; port: number; stop: () => Promise<void> }> }[] = [
       { label: 'PgBouncer', launch: () => startPgBouncer(pgbouncerBin, backend, memSettings) },
       { label: 'Tessera', launch: () => startTessera(backend, memSettings, runner) },
-      {
-        label: 'Node server, fixed login reply',
-        launch: async () => {
-          const port = await freePort();
-          const idle = start(process.execPath, [...NODE_FLAGS, path.join(HERE, 'floor/relay.mjs'), 'idle', String(port)]);
-          await waitForPort(port, idle, 'the idle server');
-          return { pid: idle.child.pid, port, stop: () => stop(idle, 'SIGTERM') };
-        },
-      },
+      { label: 'Node server, fixed login reply', launch: () => startBaseline('idle', []) },
     ];
     lines.push(`| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
     for (const m of memoryTargets) {

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
-import { abort, cleanupNow, cpuSeconds, installCleanup, isAborted, progress, removeDir, runToEnd, tempDir } from './lib/proc.js';
+import { abort, cleanupNow, cpuPerUnit, installCleanup, isAborted, progress, removeDir, runToEnd, tempDir } from './lib/proc.js';
 import {
   BENCH_USER,
   DB_TX,
@@ -351,13 +351,8 @@ export async function main(argv: string[]): Promise<void> {
     // The pooler's CPU time per transaction (or connection): on a machine whose cores PostgreSQL
     // and the load generator also need, this is what a pooler's throughput comes down to.
     const measure = async (s: Scenario, t: TargetName, seconds: number, p99: boolean): Promise<Sample> => {
-      const cpuBefore = cpuSeconds(poolerPid(t));
-      const x = await measureOnce(s, t, seconds, p99);
-      const cpuAfter = cpuSeconds(poolerPid(t));
-      const count = Number(x.extra?.transactions ?? x.extra?.completed);
-      if (cpuBefore !== undefined && cpuAfter !== undefined && count > 0) {
-        x.extra = { ...x.extra, poolerCpuUsPerTx: Math.round(((cpuAfter - cpuBefore) * 1e6) / count * 10) / 10 };
-      }
+      const { result: x, cpuUs } = await cpuPerUnit(poolerPid(t), () => measureOnce(s, t, seconds, p99), (r) => Number(r.extra?.transactions ?? r.extra?.completed));
+      if (cpuUs !== undefined) x.extra = { ...x.extra, poolerCpuUsPerTx: Math.round(cpuUs * 10) / 10 };
       return x;
     };
     const measureOnce = async (s: Scenario, t: TargetName, seconds: number, p99: boolean): Promise<Sample> => {

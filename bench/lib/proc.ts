@@ -264,6 +264,19 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   return fs.existsSync(`/proc/${pid}/stat`) ? visit(pid) : undefined;
 }
 
+/**
+ * Runs `work` and gives its result with the CPU microseconds `pid` (children included) spent
+ * per unit of it (`units`: transactions, connections); undefined when that can't be known.
+ */
+export async function cpuPerUnit<T>(pid: number | undefined, work: () => Promise<T>, units: (result: T) => number): Promise<{ result: T; cpuUs: number | undefined }> {
+  const before = cpuSeconds(pid);
+  const result = await work();
+  const after = cpuSeconds(pid);
+  const n = units(result);
+  const cpuUs = before !== undefined && after !== undefined && n > 0 ? ((after - before) * 1e6) / n : undefined;
+  return { result, cpuUs };
+}
+
 /** A binary on PATH, or undefined. */
 export function which(name: string): string | undefined {
   for (const d of (process.env.PATH ?? '').split(path.delimiter)) {
