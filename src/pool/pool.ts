@@ -1,16 +1,18 @@
 /**
- * A pool of server connections for one (database, server user). Servers sit on exactly one list:
- * `idle` (LIFO, so a few hot connections serve light load and the rest can age out) or linked to
- * a client, or being connected/cleaned. Clients that find no usable idle server wait in
- * `waiters`, FIFO. Every path that returns a server goes through giveBack() or handOut(), so a
- * server reaches the next client only after it is idle, outside a transaction and reset.
+ * A pool of server connections for one (database, server user). Each server is on exactly one
+ * list, and its `state` names that list: login, idle (LIFO, so a few hot connections serve light
+ * load and the rest can age out), active (handed to a client), cleanup (Tessera's own queries
+ * before reuse), canceling (a cancel for it is still in flight). move() is the only way between
+ * lists. Clients that find no usable idle server wait in `waiters`, FIFO. There is one way back:
+ * release(), which decides from the server's own ledger what it needs before reuse (nothing, a
+ * rollback, a reset, a drain, or a close with a named reason).
  *
  * Servers are started with the client's own startup parameters and reused only by clients with
  * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
  * one client's settings never show up in another's session.
  */
 import { serialize } from 'pg-protocol';
-import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials } from './server-connection.js';
+import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
 import { dropsAllStatements } from './prepared.js';
@@ -157,15 +159,24 @@ export interface PoolCounters {
 }
 
 export class Pool {
+  /** Every server not closed, whatever its list. */
   readonly servers = new Set<ServerConnection>();
   readonly counters: PoolCounters = zeroPoolCounters();
   /** PAUSE: no server is handed out or opened until RESUME. */
   paused = false;
   /** Servers created before this time are closed instead of reused (RECONNECT, RELOAD). */
   private retireBefore = 0;
+  /** The lists a server can be on besides idle (which is ordered: LIFO reuse, oldest retired). */
   private readonly idle: ServerConnection[] = [];
+  private readonly lists: Record<ServerState.Login | ServerState.Active | ServerState.Cleanup | ServerState.Canceling, Set<ServerConnection>> = {
+    [ServerState.Login]: new Set(),
+    [ServerState.Active]: new Set(),
+    [ServerState.Cleanup]: new Set(),
+    [ServerState.Canceling]: new Set(),
+  };
+  /** Servers closed by the pool, by reason (metrics). */
+  readonly closes = new Map<CloseReason, number>();
   private readonly waiters: PoolClient[] = [];
-  private connecting = 0;
   /** ParameterStatus values seen per variant, replayed to clients that log in without a server. */
   readonly statusCache = new Map<string, ReadonlyMap<string, string>>();
   /** The most recent client's parameters: what min_pool_size prefills with. */
@@ -191,6 +202,13 @@ export class Pool {
     private readonly mayOpen: () => boolean = () => true,
   ) {}
 
+  /** How many servers are on a list (SHOW POOLS, metrics). */
+  count(state: ServerState): number {
+    if (state === ServerState.Idle) return this.idle.length;
+    if (state === ServerState.Closed) return 0;
+    return this.lists[state].size;
+  }
+
   /** How long the longest-waiting client has waited, in ms. */
   maxWaitMs(now = Date.now()): number {
     return this.waiters.length > 0 ? now - this.waiters[0].waitingSince : 0;
@@ -198,8 +216,7 @@ export class Pool {
 
   /** A server is linked to a client or being cleaned. */
   inUse(): boolean {
-    for (const s of this.servers) if (s.state === ServerState.Active || s.state === ServerState.Cleanup) return true;
-    return false;
+    return this.lists[ServerState.Active].size > 0 || this.lists[ServerState.Cleanup].size > 0;
   }
 
   /** PAUSE: resolves once no server is in use, then closes the idle ones (as PgBouncer). */
@@ -209,19 +226,19 @@ export class Pool {
       await new Promise((r) => setTimeout(r, 20));
       if (!this.paused) return;
     }
-    this.closeIdle();
+    this.closeIdle('paused');
   }
 
   resume(): void {
     this.paused = false;
-    for (const server of this.idle.splice(0)) this.handOut(server);
+    for (const server of [...this.idle]) this.handOut(server);
     this.grow();
   }
 
   /** RECONNECT: servers in use are closed when released; idle ones now. */
   reconnect(): void {
     this.retireBefore = Date.now() + 1;
-    this.closeIdle();
+    this.closeIdle('reconnect');
   }
 
   /** Gives the client a server now or when one is free; answers through the client's callbacks. */
@@ -235,11 +252,7 @@ export class Pool {
       this.check(server);
       return;
     }
-    if (server) {
-      this.counters.assignments++;
-      client.onServerAssigned(server);
-      return;
-    }
+    if (server) return this.assign(server, client);
     // The server has been refusing logins and no connection of ours is alive: say so now, in the
     // server's own words, instead of queueing the client behind server_login_retry.
     const failure = this.recentLoginFailure(client.variant, Date.now());
@@ -259,79 +272,86 @@ export class Pool {
   }
 
   /**
-   * The fast path for transaction mode: the client's transaction ended (ReadyForQuery 'I', nothing
-   * outstanding), so the server is clean as it stands.
+   * The one way back to the pool, for every server a client (or a login) was given. What the
+   * server needs before anyone else may use it is read from its own ledger:
+   * - cut off mid-message, or inside an extended batch without its Sync (whose implicit
+   *   transaction PostgreSQL would roll back, where a Sync now would commit), or confused: cancel
+   *   what runs and close it;
+   * - still owing replies: end any COPY, drain (cancelling first unless the client said
+   *   Terminate, whose queued queries PostgreSQL would have run), then clean up;
+   * - in a transaction: ROLLBACK; left by its client on a session-token pool: close_connection;
+   *   carrying a client's session state: server_reset_query;
+   * - otherwise (a transaction-mode client between transactions) it is idle as it stands.
    */
-  releaseIdle(server: ServerConnection): void {
-    server.detach();
-    server.state = ServerState.Idle;
-    this.handOut(server);
-  }
-
-  /**
-   * A client is done with a server in any state. One cut off mid-message, or inside an extended
-   * batch without its Sync (whose implicit transaction PostgreSQL would roll back, and a Sync now
-   * would commit), is cancelled and closed. One still running a query is drained (cancelled first
-   * unless the client said Terminate); one inside a transaction is rolled back; in session mode
-   * it is reset. Only then is it handed to someone else.
-   */
-  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean; dirty?: boolean }): void {
+  release(server: ServerConnection): void {
     server.detach();
     if (server.state === ServerState.Closed) return;
-    if (how.midMessage || how.extendedOpen || server.broken) {
+    const unusable: CloseReason | null = server.broken
+      ? 'protocol_broken'
+      : server.midMessage
+        ? 'client_left_mid_message'
+        : server.unsyncedExtended
+          ? 'unsynced_extended_batch'
+          : null;
+    if (unusable) {
       // Closing alone would leave PostgreSQL running the query until it next writes to us.
-      if (server.outstanding > 0 || how.extendedOpen) server.cancel();
-      this.discard(server);
-      return;
+      if (server.outstanding > 0 || server.unsyncedExtended) server.cancel();
+      return this.closeServer(server, unusable);
     }
     if (server.outstanding > 0) {
+      this.move(server, ServerState.Cleanup);
       // A COPY FROM STDIN waiting for the client's data ignores a cancel; CopyFail ends it (and
       // outside COPY, PostgreSQL ignores a CopyFail, so it is safe to send whatever is running).
       server.write(COPY_FAIL);
-      server.drain(!how.terminated, this.settings.cancelWaitTimeoutMs).then(
-        () => this.reset(server, how.dirty),
+      server.drain(server.linkEnd !== 'terminated', this.settings.cancelWaitTimeoutMs).then(
+        () => this.cleanUp(server),
         () => {
           server.cancel();
-          this.discard(server);
+          this.closeServer(server, 'abandoned_query_timeout');
         },
       );
       return;
     }
-    this.reset(server, how.dirty);
+    this.cleanUp(server);
   }
 
-  /**
-   * Rolls back an open transaction and runs server_reset_query (session mode, or a `dirty` server:
-   * one a transaction-mode client left session state on) before reuse.
-   */
-  private reset(server: ServerConnection, dirty = false): void {
+  /** The queries a quiet server needs before reuse, from its ledger (see release()). */
+  private cleanupQueries(server: ServerConnection): string[] {
+    const s = this.settings;
     const queries: string[] = [];
     if (server.isIdleInTransaction) queries.push('ROLLBACK');
-    if (this.settings.closeQuery) {
-      queries.push(this.settings.closeQuery);
-      server.boundSession = null;
-    }
-    if ((this.settings.mode === 'session' || this.settings.resetAlways || dirty) && this.settings.resetQuery) {
+    // Between a transaction-mode client's transactions the backend stays bound to its session
+    // (tickets re-bind it for anyone else); once the client is gone, it is unbound.
+    const unbind = s.closeQuery !== '' && server.linkEnd !== null;
+    if (unbind) queries.push(s.closeQuery);
+    const reset = server.sessionState !== null || (s.resetAlways && server.linkEnd !== null);
+    if (reset && s.resetQuery) {
       // Unlike DISCARD ALL, its parts may share a message with close_connection: one transaction
       // and one reply flush less per release. An error still skips the rest and closes the server.
-      if (this.settings.closeQuery && this.settings.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] += `; ${DISCARD_ALL_KEEPING_PLANS}`;
-      else queries.push(this.settings.resetQuery);
+      if (unbind && s.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] += `; ${DISCARD_ALL_KEEPING_PLANS}`;
+      else queries.push(s.resetQuery);
     }
+    return queries;
+  }
+
+  private cleanUp(server: ServerConnection): void {
+    const queries = this.cleanupQueries(server);
+    if (this.settings.closeQuery && server.linkEnd !== null) server.boundSession = null;
     if (queries.length === 0) {
-      server.state = ServerState.Idle;
-      this.handOut(server);
-      return;
+      server.clearLedger();
+      return this.handOut(server);
     }
+    this.move(server, ServerState.Cleanup);
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
         if (queries.some((q) => q.endsWith(DISCARD_ALL_KEEPING_PLANS) || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
-        server.state = ServerState.Idle;
+        server.clearLedger();
         this.handOut(server);
       },
       (err: PgError) => {
         log.warn({ pool: this.name, server: server.id, code: err.code }, 'server reset failed; closing server');
-        this.discard(server);
+        this.closeServer(server, 'reset_failed');
       },
     );
   }
@@ -342,39 +362,67 @@ export class Pool {
 
   /** server_check_query on an idle server: a good one goes to the waiters, a dead one is closed. */
   private check(server: ServerConnection): void {
+    this.move(server, ServerState.Cleanup);
     server.runInternal([this.settings.checkQuery]).then(
       () => {
         server.lastUsedAt = Date.now();
-        server.state = ServerState.Idle;
         this.handOut(server);
       },
       () => {
         log.info({ pool: this.name, server: server.id }, 'idle server failed server_check_query; closing it');
-        this.discard(server);
+        this.closeServer(server, 'check_failed');
       },
     );
   }
 
-  /** Closes a server that must not be reused. */
-  discard(server: ServerConnection): void {
-    this.forget(server);
-    server.close();
+  /** Closes a server that must not be reused, and opens another for waiting clients. */
+  closeServer(server: ServerConnection, reason: CloseReason): void {
+    this.retire(server, reason);
     this.grow();
+  }
+
+  /** Takes a server off every list and closes it, counting why. */
+  private retire(server: ServerConnection, reason: CloseReason): void {
+    if (server.state === ServerState.Closed) return;
+    server.closeReason = reason;
+    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
+    this.move(server, ServerState.Closed);
+    server.close();
+  }
+
+  /**
+   * The only place a server changes lists: off the one it is on, onto `to`, so the lists, the
+   * counters derived from them and `server.state` never disagree. A new server is on none yet.
+   */
+  private move(server: ServerConnection, to: ServerState, isNew = false): void {
+    const from = server.state;
+    if (from === to && !isNew) return;
+    if (!isNew) {
+      if (from === ServerState.Idle) {
+        const i = this.idle.indexOf(server);
+        if (i >= 0) this.idle.splice(i, 1);
+      } else if (from !== ServerState.Closed) {
+        this.lists[from].delete(server);
+      }
+    }
+    server.setListState(to);
+    if (to === ServerState.Closed) {
+      this.servers.delete(server);
+      return;
+    }
+    this.servers.add(server);
+    if (to === ServerState.Idle) this.idle.push(server);
+    else this.lists[to].add(server);
   }
 
   /** Housekeeping, called by the janitor a few times a second. */
   tick(now: number): void {
     const s = this.settings;
     // Retire idle servers past their idle timeout or lifetime, oldest first, above min_pool_size.
-    for (let i = 0; i < this.idle.length; ) {
-      const server = this.idle[i];
+    for (const server of [...this.idle]) {
       const tooIdle = s.idleTimeoutMs > 0 && now - server.lastUsedAt > s.idleTimeoutMs && this.servers.size > s.minSize;
       const tooOld = s.lifetimeMs > 0 && now - server.createdAt > s.lifetimeMs;
-      if (tooIdle || tooOld) {
-        this.idle.splice(i, 1);
-        this.servers.delete(server);
-        server.close();
-      } else i++;
+      if (tooIdle || tooOld) this.retire(server, tooOld ? 'lifetime' : 'idle_timeout');
     }
     // Clients that waited too long get PgBouncer's error.
     if (s.queryWaitTimeoutMs > 0) {
@@ -391,41 +439,42 @@ export class Pool {
     this.grow(now);
   }
 
-  /** Closes every server; waiting clients get an error. */
+  /** Closes every server not in use; waiting clients get an error; servers in use close when released. */
   close(): void {
     this.closed = true;
     for (const w of this.waiters.splice(0)) {
       w.onServerFailed(PgError.fatal(SqlState.AdminShutdown, 'the pooler is shutting down'));
     }
-    for (const server of [...this.servers]) {
-      this.forget(server);
-      if (server.state === ServerState.Idle || server.state === ServerState.Login) server.close();
-    }
+    for (const server of [...this.idle, ...this.lists[ServerState.Login], ...this.lists[ServerState.Canceling]]) this.retire(server, 'pool_closed');
   }
 
-  /** Closes idle servers only (for shutdown once clients are gone). */
-  closeIdle(): void {
-    for (const server of this.idle.splice(0)) {
-      this.servers.delete(server);
-      server.close();
-    }
+  /** Closes idle servers only (PAUSE, RECONNECT, shutdown once clients are gone). */
+  closeIdle(reason: CloseReason = 'pool_closed'): void {
+    for (const server of [...this.idle]) this.retire(server, reason);
   }
 
   // ---- internals ----
 
   /** The most recently used idle server for the variant; one bound to `session` first. */
   private takeIdle(variant: string, session: string | null): ServerConnection | null {
-    let found = -1;
+    let found: ServerConnection | null = null;
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const server = this.idle[i];
       if (server.variant !== variant) continue;
-      if (found < 0) found = i;
+      found ??= server;
       if (session === null || server.boundSession === session) {
-        found = i;
+        found = server;
         break;
       }
     }
-    return found < 0 ? null : this.idle.splice(found, 1)[0];
+    return found;
+  }
+
+  /** Hands a server to a client: it is the client's until the client calls release(). */
+  private assign(server: ServerConnection, client: PoolClient): void {
+    this.move(server, ServerState.Active);
+    this.counters.assignments++;
+    client.onServerAssigned(server);
   }
 
   /**
@@ -435,24 +484,24 @@ export class Pool {
   revokeTicket(ticket: string): void {
     this.revocations.push(ticket);
     if (this.closed || this.paused || this.revoking) return;
-    const server = this.idle.pop();
+    const server = this.idle.at(-1);
     if (server) this.handOut(server);
   }
 
   private revokeOn(server: ServerConnection): void {
     const tickets = this.revocations.splice(0);
     this.revoking = true;
+    this.move(server, ServerState.Cleanup);
     // Tickets are checked to be plain tokens when issued, so the array literal needs no quoting.
     server.query(this.settings.tickets!.revoke, [`{${tickets.join(',')}}`]).then(
       () => {
         this.revoking = false;
-        server.state = ServerState.Idle;
         this.handOut(server);
       },
       (err: PgError) => {
         this.revoking = false;
         log.warn({ pool: this.name, server: server.id, code: err.code, count: tickets.length }, 'revoking session tickets failed; they stay valid until their sessions end');
-        this.discard(server);
+        this.closeServer(server, 'revoke_failed');
       },
     );
   }
@@ -461,30 +510,27 @@ export class Pool {
   private handOut(server: ServerConnection): void {
     if (server.state === ServerState.Closed) return;
     // A cancel still on its way to PostgreSQL would hit the next client's query: wait for it.
-    if (server.cancelsInFlight > 0 && !this.closed) return server.whenNotBeingCanceled(() => this.handOut(server));
+    if (server.cancelsInFlight > 0 && !this.closed) {
+      this.move(server, ServerState.Canceling);
+      return server.whenNotBeingCanceled(() => this.handOut(server));
+    }
     if (this.closed) {
       // Cleaned after the pool closed (a client torn down at shutdown): nobody will use it.
-      this.forget(server);
-      server.close();
-      return;
+      return this.retire(server, 'pool_closed');
     }
     const now = Date.now();
-    if ((this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) || server.createdAt < this.retireBefore) {
-      this.discard(server);
-      return;
-    }
+    if (this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) return this.closeServer(server, 'lifetime');
+    if (server.createdAt < this.retireBefore) return this.closeServer(server, 'reconnect');
     if (this.revocations.length > 0 && !this.revoking && !this.paused && this.settings.tickets) return this.revokeOn(server);
     for (let i = 0; !this.paused && i < this.waiters.length; i++) {
       const client = this.waiters[i];
       if (client.variant === server.variant) {
         this.waiters.splice(i, 1);
-        this.counters.assignments++;
         this.counters.waitUs += (now - client.waitingSince) * 1000;
-        client.onServerAssigned(server);
-        return;
+        return this.assign(server, client);
       }
     }
-    this.idle.push(server);
+    this.move(server, ServerState.Idle);
     this.grow();
   }
 
@@ -497,7 +543,7 @@ export class Pool {
   /** Opens servers for clients that no idle or pending server will serve. */
   private grow(now = Date.now()): void {
     if (this.closed || this.paused) return;
-    let pending = this.connecting; // connections under way serve the first waiters
+    let pending = this.lists[ServerState.Login].size; // connections under way serve the first waiters
     for (const client of this.waiters) {
       if (pending > 0) {
         pending--;
@@ -506,10 +552,9 @@ export class Pool {
       if (this.recentLoginFailure(client.variant, now)) continue;
       if (this.servers.size >= this.limit(now) || !this.mayOpen()) {
         // Full: an idle server started with other parameters makes room for the waiting client.
-        const victim = this.idle.shift();
+        const victim = this.idle[0];
         if (!victim) return;
-        this.servers.delete(victim);
-        victim.close();
+        this.retire(victim, 'made_room');
         if (!this.mayOpen()) return;
       }
       this.launch(client.serverParams);
@@ -539,13 +584,11 @@ export class Pool {
       socket: this.settings.socket,
       tls: this.settings.tls,
     };
-    const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s));
-    this.servers.add(server);
-    this.connecting++;
+    const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s), this.counters);
+    this.move(server, ServerState.Login, true);
     this.counters.connects++;
     server.login().then(
       () => {
-        this.connecting--;
         this.loginFailures.delete(variant);
         const status = new Map(server.status);
         this.statusCache.set(variant, status);
@@ -562,8 +605,7 @@ export class Pool {
         this.handOut(server);
       },
       (err: PgError) => {
-        this.connecting--;
-        this.servers.delete(server);
+        this.retire(server, 'login_failed');
         log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
         // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
         // already waiting keep their place for up to server_connect_timeout, retried soon, and
@@ -596,15 +638,14 @@ export class Pool {
     );
   }
 
-  private forget(server: ServerConnection): void {
-    this.servers.delete(server);
-    const i = this.idle.indexOf(server);
-    if (i >= 0) this.idle.splice(i, 1);
-  }
-
+  /** The server's socket closed by itself (PostgreSQL went away, or a close finished). */
   private onServerClosed(server: ServerConnection): void {
-    this.forget(server);
+    // A login that fails is handled where it is awaited (launch), with its error and retry.
+    if (server.state === ServerState.Login) return;
+    if (server.state !== ServerState.Closed) {
+      server.closeReason ??= 'server_closed';
+      this.move(server, ServerState.Closed);
+    }
     if (this.waiters.length > 0) this.grow();
   }
 }
-

@@ -6,7 +6,7 @@
  * when to call them.
  */
 import { createHash } from 'node:crypto';
-import { BodyReader } from '../protocol/framing.js';
+import { BodyReader, ProtocolViolation } from '../protocol/framing.js';
 import { message } from '../protocol/messages.js';
 
 export interface Statement {
@@ -21,7 +21,8 @@ export interface Statement {
 /** Decodes a Parse body: statement name and everything after it. */
 export function readParse(body: Buffer): { name: string; tail: Buffer } {
   const end = body.indexOf(0);
-  if (end < 0) throw new Error('malformed Parse');
+  // PostgreSQL's words for it (pq_getmsgstring); a protocol violation, never an internal error.
+  if (end < 0) throw new ProtocolViolation('invalid string in message');
   return { name: body.toString('utf8', 0, end), tail: body.subarray(end + 1) };
 }
 

@@ -1,7 +1,10 @@
 /**
  * One connection from Tessera to PostgreSQL: connect, log in (SCRAM, md5 or cleartext, as the
  * server asks), then either relay for a linked client or run Tessera's own housekeeping queries
- * (rollback, server_reset_query). The pool owns the list it sits on; this class owns the socket.
+ * (rollback, server_reset_query). The pool owns the list it sits on (`state`, written only by
+ * Pool.move()); this class owns the socket and the ledger: what the server still owes, where the
+ * client's input stands, and what session state it carries. The pool's release decision reads
+ * only the ledger.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -38,14 +41,45 @@ export type ServerCredentials =
   | { kind: 'md5'; hash: string }
   | { kind: 'scram-keys'; clientKey: Buffer; serverKey: Buffer };
 
+/** The pool list a server is on (PgBouncer's SV_* lists); Pool.move() changes it. */
 export const enum ServerState {
+  /** Connecting and logging in. */
   Login = 'login',
   Idle = 'idle',
+  /** Handed to a client (linked, or running a login's session SQL for it). */
   Active = 'active',
-  /** Running Tessera's own queries (rollback, reset) before it may go back to the pool. */
+  /** Running Tessera's own queries (rollback, reset, check, revoke, drain) before reuse. */
   Cleanup = 'cleanup',
+  /** Clean, but a cancel request for it is still on its way: nobody may use it yet. */
+  Canceling = 'canceling',
   Closed = 'closed',
 }
+
+/**
+ * How the link to a client ended, as the release decision needs it. null: released at a
+ * transaction boundary by a client that stays connected (the server stays bound to its session).
+ */
+export type LinkEnd = null | 'terminated' | 'left';
+
+/** Why a server was closed (SHOW SERVERS, logs, metrics). */
+export type CloseReason =
+  | 'client_left_mid_message'
+  | 'unsynced_extended_batch'
+  | 'protocol_broken'
+  | 'abandoned_query_timeout'
+  | 'reset_failed'
+  | 'check_failed'
+  | 'revoke_failed'
+  | 'session_sql_failed'
+  | 'idle_timeout'
+  | 'lifetime'
+  | 'reconnect'
+  | 'made_room'
+  | 'paused'
+  | 'pool_closed'
+  | 'server_closed'
+  | 'login_failed'
+  | 'temp_objects';
 
 /** What a linked client must provide to receive the server's bytes. */
 export interface ServerPeer {
@@ -62,6 +96,14 @@ export interface ServerPeer {
 }
 
 const READY_IDLE = 0x49; // 'I'
+
+/** The part of a pool's totals that a server adds to itself. */
+export interface ServerCounters {
+  xacts: number;
+  /** Microseconds in transactions / running queries (SHOW STATS xact_time, query_time). */
+  xactUs: number;
+  queryUs: number;
+}
 const nextServerId = idSequence();
 const SSL_REQUEST_PACKET = Buffer.alloc(8);
 SSL_REQUEST_PACKET.writeInt32BE(8, 0);
@@ -71,7 +113,7 @@ export class ServerConnection implements FrameSink {
   readonly id = nextServerId();
   readonly createdAt = Date.now();
   lastUsedAt = Date.now();
-  state: ServerState = ServerState.Login;
+  private listState: ServerState = ServerState.Login;
   /** The server's ParameterStatus values, kept current as it reports changes. */
   readonly status = new Map<string, string>();
   pid = 0;
@@ -91,6 +133,21 @@ export class ServerConnection implements FrameSink {
   private afterCancels: (() => void) | null = null;
   /** Set when the server must not be reused (protocol confusion, lost sync). */
   broken = false;
+
+  // ---- the ledger of the current link, told by the client as it sends (see noteClientInput) ----
+  /** The client's bytes sent so far end inside a message: the server waits for the rest. */
+  midMessage = false;
+  /** Extended-protocol messages were sent without their Sync (an implicit transaction is open). */
+  unsyncedExtended = false;
+  /**
+   * Why this backend carries a client's session state (session mode, a pin, a client that left
+   * state behind); null when clean. Such a backend is reset before anyone else gets it.
+   */
+  sessionState: string | null = null;
+  /** How the link ended; read by the release decision. */
+  linkEnd: LinkEnd = null;
+  /** Set when the pool closed it: why. */
+  closeReason: CloseReason | null = null;
   /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
   readonly statements = new ServerStatements();
   /** A reported parameter may differ from the session's starting value (a client SET it). */
@@ -121,6 +178,8 @@ export class ServerConnection implements FrameSink {
   private readonly onCloseBound = () => this.handleClose();
   private readonly framer = new Framer(this);
   private sawReady = false;
+  /** The socket is closed or closing (the pool moves it to its Closed state). */
+  private closed = false;
   private lastError: PgError | null = null;
   private loginDone: ((err: PgError | null) => void) | null = null;
   private scram: ScramClient | null = null;
@@ -135,6 +194,8 @@ export class ServerConnection implements FrameSink {
     /** Pool key for exact reuse: clients only get servers started with their own parameters. */
     readonly variant: string,
     onClosed: (server: ServerConnection) => void,
+    /** The pool's totals, where each finished query and transaction of a linked client is added. */
+    private readonly counters: ServerCounters = { xacts: 0, xactUs: 0, queryUs: 0 },
   ) {
     this.onClosed = onClosed;
     this.socket = new net.Socket();
@@ -143,8 +204,70 @@ export class ServerConnection implements FrameSink {
     this.socket.on('close', this.onCloseBound);
   }
 
+  /** The pool list it is on. */
+  get state(): ServerState {
+    return this.listState;
+  }
+
+  /** @internal Pool.move() only: the pool's lists and counters must stay in step with it. */
+  setListState(state: ServerState): void {
+    this.listState = state;
+  }
+
   get isIdleInTransaction(): boolean {
     return this.txStatus !== READY_IDLE;
+  }
+
+  /**
+   * Nothing owed and outside any transaction or batch: the linked client may let it go as it
+   * stands (transaction mode).
+   */
+  get atTransactionBoundary(): boolean {
+    return this.outstanding === 0 && this.txStatus === READY_IDLE && !this.unsyncedExtended && !this.midMessage && (this.responses === null || this.responses.empty);
+  }
+
+  /** A linked client's ReadyForQuery: query and transaction times for SHOW STATS. */
+  private accountReady(): void {
+    const c = this.counters;
+    if (this.outstanding === 0) c.queryUs += (this.lastReadyAt - this.queryStartedAt) * 1000;
+    if (this.txStatus === READY_IDLE) {
+      c.xacts++;
+      c.xactUs += (this.lastReadyAt - (this.xactStartedAt || this.queryStartedAt)) * 1000;
+      this.xactStartedAt = 0;
+    } else if (this.xactStartedAt === 0) {
+      this.xactStartedAt = this.queryStartedAt;
+    }
+  }
+
+  /** Counts the ReadyForQuery messages the bytes just sent will be answered with. */
+  owe(readies: number): void {
+    if (readies === 0) return;
+    if (this.outstanding === 0) this.queryStartedAt = Date.now();
+    this.outstanding += readies;
+  }
+
+  /** Where the client's input stands after what was just sent (the release decision reads it). */
+  noteClientInput(midMessage: boolean, unsyncedExtended: boolean): void {
+    this.midMessage = midMessage;
+    this.unsyncedExtended = unsyncedExtended;
+  }
+
+  /** The client ran something whose effect outlives its transaction here. */
+  markSessionState(reason: string): void {
+    this.sessionState ??= reason;
+  }
+
+  /** The client is done with this server (it left, or the login that used it is over). */
+  endLink(how: 'terminated' | 'left'): void {
+    this.linkEnd = how;
+  }
+
+  /** Clean again after a release: the ledger starts empty for the next client. */
+  clearLedger(): void {
+    this.midMessage = false;
+    this.unsyncedExtended = false;
+    this.sessionState = null;
+    this.linkEnd = null;
   }
 
   /** Connects and logs in; resolves once the server said ReadyForQuery. Rejects with a PgError. */
@@ -221,11 +344,9 @@ export class ServerConnection implements FrameSink {
     secure.once('secureConnect', () => this.sendStartup());
   }
 
-  /** Links the server to a client; from now on its bytes go to that client. */
   /** Links the server to a client; `track` when the client's messages are rewritten. */
   attach(peer: ServerPeer, track = false): void {
     this.peer = peer;
-    this.state = ServerState.Active;
     this.lastUsedAt = Date.now();
     this.responses = track ? new ResponseQueue() : null;
   }
@@ -267,7 +388,6 @@ export class ServerConnection implements FrameSink {
    * Rejects with the first ErrorResponse (the rest still run to completion first).
    */
   runInternal(queries: string[]): Promise<void> {
-    this.state = ServerState.Cleanup;
     this.outstanding += queries.length;
     this.internalError = null;
     return new Promise((resolve, reject) => {
@@ -286,7 +406,6 @@ export class ServerConnection implements FrameSink {
    * ErrorResponse.
    */
   query(sql: string, params: (string | null)[]): Promise<(string | null)[][]> {
-    this.state = ServerState.Cleanup;
     this.outstanding++;
     this.internalError = null;
     const rows: (string | null)[][] = [];
@@ -309,7 +428,6 @@ export class ServerConnection implements FrameSink {
    * PostgreSQL would have run to completion. Rejects after `timeoutMs`.
    */
   drain(cancel: boolean, timeoutMs: number): Promise<void> {
-    this.state = ServerState.Cleanup;
     if (cancel) this.cancel();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -321,7 +439,7 @@ export class ServerConnection implements FrameSink {
         clearTimeout(timer);
         this.internalDone = null;
         // The cancelled query's own error (57014) is expected; only a closed server is a failure.
-        if (err && this.state === ServerState.Closed) reject(err);
+        if (err && this.closed) reject(err);
         else resolve();
       };
       if (this.outstanding === 0) this.internalDone(null);
@@ -354,10 +472,10 @@ export class ServerConnection implements FrameSink {
     else this.afterCancels = then;
   }
 
-  /** Closes politely (Terminate) unless already gone. */
+  /** Closes politely (Terminate) unless already gone. The pool calls it through closeServer(). */
   close(): void {
-    if (this.state === ServerState.Closed) return;
-    this.state = ServerState.Closed;
+    if (this.closed) return;
+    this.closed = true;
     if (this.socket.writable) this.socket.end(serialize.end());
     else this.socket.destroy();
     // A server that ignores Terminate must not hold the socket open.
@@ -370,10 +488,10 @@ export class ServerConnection implements FrameSink {
   private onData(chunk: Buffer): void {
     if (this.negotiating) return this.onSslAnswer(chunk);
     this.sawReady = false;
-    if (this.responses && this.state === ServerState.Active) return this.relayTracked(chunk);
+    if (this.responses && this.peer) return this.relayTracked(chunk);
     if (!this.frame(chunk)) return;
     const peer = this.peer;
-    if (this.state === ServerState.Active && peer) {
+    if (peer) {
       if (!peer.writeFromServer(chunk)) {
         this.socket.pause();
         peer.onceDrained(() => resumeReading(this.socket));
@@ -431,39 +549,39 @@ export class ServerConnection implements FrameSink {
   }
 
   onHeader(type: number, _length?: number, _chunk?: Buffer, start?: number): boolean {
-    switch (this.state) {
-      case ServerState.Active:
-        if (this.responses) {
-          if (this.responses.swallows(type)) {
-            // Cut this message: send what came before it, skip it (its body ends the message).
-            if (start === -1) this.heldPending = null;
-            else this.emitUpTo(start!);
-            this.dropping = true;
-            return true;
-          }
-          return TRACKED_RESPONSES.has(type) || type === Backend.ParameterStatus;
-        }
-        // Relay: only ReadyForQuery, ParameterStatus and (rare) errors matter to the pool. A FATAL
-        // seen here is already relayed, so the client is not told a second time when we close.
-        return type === Backend.ReadyForQuery || type === Backend.ParameterStatus || type === Backend.ErrorResponse;
-      case ServerState.Cleanup:
-        // Results of an abandoned query stream past; only the end, errors and our own rows matter.
-        return (
-          type === Backend.ReadyForQuery ||
-          type === Backend.ParameterStatus ||
-          type === Backend.ErrorResponse ||
-          (type === Backend.DataRow && this.internalRows !== null)
-        );
-      case ServerState.Closed:
-        return false;
-      default:
-        return true; // login and idle read every message
+    if (this.closed) return false;
+    if (this.loginDone) return true; // login reads every message
+    if (this.internalDone) {
+      // Tessera's own queries, or an abandoned query's results streaming past: only the end,
+      // errors and our own rows matter.
+      return (
+        type === Backend.ReadyForQuery ||
+        type === Backend.ParameterStatus ||
+        type === Backend.ErrorResponse ||
+        (type === Backend.DataRow && this.internalRows !== null)
+      );
     }
+    if (this.peer) {
+      if (this.responses) {
+        if (this.responses.swallows(type)) {
+          // Cut this message: send what came before it, skip it (its body ends the message).
+          if (start === -1) this.heldPending = null;
+          else this.emitUpTo(start!);
+          this.dropping = true;
+          return true;
+        }
+        return TRACKED_RESPONSES.has(type) || type === Backend.ParameterStatus;
+      }
+      // Relay: only ReadyForQuery, ParameterStatus and (rare) errors matter to the pool. A FATAL
+      // seen here is already relayed, so the client is not told a second time when we close.
+      return type === Backend.ReadyForQuery || type === Backend.ParameterStatus || type === Backend.ErrorResponse;
+    }
+    return true; // idle reads every message
   }
 
   onBody(type: number, body: Buffer): void {
     let dropped = false;
-    if (this.responses && this.state === ServerState.Active) {
+    if (this.responses && this.peer) {
       if (this.dropping) {
         dropped = true;
         this.dropping = false;
@@ -482,8 +600,10 @@ export class ServerConnection implements FrameSink {
         if (this.outstanding > 0) this.outstanding--;
         this.lastReadyAt = Date.now();
         this.sawReady = true;
-        if (this.state === ServerState.Login) this.finishLogin(null);
-        else if (this.state === ServerState.Cleanup && this.outstanding === 0) this.internalDone?.(this.internalError);
+        if (this.loginDone) this.finishLogin(null);
+        else if (this.internalDone) {
+          if (this.outstanding === 0) this.internalDone(this.internalError);
+        } else if (this.peer && !dropped) this.accountReady(); // not Tessera's own injected queries
         return;
       case Backend.ParameterStatus: {
         const r = new BodyReader(body);
@@ -492,7 +612,7 @@ export class ServerConnection implements FrameSink {
         this.status.set(name, value);
         // A client's SET of a reported parameter (transaction mode remembers it for the client).
         // (A dropped one answers Tessera's own restoring query: it sets what should be there.)
-        if (this.state === ServerState.Active && !dropped) {
+        if (this.peer && !this.internalDone && !dropped) {
           this.paramsChanged = true;
           this.peer?.onParameterStatus?.(name, value);
         }
@@ -500,15 +620,15 @@ export class ServerConnection implements FrameSink {
       }
       case Backend.ErrorResponse: {
         const err = PgError.fromServer(body);
-        if (this.state === ServerState.Login) return this.finishLogin(err);
-        if (this.state === ServerState.Cleanup) this.internalError ??= err;
+        if (this.loginDone) return this.finishLogin(err);
+        if (this.internalDone) this.internalError ??= err;
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
-        if (this.state !== ServerState.Active || err.fields.severity === 'FATAL') this.lastError = err;
+        if (!this.peer || err.fields.severity === 'FATAL') this.lastError = err;
         return;
       }
       case Backend.Authentication:
-        if (this.state === ServerState.Login) this.authenticate(body);
+        if (this.loginDone) this.authenticate(body);
         return;
       case Backend.DataRow:
         this.internalRows?.push(decodeDataRow(body));
@@ -588,15 +708,13 @@ export class ServerConnection implements FrameSink {
     if (err) {
       this.lastError = err;
       this.socket.destroy();
-    } else {
-      this.state = ServerState.Idle;
     }
     done(err);
   }
 
   private handleClose(): void {
-    const wasLogin = this.state === ServerState.Login;
-    this.state = ServerState.Closed;
+    const wasLogin = this.loginDone !== null;
+    this.closed = true;
     const err = this.lastError;
     if (wasLogin) {
       this.finishLogin(err ?? PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection during login'));

@@ -572,7 +572,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       (rows) => {
         const [success, errmsg] = rows[0] ?? [];
         if (this.phase === ClientPhase.Closed || success !== 't') {
-          this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+          this.loginDoneWith(server);
           if (this.phase !== ClientPhase.Closed) this.tokenLoginFailed(errmsg ?? 'AUTHFAIL');
           return;
         }
@@ -584,7 +584,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.keepServer(server);
       },
       (err: PgError) => {
-        this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        this.loginDoneWith(server);
         log.warn({ client: this.id, code: err.code }, 'open_connection failed on the server');
         this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
       },
@@ -602,18 +602,19 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         const ticket = rows[0]?.[0];
         const usable = typeof ticket === 'string' && TICKET.test(ticket);
         if (this.phase === ClientPhase.Closed || !usable) {
-          pool.giveBack(server, { midMessage: false, extendedOpen: false });
+          this.loginDoneWith(server);
           if (usable) pool.revokeTicket(ticket);
           else this.fail(PgError.fatal(SqlState.InvalidAuthorization, 'session login failed: the issue_ticket query returned no usable ticket'));
           return;
         }
         this.ticket = ticket;
         const status = new Map(server.status);
-        pool.releaseIdle(server);
+        // Still bound to the session: the client's next transaction may well land here again.
+        pool.release(server);
         this.finishLogin(status);
       },
       (err: PgError) => {
-        pool.giveBack(server, { midMessage: false, extendedOpen: false });
+        this.loginDoneWith(server);
         log.warn({ client: this.id, code: err.code }, 'issue_ticket failed on the server');
         this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
       },
@@ -629,17 +630,18 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     const link = () => {
       this.server = server;
       server.attach(this);
+      server.markSessionState('session mode');
       this.finishLogin(server.status);
     };
     if (!sql) return link();
     server.runInternal([sql]).then(
       () => {
-        if (this.phase === ClientPhase.Closed) this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        if (this.phase === ClientPhase.Closed) this.loginDoneWith(server);
         else link();
       },
       (err: PgError) => {
         // The release query (close_connection) still runs, so nothing connect_query did lingers.
-        this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+        this.loginDoneWith(server);
         if (this.phase === ClientPhase.Closed) return;
         log.warn({ client: this.id, code: err.code }, 'connect_query failed');
         this.host.onLoginFailed(this, 'connect_query');
@@ -751,7 +753,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       this.requestServer();
       return;
     }
-    this.owe(server, readies);
+    server.owe(readies);
     this.sendNow(server, bytes);
   }
 
@@ -772,13 +774,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
   }
 
-  /** Counts the ReadyForQuery messages a send will be answered with (and when the query began). */
-  private owe(server: ServerConnection, readies: number): void {
-    if (readies === 0) return;
-    if (server.outstanding === 0) server.queryStartedAt = Date.now();
-    server.outstanding += readies;
-  }
-
   /** Sends what arrived while no server was linked, in order, now that one is. */
   private forwardHeld(server: ServerConnection): void {
     this.heldBytes = 0;
@@ -792,7 +787,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
     const held = this.pending;
     this.pending = NOTHING_HELD;
-    this.owe(server, this.pendingReadies);
+    server.owe(this.pendingReadies);
     this.pendingReadies = 0;
     for (const bytes of held) this.sendNow(server, bytes);
   }
@@ -920,7 +915,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * redemption or parameter restore ahead of it, still leaves in one write.
    */
   private write(server: ServerConnection, bytes: Buffer, readies: number): void {
-    this.owe(server, readies);
+    server.owe(readies);
     const chunk = this.currentChunk;
     const inChunk = bytes.buffer === chunk.buffer && bytes.byteOffset >= chunk.byteOffset && bytes.byteOffset + bytes.length <= chunk.byteOffset + chunk.length;
     const batch = this.batch;
@@ -947,6 +942,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   private sendNow(server: ServerConnection, bytes: Buffer | Buffer[]): void {
+    // The server's ledger says where the client's input stands (its release reads it).
+    server.noteClientInput(!this.framer.atBoundary, this.extendedOpen);
     if (!(Array.isArray(bytes) ? server.writeAll(bytes) : server.write(bytes))) {
       this.socket.pause();
       server.onceDrained(() => resumeReading(this.socket));
@@ -992,6 +989,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private pin(): void {
     this.pinned = true;
+    this.server?.markSessionState('pinned');
     log.debug({ client: this.id }, 'client pinned to its server: session state outlives its transaction');
   }
 
@@ -1043,6 +1041,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
   }
 
+  /** A server that served only the login (its session SQL) goes back: the login is over with it. */
+  private loginDoneWith(server: ServerConnection): void {
+    server.endLink('left');
+    this.pool!.release(server);
+  }
+
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
@@ -1058,7 +1062,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.waiting = false;
     if (this.phase === ClientPhase.Closed) {
       this.runOrphaned(server);
-      this.pool!.giveBack(server, { midMessage: false, extendedOpen: this.extendedOpen, terminated: true });
+      server.noteClientInput(false, this.extendedOpen);
+      server.endLink('terminated');
+      this.pool!.release(server);
       this.revokeTicket();
       return;
     }
@@ -1075,12 +1081,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       // Only its ParameterStatus values were needed; a server is taken again at the first query
       // (in session mode too, as PgBouncer does, so idle logins do not hold servers).
       const status = server.status;
-      this.pool!.releaseIdle(server);
+      this.pool!.release(server);
       this.finishLogin(status);
       return;
     }
     this.server = server;
     server.attach(this, this.tracking);
+    if (!this.tracking) server.markSessionState('session mode');
+    else if (this.pinned) server.markSessionState('pinned');
     if (this.tracking) {
       if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
       this.restoreParameters(server);
@@ -1108,31 +1116,21 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.socket.once('drain', resume);
   }
 
+  /**
+   * The linked server answered up to a ReadyForQuery: in transaction mode, a client between
+   * transactions lets it go. The pool mode is read now, not at login, so a RELOAD applies at
+   * once; but a client whose messages were not tracked since its login (it logged in under
+   * session mode) keeps its backend, since its session state there is unknown.
+   */
   onServerReady(server: ServerConnection): void {
     if (this.sessionLost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    const counters = this.pool!.counters;
-    if (server.outstanding === 0) counters.queryUs += (server.lastReadyAt - server.queryStartedAt) * 1000;
-    if (server.txStatus === READY_IDLE) {
-      counters.xacts++;
-      counters.xactUs += (server.lastReadyAt - (server.xactStartedAt || server.queryStartedAt)) * 1000;
-      server.xactStartedAt = 0;
-    } else if (server.xactStartedAt === 0) {
-      server.xactStartedAt = server.queryStartedAt;
+    if (!this.tracking || this.pinned) return;
+    if (this.mode !== 'transaction') {
+      server.markSessionState('session mode');
+      return;
     }
-    if (
-      this.mode === 'transaction' &&
-      server.outstanding === 0 &&
-      server.txStatus === READY_IDLE &&
-      !this.extendedOpen &&
-      this.framer.atBoundary &&
-      this.pendingReadies === 0 &&
-      this.pendingMessages.length === 0 &&
-      !this.pinned &&
-      (server.responses === null || server.responses.empty)
-    ) {
-      this.releaseServer();
-    }
+    if (server.atTransactionBoundary && this.pendingReadies === 0 && this.pendingMessages.length === 0) this.releaseServer();
   }
 
   onServerLost(_server: ServerConnection, error: PgError | null): void {
@@ -1152,7 +1150,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private releaseServer(): void {
     const server = this.server!;
     this.server = null;
-    this.pool!.releaseIdle(server);
+    this.pool!.release(server);
   }
 
   // ---- leaving ----
@@ -1175,7 +1173,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated, dirty: this.pinned });
+      server.noteClientInput(!this.framer.atBoundary || this.pendingReadies > 0, this.extendedOpen);
+      server.endLink(this.terminated ? 'terminated' : 'left');
+      this.pool.release(server);
     }
     this.host.onClientClosed(this);
   }
