@@ -11,7 +11,7 @@ import { tesseraVersion } from '../admin/commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
 import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
-import { ClientPhase, type ClientConnection } from './client-connection.js';
+import { ClientPhase, type ClientConnection } from '../frontend/client-connection.js';
 import type { Proxy } from './proxy.js';
 import { suspension } from './suspension.js';
 import { describeTls } from '../tls/contexts.js';

@@ -10,7 +10,7 @@ import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool, DISCARD_ALL_KEEPING_PLANS, isDiscardAll, type PoolSettings } from '../pool/pool.js';
 import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
-import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
+import { ClientConnection, ClientPhase, type ClientHost } from '../frontend/client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
 import { lookupSecret } from '../pool/auth-query.js';
 import { loadHba, hbaMethod, type HbaRules } from '../auth/hba.js';

@@ -3,7 +3,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Parser } from 'pg-protocol';
+import { Parser } from 'pg-protocol/dist/parser.js';
 import { serialize } from 'pg-protocol';
 import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, capturedLogs, type RunningTessera } from '../support/tessera.js';

@@ -14,7 +14,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Framer, ProtocolViolation, type FrameSink } from '../../src/protocol/framing.js';
 import { StartupReader } from '../../src/protocol/startup.js';
-import { ClientConnection, ClientPhase } from '../../src/proxy/client-connection.js';
+import { ClientConnection, ClientPhase } from '../../src/frontend/client-connection.js';
 import { Proxy } from '../../src/proxy/proxy.js';
 import { parseConfig, ConfigError } from '../../src/config/load.js';
 import { loadAnyConfig } from '../../src/config/ini.js';

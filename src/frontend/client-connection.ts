@@ -12,13 +12,13 @@ import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } from '../pool/server-connection.js';
 import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
-import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
+import type { Authenticator, AuthStep, SessionCredentials } from '../proxy/client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
-import { resumeReading } from './suspension.js';
+import { resumeReading } from '../proxy/suspension.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
 
 export const enum ClientPhase {
