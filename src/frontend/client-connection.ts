@@ -14,8 +14,8 @@ import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } 
 import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from '../proxy/client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
-import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
-import { Expect, type Entry } from '../pool/response-queue.js';
+import { Expect } from '../pool/response-queue.js';
+import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../proxy/suspension.js';
@@ -57,52 +57,9 @@ const NO_ENCRYPTION = Buffer.from('N');
 const ENCRYPTION_FOLLOWS = Buffer.from('S');
 /** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
 const TLS_HANDSHAKE = 0x16;
-const STATEMENT = 0x53; // 'S' in Describe/Close
-/**
- * Statements whose effect outlives the transaction, so a transaction-mode client running one keeps
- * its backend (a false positive only pins; it never breaks anything). SET LOCAL, SET TRANSACTION
- * and SET CONSTRAINTS are transaction-scoped; reported parameters follow the client anyway.
- */
-const OUTLIVES_TRANSACTION =
-  /\b(listen|pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b|\bwith\s+hold\b|\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|(?:^|;)\s*set\s+(session\s+)?(?!(local|transaction|constraints|session\s+characteristics|application_name|datestyle|timezone|time\s+zone|client_encoding|intervalstyle|standard_conforming_strings)\b)[a-z_]/i;
-
-/** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
-const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/i;
-
-function outlivesTransaction(text: string, searchPathReported: boolean): boolean {
-  if (!OUTLIVES_TRANSACTION.test(text)) return false;
-  // A reported parameter follows the client to each backend (restoreParameters), unless the
-  // statement also does something else that outlives the transaction.
-  return !(searchPathReported && SETS_SEARCH_PATH.test(text) && !OUTLIVES_TRANSACTION.test(text.replace(SETS_SEARCH_PATH, ';')));
-}
-
-/**
- * Calls that change which session a backend is bound to. A client running one itself leaves the
- * binding unknown, so the backend's next transaction redeems a ticket first (a false positive
- * costs one redemption).
- */
-const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i;
-
 /** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
 const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
-
-/** Reported parameters no session can set. */
-const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
-
-/** A SQL string literal (standard_conforming_strings on; E'' when a backslash needs escaping). */
-function quoteLiteral(value: string): string {
-  const body = value.replace(/'/g, "''");
-  return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
-}
-
-/** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
-const PLAIN_ENTRIES: Entry[] = [];
-for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expect.DescribePortal, Expect.Execute, Expect.Close, Expect.Ready]) {
-  PLAIN_ENTRIES[expect] = Object.freeze({ expect });
-}
 const nextClientId = idSequence();
-/** Shared by every client that has not received a chunk yet (one Buffer each would be waste). */
-const NO_BYTES = Buffer.alloc(0);
 /** Shared empty lists, replaced by a real array at the first push (see hold()): never pushed to. */
 const NOTHING_HELD: Buffer[] = [];
 const NO_MESSAGES_HELD: { type: number; body: Buffer; raw: Buffer }[] = [];
@@ -139,7 +96,7 @@ const LOGIN_FAILURE_REASONS: Record<string, string> = {
   [SqlState.CannotConnectNow]: 'shutting_down',
 };
 
-export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
+export class ClientConnection implements FrameSink, ServerPeer, PoolClient, RelayLink {
   readonly id = nextClientId();
   readonly connectedAt = Date.now();
   /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
@@ -199,36 +156,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** An extended-protocol batch was sent without its Sync yet: the server must stay linked. */
   private extendedOpen = false;
 
-  // Transaction mode: the client's messages are handled one by one (tracking), and protocol-level
-  // prepared statements are mapped to per-backend ones unless max_prepared_statements is 0.
-  private tracking = false;
-  private rewriteStatements = false;
-  // Created on first use (as overrides): an idle client should cost as little as possible.
-  private statements: Map<string, Statement> | null = null;
-  /**
-   * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
-   * other than its session's starting ones: re-applied on whichever backend serves it next, and a
-   * backend left with another client's values is put back first.
-   */
-  private overrides: Map<string, string> | null = null;
-  /**
-   * The client ran something whose effect outlives its transaction (LISTEN, a session advisory
-   * lock, a WITH HOLD cursor, a temp table, SET of an unreported setting): it keeps its backend
-   * until it disconnects, and the backend is reset before anyone else gets it.
-   */
-  private pinned = false;
-  /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
-  private discarding = false;
+  /** Transaction mode: the relay that reads the client's messages one by one; null in session mode. */
+  private txRelay: TransactionRelay | null = null;
+  /** Whole messages received (transaction relay) while no server was linked, forwarded once one is. */
   private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = NO_MESSAGES_HELD;
-  private currentChunk: Buffer = NO_BYTES;
-  private msgChunk: Buffer | null = null;
-  private msgStart = -1;
-  /** Unchanged messages of the current chunk not yet written (see write()). */
-  private batch: Buffer | null = null;
-  /** Earlier pieces for the server, before `batch`, not yet written (see write()). */
-  private queued: Buffer[] | null = null;
-  /** Inside relay(): whatever is written to the server goes out once, when the chunk is done. */
-  private relaying = false;
   /** Bytes held while waiting for a server (see heldMore()). */
   private heldBytes = 0;
   /** Destroys the socket if the client never finishes closing (see close()). */
@@ -266,7 +197,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   }
 
   /** The client said Terminate: queries it sent before are finished, not cancelled. */
-  private terminate(): void {
+  terminate(): void {
     this.terminated = true;
     this.close();
   }
@@ -458,10 +389,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         if (this.scanTerminateAt === -2) this.scanTerminateAt = start;
         break;
     }
-    if (this.tracking) {
-      // Rewriting relay: every message is read whole and handled in onBody.
-      this.msgChunk = chunk;
-      this.msgStart = start;
+    if (this.txRelay) {
+      // Transaction relay: every message is read whole and handled in onBody.
+      this.txRelay.onHeader(chunk, start);
       return true;
     }
     return false;
@@ -471,11 +401,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     // Password messages (authentication), admin console queries, and in tracking mode everything.
     if (this.phase === ClientPhase.Auth) return this.onAuthStep(this.auth!.receive(body));
     if (this.phase !== ClientPhase.Ready) return;
-    if (this.tracking) {
-      // The message's own bytes when it lay whole in this chunk; else rebuilt from its parts.
-      const raw = this.msgChunk === this.currentChunk && this.msgStart >= 0 ? this.currentChunk.subarray(this.msgStart, this.framer.offset) : wholeMessage(type, body);
-      return this.onClientMessage(type, body, raw);
-    }
+    if (this.txRelay) return this.txRelay.onMessage(type, body, this.framer.offset);
     const sql = body.toString('utf8', 0, body.length - 1);
     // One command at a time, in order: stop reading until this one is answered.
     this.socket.pause();
@@ -539,13 +465,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private enterPool(serverParams: ReadonlyMap<string, string>): void {
     ({ params: this.serverParams, variant: this.variant } = shareParams(serverParams));
-    this.pool = this.host.poolFor(this);
+    const pool = (this.pool = this.host.poolFor(this));
     this.phase = ClientPhase.Login;
-    const s = this.pool.settings;
-    this.tracking = s.mode === 'transaction';
-    this.rewriteStatements = this.tracking && s.maxPreparedStatements > 0;
-    // Rewritten messages are read whole, so the limit is the protocol's own.
-    if (this.tracking) this.framer.maxWantedBody = 0x40000000;
+    if (pool.settings.mode === 'transaction') {
+      this.txRelay = new TransactionRelay(this, pool);
+      // Its messages are read whole, so the limit is the protocol's own.
+      this.framer.maxWantedBody = 0x40000000;
+    }
   }
 
   /**
@@ -580,7 +506,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.sessionId = BigInt(c.sessionId).toString();
         server.boundSession = this.sessionId;
         this.replyPrefix = [msg.authOk()];
-        if (this.tracking) return this.takeTicket(server);
+        if (this.txRelay) return this.takeTicket(server);
         this.keepServer(server);
       },
       (err: PgError) => {
@@ -658,7 +584,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private redeemTicket(server: ServerConnection): void {
     server.boundSession = this.sessionId;
     let bound = false;
-    this.write(server, extendedQuery(this.pool!.settings.tickets!.redeem, [this.ticket]), 1);
+    this.txRelay!.queue(server, extendedQuery(this.pool!.settings.tickets!.redeem, [this.ticket]), 1);
     server.responses?.push({
       expect: Expect.Ready,
       swallowAll: true,
@@ -709,18 +635,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private relay(chunk: Buffer): void {
     this.lastActiveAt = Date.now();
     this.pool!.counters.received += chunk.length;
-    if (this.tracking) {
-      this.currentChunk = chunk;
-      this.relaying = true;
-      try {
-        this.framer.push(chunk);
-      } finally {
-        this.relaying = false;
-      }
-      if (this.server) this.flushBatch(this.server);
-      else this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
-      return;
-    }
+    if (this.txRelay) return this.txRelay.relayChunk(chunk, this.framer);
     const heldBefore = this.framer.heldHeaderBytes;
     const heldCopy = heldBefore > 0 ? this.framer.heldHeader() : null;
     this.scanReadies = 0;
@@ -754,7 +669,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return;
     }
     server.owe(readies);
-    this.sendNow(server, bytes);
+    this.sendToServer(server, bytes);
   }
 
   /** Keeps client bytes until a server is linked (or the login is finished). */
@@ -777,19 +692,16 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Sends what arrived while no server was linked, in order, now that one is. */
   private forwardHeld(server: ServerConnection): void {
     this.heldBytes = 0;
-    if (this.tracking) {
+    if (this.txRelay) {
       const held = this.pendingMessages;
       this.pendingMessages = NO_MESSAGES_HELD;
-      for (const m of held) this.forwardTracked(m.type, m.body, m.raw);
-      // Assigned while the chunk is read (an idle server): the relay sends it all in one write.
-      if (!this.relaying) this.flushBatch(server);
-      return;
+      return this.txRelay.forwardHeld(server, held);
     }
     const held = this.pending;
     this.pending = NOTHING_HELD;
     server.owe(this.pendingReadies);
     this.pendingReadies = 0;
-    for (const bytes of held) this.sendNow(server, bytes);
+    for (const bytes of held) this.sendToServer(server, bytes);
   }
 
   private requestServer(): void {
@@ -798,150 +710,26 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.pool!.acquire(this);
   }
 
-  // ---- transaction-mode prepared statements ----
+  // ---- RelayLink: what the transaction relay needs of its client ----
 
-  /** One whole client message in tracking mode: forward it now, or hold it until a server is linked. */
-  private onClientMessage(type: number, body: Buffer, raw: Buffer): void {
-    if (type === Frontend.Terminate) {
-      // What came before the Terminate still goes to the server, as PostgreSQL would run it.
-      if (this.server) this.flushBatch(this.server);
-      return this.terminate();
-    }
-    if (!this.server) {
-      if (this.pendingMessages === NO_MESSAGES_HELD) this.pendingMessages = [];
-      this.pendingMessages.push({ type, body, raw });
-      this.heldMore(raw.length);
-      this.requestServer();
-      return;
-    }
-    this.forwardTracked(type, body, raw);
+  get holdsTicket(): boolean {
+    return this.ticket !== null;
   }
 
-  /**
-   * Sends one client message to the linked server, with the client's statement names mapped to
-   * Tessera's, the statement prepared first on a server that lacks it, and the messages Tessera
-   * answers itself (Parse of a statement the server has, Close of a statement) answered in order.
-   */
-  private forwardTracked(type: number, body: Buffer, raw: Buffer): void {
-    const server = this.server!;
-    if (this.discarding && type !== Frontend.Sync) return;
-    switch (type) {
-      case Frontend.Parse: {
-        this.pool!.counters.clientParses++;
-        const { name, tail } = readParse(body);
-        this.noteStatement(server, tail);
-        if (name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Parse);
-        if (this.statements?.has(name)) {
-          // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
-          this.discarding = true;
-          return this.answer(msg.errorResponse({ severity: 'ERROR', code: '42P05', message: `prepared statement "${name}" already exists` }));
-        }
-        const st = statementFor(tail);
-        (this.statements ??= new Map()).set(name, st);
-        const forget = () => this.statements?.get(name) === st && this.statements.delete(name);
-        if (server.statements.has(st.key)) {
-          server.statements.touch(st.key);
-          this.answer(PARSE_COMPLETE, forget);
-        } else {
-          this.prepareOn(server, st, false, forget);
-        }
-        return;
-      }
-      case Frontend.Bind: {
-        this.pool!.counters.binds++;
-        const { portal, statement, rest } = readBind(body);
-        const st = statement === '' ? undefined : this.statements?.get(statement);
-        // An unknown name goes through as it is: the server answers 26000 with the client's name.
-        if (!st) return this.toServer(raw, Expect.Bind);
-        this.ensurePrepared(server, st);
-        return this.toServer(bindMessage(portal, st.serverName, rest), Expect.Bind);
-      }
-      case Frontend.Describe: {
-        const { kind, name } = readTarget(body);
-        if (kind !== STATEMENT) return this.toServer(raw, Expect.DescribePortal);
-        const st = name === '' ? undefined : this.statements?.get(name);
-        if (!st) return this.toServer(raw, Expect.DescribeStatement);
-        this.ensurePrepared(server, st);
-        return this.toServer(describeStatement(st.serverName), Expect.DescribeStatement);
-      }
-      case Frontend.Close: {
-        const { kind, name } = readTarget(body);
-        if (kind !== STATEMENT || name === '' || !this.rewriteStatements) return this.toServer(raw, Expect.Close);
-        // Shared on the server and kept for other clients; closing a missing name is no error.
-        this.statements?.delete(name);
-        return this.answer(CLOSE_COMPLETE);
-      }
-      case Frontend.Execute:
-        return this.toServer(raw, Expect.Execute);
-      case Frontend.Sync:
-        this.discarding = false;
-        return this.toServer(raw, Expect.Ready);
-      case Frontend.Query:
-        if (dropsAllStatements(body)) {
-          this.statements?.clear();
-          server.statements.clear();
-        }
-        this.noteStatement(server, body);
-        return this.toServer(raw, Expect.Ready);
-      case Frontend.FunctionCall:
-        return this.toServer(raw, Expect.Ready);
-      default:
-        // Flush, CopyData, CopyDone, CopyFail: no response of their own.
-        this.write(server, raw, 0);
-        return;
-    }
+  /** Why the client keeps its backend (SHOW CLIENTS); null when it is pooled per transaction. */
+  get pinReason(): string | null {
+    return this.txRelay?.pinReason ?? null;
   }
 
-  private toServer(bytes: Buffer, expect: Expect): void {
-    const server = this.server!;
-    if (expect === Expect.Ready) this.pool!.counters.queries++;
-    this.write(server, bytes, expect === Expect.Ready ? 1 : 0);
-    this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
+  holdMessage(type: number, body: Buffer, raw: Buffer): void {
+    if (this.pendingMessages === NO_MESSAGES_HELD) this.pendingMessages = [];
+    this.pendingMessages.push({ type, body, raw });
+    this.heldMore(raw.length);
+    this.requestServer();
   }
 
-  /** A response Tessera gives itself, in its place among the server's. */
-  private answer(bytes: Buffer, onSkipped?: () => void): void {
-    this.deliver(this.server!.responses!.push({ expect: Expect.Synthetic, synthetic: bytes, onSkipped }));
-  }
-
-  private deliver(due: readonly Buffer[]): void {
-    for (const b of due) this.writeFromServer(b);
-  }
-
-  /**
-   * Queues bytes for the server; flushBatch() sends them. Consecutive messages forwarded unchanged
-   * from the chunk being read become one slice of it; anything else (a rewritten or injected
-   * message) queues behind what came before, so order is kept and a client's batch, with a ticket
-   * redemption or parameter restore ahead of it, still leaves in one write.
-   */
-  private write(server: ServerConnection, bytes: Buffer, readies: number): void {
-    server.owe(readies);
-    const chunk = this.currentChunk;
-    const inChunk = bytes.buffer === chunk.buffer && bytes.byteOffset >= chunk.byteOffset && bytes.byteOffset + bytes.length <= chunk.byteOffset + chunk.length;
-    const batch = this.batch;
-    if (inChunk && batch && batch.byteOffset + batch.length === bytes.byteOffset) {
-      this.batch = chunk.subarray(batch.byteOffset - chunk.byteOffset, bytes.byteOffset - chunk.byteOffset + bytes.length);
-      return;
-    }
-    if (batch) (this.queued ??= []).push(batch);
-    this.batch = null;
-    if (inChunk) this.batch = bytes;
-    else (this.queued ??= []).push(bytes);
-  }
-
-  private flushBatch(server: ServerConnection): void {
-    const batch = this.batch;
-    const queued = this.queued;
-    this.batch = this.queued = null;
-    if (queued === null) {
-      if (batch) this.sendNow(server, batch);
-      return;
-    }
-    if (batch) queued.push(batch);
-    this.sendNow(server, queued);
-  }
-
-  private sendNow(server: ServerConnection, bytes: Buffer | Buffer[]): void {
+  /** Bytes for the server, now; the client stops being read while the server's socket is full. */
+  sendToServer(server: ServerConnection, bytes: Buffer | Buffer[]): void {
     // The server's ledger says where the client's input stands (its release reads it).
     server.noteClientInput(!this.framer.atBoundary, this.extendedOpen);
     if (!(Array.isArray(bytes) ? server.writeAll(bytes) : server.write(bytes))) {
@@ -950,80 +738,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     }
   }
 
-  private ensurePrepared(server: ServerConnection, st: Statement): void {
-    if (server.statements.has(st.key)) server.statements.touch(st.key);
-    else this.prepareOn(server, st, true);
-  }
-
-  /** Prepares a statement on the server (evicting its least recently used one when full). */
-  private prepareOn(server: ServerConnection, st: Statement, injected: boolean, forget?: () => void): void {
-    const queue = server.responses!;
-    if (server.statements.size >= this.pool!.settings.maxPreparedStatements) {
-      const old = server.statements.evictOldest();
-      if (old) {
-        this.write(server, closeStatement(old.name), 0);
-        queue.push({ expect: Expect.Close, swallow: true });
-      }
-    }
-    server.statements.add(st);
-    this.pool!.counters.serverParses++;
-    this.write(server, parseMessage(st), 0);
-    const onSkipped = () => {
-      server.statements.delete(st.key);
-      forget?.();
-    };
-    this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
-  }
-
-  /**
-   * What a statement (Query text or Parse tail) leaves beyond its transaction: session state pins
-   * the client to this backend; a call that re-binds sessions leaves the backend's binding unknown.
-   * The text is decoded only when one of the two can still change something.
-   */
-  private noteStatement(server: ServerConnection, sql: Buffer): void {
-    if (this.pinned && this.ticket === null) return;
-    const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
-    if (!this.pinned && outlivesTransaction(text, server.status.has('search_path'))) this.pin();
-    if (this.ticket !== null && REBINDS.test(text)) server.boundSession = null;
-  }
-
-  private pin(): void {
-    this.pinned = true;
-    this.server?.markSessionState('pinned');
-    log.debug({ client: this.id }, 'client pinned to its server: session state outlives its transaction');
-  }
-
   onParameterStatus(name: string, value: string): void {
-    if (!this.tracking) return;
-    const baseline = this.pool!.statusCache.get(this.variant)?.get(name);
-    if (value === baseline) this.overrides?.delete(name);
-    else (this.overrides ??= new Map()).set(name, value);
-  }
-
-  /**
-   * Before this client's messages: make the backend's reported parameters what this client should
-   * see — its own SET values, else its session's starting ones (undoing another client's SET).
-   * One injected query, pipelined, whose every reply Tessera swallows.
-   */
-  private restoreParameters(server: ServerConnection): void {
-    // The common case costs one test per transaction: nobody has SET anything.
-    const overrides = this.overrides;
-    if ((overrides === null || overrides.size === 0) && !server.paramsChanged) return;
-    const baseline = this.pool!.statusCache.get(this.variant);
-    if (!baseline) return;
-    // After this, the server differs from the starting values only by this client's SETs.
-    server.paramsChanged = overrides !== null && overrides.size > 0;
-    const statements: string[] = [];
-    const names = new Set([...(overrides?.keys() ?? []), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
-    for (const name of names) {
-      const want = overrides?.get(name) ?? baseline.get(name);
-      if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
-      if (SERVER_ONLY_PARAMETERS.has(name)) continue;
-      statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
-    }
-    if (statements.length === 0) return;
-    this.write(server, msg.simpleQuery(statements.join('; ')), 1);
-    server.responses!.push({ expect: Expect.Ready, swallowAll: true });
+    this.txRelay?.onParameterStatus(name, value);
   }
 
   /**
@@ -1033,7 +749,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private runOrphaned(server: ServerConnection): void {
     if (this.pending.length === 0 && this.pendingMessages.length === 0) return;
     this.server = server;
-    server.attach(this, this.tracking);
+    server.attach(this, this.txRelay !== null);
     if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
     this.forwardHeld(server);
     // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
@@ -1086,12 +802,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       return;
     }
     this.server = server;
-    server.attach(this, this.tracking);
-    if (!this.tracking) server.markSessionState('session mode');
-    else if (this.pinned) server.markSessionState('pinned');
-    if (this.tracking) {
+    const relay = this.txRelay;
+    server.attach(this, relay !== null);
+    if (!relay) server.markSessionState('session mode');
+    else {
+      if (relay.pinReason) server.markSessionState(relay.pinReason);
       if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
-      this.restoreParameters(server);
+      relay.restoreParameters(server);
     }
     // Resume first, so a full server socket's pause (sendNow) is the one that stands.
     resumeReading(this.socket);
@@ -1125,7 +842,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   onServerReady(server: ServerConnection): void {
     if (this.sessionLost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    if (!this.tracking || this.pinned) return;
+    if (!this.txRelay || this.txRelay.pinned) return;
     if (this.mode !== 'transaction') {
       server.markSessionState('session mode');
       return;
@@ -1175,7 +892,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
       server.noteClientInput(!this.framer.atBoundary || this.pendingReadies > 0, this.extendedOpen);
       server.endLink(this.terminated ? 'terminated' : 'left');
-      this.pool.release(server);
+      this.pool!.release(server);
     }
     this.host.onClientClosed(this);
   }

@@ -1,0 +1,346 @@
+/**
+ * The transaction-mode relay: the client's messages are read whole, one by one, so that its
+ * backend can change between transactions without the client noticing. It maps the client's
+ * prepared-statement names to per-backend ones (prepared on whichever backend serves it, just
+ * before use), answers what it can itself (a Parse the backend already has, a Close), puts the
+ * client's reported parameters back on each backend, and notes what pins the client to its
+ * backend. What it sends to a backend leaves in one write per incoming chunk.
+ *
+ * It owns the client's statement map, its parameter overrides and its pin; the client owns the
+ * socket and the server link (see RelayLink).
+ */
+import * as msg from '../protocol/messages.js';
+import { Frontend } from '../protocol/messages.js';
+import type { Framer } from '../protocol/framing.js';
+import type { ServerConnection } from '../pool/server-connection.js';
+import type { Pool } from '../pool/pool.js';
+import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
+import { Expect, type Entry } from '../pool/response-queue.js';
+import { log } from '../log.js';
+import { outlivesTransaction, rebindsSession } from './session-state.js';
+
+/** What the relay needs from the client it serves. */
+export interface RelayLink {
+  readonly id: number;
+  /** The linked server, if any. */
+  readonly server: ServerConnection | null;
+  readonly variant: string;
+  /** A session-token client with a ticket: statements that re-bind sessions matter. */
+  readonly holdsTicket: boolean;
+  /** Bytes for the client, in order. */
+  writeFromServer(bytes: Buffer): boolean;
+  /** Bytes for the server, now (pausing the client while the server's socket is full). */
+  sendToServer(server: ServerConnection, bytes: Buffer | Buffer[]): void;
+  /** No server is linked: keep the message and ask for one. */
+  holdMessage(type: number, body: Buffer, raw: Buffer): void;
+  /** The client said Terminate. */
+  terminate(): void;
+}
+
+const STATEMENT = 0x53; // 'S' in Describe/Close
+const NO_BYTES = Buffer.alloc(0);
+
+/** Reported parameters no session can set. */
+const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
+
+/** A SQL string literal (standard_conforming_strings on; E'' when a backslash needs escaping). */
+function quoteLiteral(value: string): string {
+  const body = value.replace(/'/g, "''");
+  return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
+}
+
+/** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
+const PLAIN_ENTRIES: Entry[] = [];
+for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expect.DescribePortal, Expect.Execute, Expect.Close, Expect.Ready]) {
+  PLAIN_ENTRIES[expect] = Object.freeze({ expect });
+}
+
+export class TransactionRelay {
+  /** Protocol-level prepared statements are mapped to per-backend ones (max_prepared_statements > 0). */
+  private readonly rewriteStatements: boolean;
+  // Created on first use: an idle client should cost as little as possible.
+  private statements: Map<string, Statement> | null = null;
+  /**
+   * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
+   * other than its session's starting ones: re-applied on whichever backend serves it next, and a
+   * backend left with another client's values is put back first.
+   */
+  private overrides: Map<string, string> | null = null;
+  /**
+   * Why the client keeps its backend until it disconnects (LISTEN, a session advisory lock, a WITH
+   * HOLD cursor, a temp object, SET of an unreported setting); null while it is pooled per
+   * transaction. The backend is reset before anyone else gets it.
+   */
+  pinReason: string | null = null;
+  /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
+  private discarding = false;
+  private currentChunk: Buffer = NO_BYTES;
+  private msgChunk: Buffer | null = null;
+  private msgStart = -1;
+  /** Unchanged messages of the current chunk not yet written (see queue()). */
+  private batch: Buffer | null = null;
+  /** Earlier pieces for the server, before `batch`, not yet written (see queue()). */
+  private queued: Buffer[] | null = null;
+  /** Inside relayChunk(): whatever is queued for the server goes out once, when the chunk is done. */
+  private relaying = false;
+
+  constructor(
+    private readonly link: RelayLink,
+    /** The client's pool: its settings, counters and starting parameter values. */
+    private readonly pool: Pool,
+  ) {
+    this.rewriteStatements = pool.settings.maxPreparedStatements > 0;
+  }
+
+  get pinned(): boolean {
+    return this.pinReason !== null;
+  }
+
+  /** One chunk of client bytes: the client's framer calls back (onHeader, onMessage) per message. */
+  relayChunk(chunk: Buffer, framer: Framer): void {
+    this.currentChunk = chunk;
+    this.relaying = true;
+    try {
+      framer.push(chunk);
+    } finally {
+      this.relaying = false;
+    }
+    const server = this.link.server;
+    if (server) this.flush(server);
+    else this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
+  }
+
+  /** A message header from the framer: remember where the message starts in the chunk. */
+  onHeader(chunk: Buffer, start: number): void {
+    this.msgChunk = chunk;
+    this.msgStart = start;
+  }
+
+  /** One whole client message (`end`: the framer's offset just past it). */
+  onMessage(type: number, body: Buffer, end: number): void {
+    // The message's own bytes when it lay whole in this chunk; else rebuilt from its parts.
+    const raw = this.msgChunk === this.currentChunk && this.msgStart >= 0 ? this.currentChunk.subarray(this.msgStart, end) : wholeMessage(type, body);
+    if (type === Frontend.Terminate) {
+      // What came before the Terminate still goes to the server, as PostgreSQL would run it.
+      const server = this.link.server;
+      if (server) this.flush(server);
+      return this.link.terminate();
+    }
+    if (!this.link.server) return this.link.holdMessage(type, body, raw);
+    this.forward(type, body, raw);
+  }
+
+  /** Messages held while no server was linked, now that one is. */
+  forwardHeld(server: ServerConnection, held: readonly { type: number; body: Buffer; raw: Buffer }[]): void {
+    for (const m of held) this.forward(m.type, m.body, m.raw);
+    // Assigned while the chunk is read (an idle server): relayChunk sends it all in one write.
+    if (!this.relaying) this.flush(server);
+  }
+
+  /**
+   * Sends one client message to the linked server, with the client's statement names mapped to
+   * Tessera's, the statement prepared first on a server that lacks it, and the messages Tessera
+   * answers itself (Parse of a statement the server has, Close of a statement) answered in order.
+   */
+  private forward(type: number, body: Buffer, raw: Buffer): void {
+    const server = this.link.server!;
+    const pool = this.pool;
+    if (this.discarding && type !== Frontend.Sync) return;
+    switch (type) {
+      case Frontend.Parse: {
+        pool.counters.clientParses++;
+        const { name, tail } = readParse(body);
+        this.noteStatement(server, tail);
+        if (name === '' || !this.rewriteStatements) return this.forwardExpecting(raw, Expect.Parse);
+        if (this.statements?.has(name)) {
+          // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
+          this.discarding = true;
+          return this.answer(msg.errorResponse({ severity: 'ERROR', code: '42P05', message: `prepared statement "${name}" already exists` }));
+        }
+        const st = statementFor(tail);
+        (this.statements ??= new Map()).set(name, st);
+        const forget = () => this.statements?.get(name) === st && this.statements.delete(name);
+        if (server.statements.has(st.key)) {
+          server.statements.touch(st.key);
+          this.answer(PARSE_COMPLETE, forget);
+        } else {
+          this.prepareOn(server, st, false, forget);
+        }
+        return;
+      }
+      case Frontend.Bind: {
+        pool.counters.binds++;
+        const { portal, statement, rest } = readBind(body);
+        const st = statement === '' ? undefined : this.statements?.get(statement);
+        // An unknown name goes through as it is: the server answers 26000 with the client's name.
+        if (!st) return this.forwardExpecting(raw, Expect.Bind);
+        this.ensurePrepared(server, st);
+        return this.forwardExpecting(bindMessage(portal, st.serverName, rest), Expect.Bind);
+      }
+      case Frontend.Describe: {
+        const { kind, name } = readTarget(body);
+        if (kind !== STATEMENT) return this.forwardExpecting(raw, Expect.DescribePortal);
+        const st = name === '' ? undefined : this.statements?.get(name);
+        if (!st) return this.forwardExpecting(raw, Expect.DescribeStatement);
+        this.ensurePrepared(server, st);
+        return this.forwardExpecting(describeStatement(st.serverName), Expect.DescribeStatement);
+      }
+      case Frontend.Close: {
+        const { kind, name } = readTarget(body);
+        if (kind !== STATEMENT || name === '' || !this.rewriteStatements) return this.forwardExpecting(raw, Expect.Close);
+        // Shared on the server and kept for other clients; closing a missing name is no error.
+        this.statements?.delete(name);
+        return this.answer(CLOSE_COMPLETE);
+      }
+      case Frontend.Execute:
+        return this.forwardExpecting(raw, Expect.Execute);
+      case Frontend.Sync:
+        this.discarding = false;
+        return this.forwardExpecting(raw, Expect.Ready);
+      case Frontend.Query:
+        if (dropsAllStatements(body)) {
+          this.statements?.clear();
+          server.statements.clear();
+        }
+        this.noteStatement(server, body);
+        return this.forwardExpecting(raw, Expect.Ready);
+      case Frontend.FunctionCall:
+        return this.forwardExpecting(raw, Expect.Ready);
+      default:
+        // Flush, CopyData, CopyDone, CopyFail: no response of their own.
+        this.queue(server, raw, 0);
+        return;
+    }
+  }
+
+  private forwardExpecting(bytes: Buffer, expect: Expect): void {
+    const server = this.link.server!;
+    if (expect === Expect.Ready) this.pool.counters.queries++;
+    this.queue(server, bytes, expect === Expect.Ready ? 1 : 0);
+    this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
+  }
+
+  /** A response Tessera gives itself, in its place among the server's. */
+  private answer(bytes: Buffer, onSkipped?: () => void): void {
+    this.deliver(this.link.server!.responses!.push({ expect: Expect.Synthetic, synthetic: bytes, onSkipped }));
+  }
+
+  private deliver(due: readonly Buffer[]): void {
+    for (const b of due) this.link.writeFromServer(b);
+  }
+
+  /**
+   * Queues bytes for the server (answered by `readies` ReadyForQuery messages); flush() sends
+   * them. Consecutive messages forwarded unchanged from the chunk being read become one slice of
+   * it; anything else (a rewritten or injected message) queues behind what came before, so order
+   * is kept and a client's batch, with a ticket redemption or parameter restore ahead of it, still
+   * leaves in one write.
+   */
+  queue(server: ServerConnection, bytes: Buffer, readies: number): void {
+    server.owe(readies);
+    const chunk = this.currentChunk;
+    const inChunk = bytes.buffer === chunk.buffer && bytes.byteOffset >= chunk.byteOffset && bytes.byteOffset + bytes.length <= chunk.byteOffset + chunk.length;
+    const batch = this.batch;
+    if (inChunk && batch && batch.byteOffset + batch.length === bytes.byteOffset) {
+      this.batch = chunk.subarray(batch.byteOffset - chunk.byteOffset, bytes.byteOffset - chunk.byteOffset + bytes.length);
+      return;
+    }
+    if (batch) (this.queued ??= []).push(batch);
+    this.batch = null;
+    if (inChunk) this.batch = bytes;
+    else (this.queued ??= []).push(bytes);
+  }
+
+  private flush(server: ServerConnection): void {
+    const batch = this.batch;
+    const queued = this.queued;
+    this.batch = this.queued = null;
+    if (queued === null) {
+      if (batch) this.link.sendToServer(server, batch);
+      return;
+    }
+    if (batch) queued.push(batch);
+    this.link.sendToServer(server, queued);
+  }
+
+  private ensurePrepared(server: ServerConnection, st: Statement): void {
+    if (server.statements.has(st.key)) server.statements.touch(st.key);
+    else this.prepareOn(server, st, true);
+  }
+
+  /** Prepares a statement on the server (evicting its least recently used one when full). */
+  private prepareOn(server: ServerConnection, st: Statement, injected: boolean, forget?: () => void): void {
+    const queue = server.responses!;
+    const pool = this.pool;
+    if (server.statements.size >= pool.settings.maxPreparedStatements) {
+      const old = server.statements.evictOldest();
+      if (old) {
+        this.queue(server, closeStatement(old.name), 0);
+        queue.push({ expect: Expect.Close, swallow: true });
+      }
+    }
+    server.statements.add(st);
+    pool.counters.serverParses++;
+    this.queue(server, parseMessage(st), 0);
+    const onSkipped = () => {
+      server.statements.delete(st.key);
+      forget?.();
+    };
+    this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
+  }
+
+  /**
+   * What a statement (Query text or Parse tail) leaves beyond its transaction: session state pins
+   * the client to this backend; a call that re-binds sessions leaves the backend's binding unknown.
+   * The text is decoded only when one of the two can still change something.
+   */
+  private noteStatement(server: ServerConnection, sql: Buffer): void {
+    const holdsTicket = this.link.holdsTicket;
+    if (this.pinReason !== null && !holdsTicket) return;
+    const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
+    if (this.pinReason === null) {
+      const reason = outlivesTransaction(text, server.status.has('search_path'));
+      if (reason) this.pin(server, reason);
+    }
+    if (holdsTicket && rebindsSession(text)) server.boundSession = null;
+  }
+
+  private pin(server: ServerConnection, reason: string): void {
+    this.pinReason = reason;
+    server.markSessionState(reason);
+    log.debug({ client: this.link.id, reason }, 'client pinned to its server: session state outlives its transaction');
+  }
+
+  /** A ParameterStatus the client saw: its own SET of a reported parameter, kept for its next backends. */
+  onParameterStatus(name: string, value: string): void {
+    const baseline = this.pool.statusCache.get(this.link.variant)?.get(name);
+    if (value === baseline) this.overrides?.delete(name);
+    else (this.overrides ??= new Map()).set(name, value);
+  }
+
+  /**
+   * Before this client's messages on a newly linked backend: make its reported parameters what
+   * this client should see — its own SET values, else its session's starting ones (undoing
+   * another client's SET). One injected query, pipelined, whose every reply Tessera swallows.
+   */
+  restoreParameters(server: ServerConnection): void {
+    // The common case costs one test per transaction: nobody has SET anything.
+    const overrides = this.overrides;
+    if ((overrides === null || overrides.size === 0) && !server.paramsChanged) return;
+    const baseline = this.pool.statusCache.get(this.link.variant);
+    if (!baseline) return;
+    // After this, the server differs from the starting values only by this client's SETs.
+    server.paramsChanged = overrides !== null && overrides.size > 0;
+    const statements: string[] = [];
+    const names = new Set([...(overrides?.keys() ?? []), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
+    for (const name of names) {
+      const want = overrides?.get(name) ?? baseline.get(name);
+      if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
+      if (SERVER_ONLY_PARAMETERS.has(name)) continue;
+      statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
+    }
+    if (statements.length === 0) return;
+    this.queue(server, msg.simpleQuery(statements.join('; ')), 1);
+    server.responses!.push({ expect: Expect.Ready, swallowAll: true });
+  }
+}
