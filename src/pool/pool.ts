@@ -83,6 +83,8 @@ export interface TicketQueries {
   revoke: string;
 }
 
+export type ServerFactory = (target: ServerTarget, variant: string, onClosed: (server: ServerConnection) => void, counters: PoolCounters) => ServerConnection;
+
 /** Where the pool's servers live and who they log in as. */
 export interface PoolTarget {
   host: string;
@@ -200,6 +202,8 @@ export class Pool {
     public credentials: ServerCredentials,
     /** Limits shared with other pools (max_db_connections, max_user_connections). */
     private readonly mayOpen: () => boolean = () => true,
+    /** Makes a server connection (a test gives one that runs no PostgreSQL). */
+    private readonly newServer: ServerFactory = (target, variant, onClosed, counters) => new ServerConnection(target, variant, onClosed, counters),
   ) {}
 
   /** How many servers are on a list (SHOW POOLS, metrics). */
@@ -584,7 +588,7 @@ export class Pool {
       socket: this.settings.socket,
       tls: this.settings.tls,
     };
-    const server = new ServerConnection(target, variant, (s) => this.onServerClosed(s), this.counters);
+    const server = this.newServer(target, variant, (s) => this.onServerClosed(s), this.counters);
     this.move(server, ServerState.Login, true);
     this.counters.connects++;
     server.login().then(
