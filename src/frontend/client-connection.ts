@@ -7,7 +7,6 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
-import { StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } from '../pool/server-connection.js';
@@ -16,7 +15,8 @@ import type { Authenticator, AuthStep, SessionCredentials } from '../proxy/clien
 import type { StoredSecret } from '../auth/secret.js';
 import { Expect } from '../pool/response-queue.js';
 import { TransactionRelay, type RelayLink } from './transaction-relay.js';
-import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
+import { Negotiation, type NegotiatingClient } from './negotiate.js';
+import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../proxy/suspension.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
@@ -52,11 +52,6 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const READY_IDLE_MESSAGE = msg.readyForQuery(READY_IDLE);
-/** The one-byte answers to SSLRequest and GSSENCRequest. */
-const NO_ENCRYPTION = Buffer.from('N');
-const ENCRYPTION_FOLLOWS = Buffer.from('S');
-/** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
-const TLS_HANDSHAKE = 0x16;
 /** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
 const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
 const nextClientId = idSequence();
@@ -96,7 +91,7 @@ const LOGIN_FAILURE_REASONS: Record<string, string> = {
   [SqlState.CannotConnectNow]: 'shutting_down',
 };
 
-export class ClientConnection implements FrameSink, ServerPeer, PoolClient, RelayLink {
+export class ClientConnection implements FrameSink, ServerPeer, PoolClient, RelayLink, NegotiatingClient {
   readonly id = nextClientId();
   readonly connectedAt = Date.now();
   /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
@@ -133,11 +128,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   tlsSocket: tls.TLSSocket | null = null;
   /** CN of a client certificate that verified against client_tls_ca_file (auth_type cert). */
   certificateName: string | null = null;
-  /** An SSLRequest / GSSENCRequest was answered already: each may come once, before the startup packet. */
-  private sslAnswered = false;
-  private gssAnswered = false;
 
-  private startup: StartupReader | null = new StartupReader();
+  /** SSL/GSSENC/direct TLS/cancel before the startup packet; dropped once it has come. */
+  private negotiation: Negotiation | null;
   private readonly framer = new Framer(this);
   private auth: Authenticator | null = null;
   /** AuthenticationOk (and SASLFinal), held to go out with the rest of the login reply. */
@@ -171,6 +164,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     private readonly host: ClientHost,
     readonly remoteAddress: string,
   ) {
+    this.negotiation = new Negotiation(this, host.clientTls);
     this.rekey();
     listenTo(socket, this);
     socket.on('error', ignore); // 'close' follows; a reset client is not worth a stack trace
@@ -218,7 +212,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     try {
       switch (this.phase) {
         case ClientPhase.Startup:
-          return this.onStartupData(chunk);
+          return this.negotiation!.push(chunk);
         case ClientPhase.Auth:
           return this.framer.push(chunk);
         case ClientPhase.Login:
@@ -239,118 +233,39 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     }
   }
 
-  private onStartupData(chunk: Buffer): void {
-    if (chunk[0] === TLS_HANDSHAKE && !this.sslAnswered && !this.gssAnswered && this.startup!.empty && this.host.clientTls && this.remoteAddress !== 'unix') {
-      // Direct TLS (PostgreSQL 17, sslnegotiation=direct): the ClientHello is the first byte.
-      this.sslAnswered = true;
-      return this.upgrade(this.host.clientTls, chunk);
-    }
-    const packet = this.startup!.push(chunk);
-    if (!packet) return;
-    const leftover = this.startup!.leftover;
-    this.onStartupPacket(packet);
-    if (leftover.length > 0 && this.phase !== ClientPhase.Closed) this.onData(leftover);
+  // ---- NegotiatingClient: what negotiation tells the client ----
+
+  get closed(): boolean {
+    return this.phase === ClientPhase.Closed;
   }
 
-  private onStartupPacket(packet: StartupPacket): void {
-    switch (packet.kind) {
-      case 'ssl': {
-        // Once only, and never inside TLS: PostgreSQL refuses a second SSLRequest too.
-        if (this.sslAnswered) throw new ProtocolViolation(this.tlsSocket ? 'SSLRequest on a connection that is already encrypted' : 'SSLRequest sent twice');
-        this.sslAnswered = true;
-        const tlsConfig = this.host.clientTls;
-        // No TLS on Unix sockets (they never leave the machine), as in PgBouncer.
-        if (!tlsConfig || this.remoteAddress === 'unix') {
-          this.startup = new StartupReader();
-          this.socket.write(NO_ENCRYPTION);
-          return;
-        }
-        if (this.startup!.leftover.length > 0) {
-          // Bytes sent before the handshake were not encrypted, and may have been injected by a
-          // man in the middle: PostgreSQL refuses them, and so do we.
-          throw PgError.fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request');
-        }
-        this.socket.write(ENCRYPTION_FOLLOWS);
-        this.upgrade(tlsConfig, null);
-        return;
-      }
-      case 'gssenc':
-        // No GSSAPI encryption: 'N' tells the client to go on in plaintext or give up.
-        if (this.gssAnswered || this.tlsSocket) throw new ProtocolViolation('unexpected GSSENCRequest');
-        this.gssAnswered = true;
-        this.startup = new StartupReader();
-        this.socket.write(NO_ENCRYPTION);
-        return;
-      case 'cancel':
-        this.host.cancel(packet.pid, packet.secret);
-        this.socket.end();
-        this.teardown();
-        return;
-      case 'startup':
-        this.startup = null;
-        if (!this.tlsSocket && this.remoteAddress !== 'unix' && (this.host.clientTls?.mode === 'require' || this.host.clientTls?.requireCert)) {
-          // As PgBouncer words it; SQLSTATE as PostgreSQL's hostssl-only rejection.
-          throw PgError.fatal(SqlState.InvalidAuthorization, 'SSL required');
-        }
-        if (packet.minor > 0 || packet.unknownOptions.length > 0) {
-          this.socket.write(msg.negotiateProtocolVersion(0, packet.unknownOptions));
-        }
-        this.phase = ClientPhase.Auth;
-        this.auth = this.host.beginLogin(this, packet.params);
-        this.onAuthStep(this.auth.start());
-        return;
-    }
+  unlistenPlaintext(): void {
+    this.socket.off('data', onClientData);
+    this.socket.off('close', onClientClose);
   }
 
-  // ---- TLS ----
-
-  /**
-   * Puts TLS on the client's socket. `first` is a direct-TLS ClientHello already read: it goes
-   * back into the socket, where the TLS layer reads it as if it had just arrived.
-   */
-  private upgrade(config: ClientTls, first: Buffer | null): void {
-    const raw = this.socket;
-    raw.off('data', onClientData);
-    raw.off('close', onClientClose);
-    if (first) {
-      raw.pause();
-      raw.unshift(first);
-    }
-    const secure = new tls.TLSSocket(raw, {
-      isServer: true,
-      secureContext: config.context,
-      requestCert: config.requestCert,
-      // Checked after the handshake instead, so the client gets a PostgreSQL error, not an alert.
-      rejectUnauthorized: false,
-      ALPNProtocols: ALPN,
-    });
+  useTls(secure: tls.TLSSocket): void {
     this.socket = secure;
     this.tlsSocket = secure;
-    this.startup = new StartupReader();
     listenTo(secure, this);
-    let secured = false;
-    secure.on('error', (err: NodeJS.ErrnoException) => {
-      // A failed handshake (plaintext after 'S', no shared protocol) closes this client only; 'close' follows.
-      if (!secured) log.info({ client: this.id, addr: this.remoteAddress, reason: err.code ?? err.message }, 'TLS handshake failed');
-    });
-    secure.once('secure', () => {
-      secured = true;
-      this.onSecure(config, secure, first !== null);
-    });
   }
 
-  private onSecure(config: ClientTls, secure: tls.TLSSocket, direct: boolean): void {
-    if (this.phase === ClientPhase.Closed) return;
-    if (direct && secure.alpnProtocol !== 'postgresql') {
-      return this.fail(PgError.fatal(SqlState.ProtocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension'));
-    }
-    if (config.requestCert && clientCertVerified(secure)) {
-      const cn = secure.getPeerCertificate().subject?.CN;
-      this.certificateName = typeof cn === 'string' ? cn : null;
-    }
-    if (config.requireCert && this.certificateName === null) {
-      this.fail(PgError.fatal(SqlState.InvalidAuthorization, 'connection requires a valid client certificate'));
-    }
+  setCertificateName(name: string | null): void {
+    this.certificateName = name;
+  }
+
+  onCancelRequest(pid: number, secret: number): void {
+    this.host.cancel(pid, secret);
+    this.socket.end();
+    this.teardown();
+  }
+
+  onStartup(params: Map<string, string>, leftover: Buffer): void {
+    this.negotiation = null;
+    this.phase = ClientPhase.Auth;
+    this.auth = this.host.beginLogin(this, params);
+    this.onAuthStep(this.auth.start());
+    if (leftover.length > 0 && !this.closed) this.onData(leftover);
   }
 
   // ---- authentication ----
