@@ -8,12 +8,12 @@ import { ConfigError } from './config/load.js';
 import { loadAnyConfig } from './config/ini.js';
 import { loadUserlist, UserlistError } from './auth/userlist.js';
 import type { StoredSecret } from './auth/secret.js';
-import { Proxy } from './proxy/proxy.js';
+import { Proxy } from './pooler/pooler.js';
 import { HbaError } from './auth/hba.js';
 import type { ShutdownMode } from './admin/view.js';
 import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
-import { removeStaleSocket } from './proxy/proxy.js';
+import { removeStaleSocket } from './pooler/pooler.js';
 import { TlsSettingError } from './tls/contexts.js';
 import { log, setLogLevel } from './log.js';
 

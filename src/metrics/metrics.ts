@@ -7,7 +7,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } f
 import type { PoolSnapshot } from '../admin/view.js';
 import { ServerState } from '../pool/server-connection.js';
 import type { Pool, PoolCounters } from '../pool/pool.js';
-import type { Proxy } from '../proxy/proxy.js';
+import type { Proxy } from '../pooler/pooler.js';
 import { log } from '../log.js';
 
 const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup] as const;

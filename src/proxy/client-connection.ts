@@ -18,8 +18,8 @@ import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessag
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
-import { resumeReading } from './suspension.js';
-import { idSequence, newCancelKey } from '../workers/identity.js';
+import { resumeReading } from '../net/suspension.js';
+import { idSequence, newCancelKey } from '../net/worker-identity.js';
 
 export const enum ClientPhase {
   Startup = 'startup',

@@ -9,8 +9,8 @@ import { AggregatorRegistry } from 'prom-client';
 import type { ShutdownMode } from '../admin/view.js';
 import { log } from '../log.js';
 import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
-import { mergeSnapshots, type WorkerSnapshot } from './merge.js';
-import { workerOfId, workerOfPid } from './identity.js';
+import { mergeSnapshots, type WorkerSnapshot } from './cluster-view.js';
+import { workerOfId, workerOfPid } from '../net/worker-identity.js';
 import { serveMetrics, statusPage } from '../metrics/metrics.js';
 
 export interface PrimaryOptions {

@@ -6,7 +6,7 @@
 import { PgError } from '../protocol/messages.js';
 import { AdminError, type AdminView } from '../admin/view.js';
 import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
-import type { WorkerSnapshot } from './merge.js';
+import type { WorkerSnapshot } from './cluster-view.js';
 import { log } from '../log.js';
 
 /** What a worker's own proxy offers the primary. */

@@ -8,7 +8,7 @@ import { ROLES, TEST_DB, PG_BIN, sharedCluster } from '../support/cluster.js';
 import { freePort, connect, rejection, run, startTessera, clusterEntry } from '../support/tessera.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Proxy } from '../../src/pooler/pooler.js';
 
 test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; unsupported settings are warned about', async () => {
   const cluster = await sharedCluster();

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { parseConfig } from '../../src/config/load.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Proxy } from '../../src/pooler/pooler.js';
 import { setLogger } from '../../src/log.js';
 import { freePort, type Cluster } from './cluster.js';
 

@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { Framer, ProtocolViolation, type FrameSink } from '../../src/protocol/framing.js';
 import { StartupReader } from '../../src/protocol/startup.js';
 import { ClientConnection, ClientPhase } from '../../src/proxy/client-connection.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Proxy } from '../../src/pooler/pooler.js';
 import { parseConfig, ConfigError } from '../../src/config/load.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist, parseUserlist, UserlistError } from '../../src/auth/userlist.js';

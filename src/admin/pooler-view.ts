@@ -3,17 +3,17 @@
  * PgBouncer's terms, and the control commands (PAUSE, RESUME, RELOAD, KILL, ...).
  */
 import type { Socket } from 'node:net';
-import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
+import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from './view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
-import type { WorkerSnapshot } from '../workers/merge.js';
-import { tesseraVersion } from '../admin/commands/show.js';
+import type { WorkerSnapshot } from '../workers/cluster-view.js';
+import { tesseraVersion } from './commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
 import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
-import { ClientPhase, type ClientConnection } from './client-connection.js';
-import type { Proxy } from './proxy.js';
-import { suspension } from './suspension.js';
+import { ClientPhase, type ClientConnection } from '../proxy/client-connection.js';
+import type { Proxy } from '../pooler/pooler.js';
+import { suspension } from '../net/suspension.js';
 import { describeTls } from '../tls/contexts.js';
 
 const STATS_PERIOD_MS = 60_000;
