@@ -6,7 +6,8 @@ import type { Socket } from 'node:net';
 import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from './view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
-import type { WorkerSnapshot } from '../workers/cluster-view.js';
+import type { OperationMethods } from './operations.js';
+import type { AdminSnapshot } from './snapshots.js';
 import { tesseraVersion } from './commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
@@ -34,7 +35,8 @@ function endpoints(socket: Socket): Pick<ConnectionSnapshot, 'addr' | 'port' | '
   return { addr: socket.remoteAddress ?? 'unix', port: socket.remotePort ?? 0, local_addr: socket.localAddress ?? 'unix', local_port: socket.localPort ?? 0 };
 }
 
-export class ProxyAdminView implements AdminView {
+/** Every operation of admin/operations.ts, none optional (a worker's primary may ask any of them). */
+export class ProxyAdminView implements AdminView, OperationMethods {
   /** Totals at the start of the current stats period, for the per-second averages. */
   private periodStart = Date.now();
   private periodTotals = new Map<Pool, PoolCounters>();
@@ -50,7 +52,7 @@ export class ProxyAdminView implements AdminView {
   }
 
   /** Everything SHOW reads, at once: what a worker gives the console of another (workers > 1). */
-  snapshot(): WorkerSnapshot {
+  snapshot(): AdminSnapshot {
     return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [] };
   }
 
@@ -271,7 +273,8 @@ export class ProxyAdminView implements AdminView {
       clients++;
       client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_SESSION from the admin console: session ended'));
     }
-    return { clients, ended, errors };
+    // Plain data: with workers the result crosses the IPC channel, which keeps no PgError fields.
+    return { clients, ended, errors: errors.map((e) => ({ code: e.code, message: e.message })) };
   }
 
   kill(db?: string): void {

@@ -24,7 +24,7 @@ import { loadAnyConfig, convertSetting } from '../config/ini.js';
 import { shareOf, workerCount, workerIndex, workerOfPid } from '../net/worker-identity.js';
 import { suspension } from '../net/suspension.js';
 import type { WorkerLink } from '../workers/worker-link.js';
-import { ClusterAdminView } from '../workers/cluster-view.js';
+import { openClusterView } from '../workers/cluster-view.js';
 import { parseConfig, ConfigError } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
 import { tlsContextsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
@@ -216,7 +216,7 @@ export class Proxy implements ClientHost {
     const who = { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) };
     if (!this.workerLink) return runAdminQuery(sql, this.adminView, who);
     // workers > 1: SHOW sums every worker, commands run on every worker.
-    return ClusterAdminView.open(this.workerLink, () => this.config, () => this.adminView.version()).then(
+    return openClusterView(this.workerLink, () => this.config, () => this.adminView.version()).then(
       (view) => runAdminQuery(sql, view, who),
       (err: PgError) => err.toMessage(),
     );
