@@ -7,12 +7,12 @@ import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } f
 import type { PoolSnapshot } from '../admin/view.js';
 import { ServerState } from '../pool/server-connection.js';
 import type { Pool, PoolCounters } from '../pool/pool.js';
-import type { Proxy } from '../pooler/pooler.js';
+import type { Pooler } from '../pooler/pooler.js';
 import { log } from '../log.js';
 
 const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup] as const;
 
-export function buildRegistry(proxy: Proxy): Registry {
+export function buildRegistry(proxy: Pooler): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tessera_' });
   const labels = (pool: Pool) => ({ database: proxy.databaseNameOf(pool), user: pool.target.user });
@@ -120,13 +120,13 @@ function listenAddress(listen: string): { host: string; port: number } {
 }
 
 /** A worker (setting `workers`): its metrics are read by the primary, which serves the sums. */
-export function offerMetricsToPrimary(proxy: Proxy): void {
+export function offerMetricsToPrimary(proxy: Pooler): void {
   new AggregatorRegistry(); // installs the worker's answering side
   AggregatorRegistry.setRegistries([buildRegistry(proxy)]);
 }
 
 /** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
-export function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
+export function startMetrics(listen: string, proxy: Pooler): Promise<http.Server> {
   const registry = buildRegistry(proxy);
   return serveMetrics(listen, {
     contentType: registry.contentType,

@@ -10,7 +10,7 @@ import { runAdminQuery, CONSOLE_COMMAND_NAMES } from '../../src/admin/console.js
 import { ADMIN_OPERATIONS, ADMIN_OPERATION_NAMES, operationOf, type AdminOperation, type OperationMethods } from '../../src/admin/operations.js';
 import { mergeSnapshots, type AdminSnapshot, type PoolerState } from '../../src/admin/snapshots.js';
 import type { AdminWho } from '../../src/admin/view.js';
-import { ProxyAdminView } from '../../src/admin/pooler-view.js';
+import { PoolerAdminView } from '../../src/admin/pooler-view.js';
 import { openClusterView } from '../../src/workers/cluster-view.js';
 import { runOnThisWorker, workersFor, type OperationRunner } from '../../src/workers/fan-out.js';
 
@@ -99,7 +99,7 @@ test('every console command runs an operation of the table, and every operation 
 });
 
 test('the single-process view implements every operation (a worker may be asked any of them)', () => {
-  for (const op of ADMIN_OPERATION_NAMES) assert.type((ProxyAdminView.prototype as unknown as Record<string, unknown>)[op], 'function', op);
+  for (const op of ADMIN_OPERATION_NAMES) assert.type((PoolerAdminView.prototype as unknown as Record<string, unknown>)[op], 'function', op);
 });
 
 test('with workers, every console command reaches every worker', async () => {
