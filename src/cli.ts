@@ -137,7 +137,7 @@ async function main(): Promise<void> {
 
   if (isWorker) {
     const { WorkerLink } = await import('./workers/worker-link.js');
-    pooler.attachWorkerLink(new WorkerLink({ view: pooler.admin, cancel: (pid, secret) => pooler.cancel(pid, secret) }));
+    pooler.attachWorkerLink(new WorkerLink({ view: pooler.adminView, cancel: (pid, secret) => pooler.cancel(pid, secret) }));
     // The primary serves the metrics endpoint, summed over the workers.
     if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(pooler);
   } else if (config.metrics_listen) {
@@ -167,8 +167,8 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => {
     pooler.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
   });
-  process.on('SIGUSR1', () => void pooler.admin.pause());
-  process.on('SIGUSR2', () => pooler.admin.resume());
+  process.on('SIGUSR1', () => void pooler.adminView.pause());
+  process.on('SIGUSR2', () => pooler.adminView.resume());
 }
 
 /** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */

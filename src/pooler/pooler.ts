@@ -28,7 +28,7 @@ import { planLogin, type Destination, type LoginContext } from './login-policy.j
 import { applyToPools, configurationOf, readConfiguration, withSetting, type Configuration } from './reload.js';
 import { poolSettings } from './settings.js';
 import { addressOf, credentialsFor, type Address } from './server-targets.js';
-import { checkTokenRoles, endSession, type TokenDatabaseContext } from './token-databases.js';
+import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
 
 export { removeStaleSocket } from './runtime.js';
 
@@ -55,7 +55,7 @@ export class Pooler implements ClientHost {
   private readonly disabled = new Set<string>();
   /** Where each client that is logging in goes once authenticated (until it has its pool). */
   private readonly destinations = new WeakMap<ClientConnection, Destination>();
-  private readonly adminView: PoolerAdminView;
+  private readonly consoleView: PoolerAdminView;
   private workerLink: WorkerLink | undefined;
   /** Failed logins by reason, for the metrics endpoint. */
   readonly loginFailures = new Map<string, number>();
@@ -68,7 +68,7 @@ export class Pooler implements ClientHost {
     const janitor = new Janitor(this.registry, this.limiter, () => this.config);
     this.runtime = new Runtime(this.registry, janitor, () => this.config, (socket) => new ClientConnection(socket, this, socket.remoteAddress ?? 'unix'));
     const pooler = this;
-    this.adminView = new PoolerAdminView({
+    this.consoleView = new PoolerAdminView({
       pools: this.registry.pools,
       clients: this.registry.clients,
       databaseNameOf: (pool) => this.registry.databaseNameOf(pool),
@@ -109,8 +109,8 @@ export class Pooler implements ClientHost {
   }
 
   /** The admin console's view, for signals that act like its commands (SIGUSR1 = PAUSE). */
-  get admin(): PoolerAdminView {
-    return this.adminView;
+  get adminView(): PoolerAdminView {
+    return this.consoleView;
   }
 
   get isStopping(): boolean {
@@ -125,7 +125,7 @@ export class Pooler implements ClientHost {
   /** Listens on every listen_addr address and the Unix socket; resolves with the first TCP address. */
   async listen(): Promise<net.AddressInfo | null> {
     const first = await this.runtime.listen();
-    checkTokenRoles(this.tokenDatabaseContext());
+    warnOfPoolRolesBypassingRls(this.tokenDatabaseContext());
     return first;
   }
 
@@ -150,21 +150,21 @@ export class Pooler implements ClientHost {
     if (!this.options.configPath) throw new Error('no config file to reload');
     const { configuration, warnings } = readConfiguration(this.options.configPath);
     for (const w of warnings) log.warn(w);
-    this.apply(configuration);
+    this.applyConfiguration(configuration);
     log.info({ config: this.options.configPath }, 'configuration reloaded');
   }
 
   /** SET key = value from the admin console: the running config with one setting changed. */
   set(key: string, value: string): void {
-    this.apply(withSetting(this.configuration, key, value, this.options.configPath));
+    this.applyConfiguration(withSetting(this.configuration, key, value, this.options.configPath));
     log.info({ key }, 'setting changed from the admin console');
   }
 
-  private apply(configuration: Configuration): void {
+  private applyConfiguration(configuration: Configuration): void {
     this.configuration = configuration;
     applyToPools(this.registry, configuration, this.embedded);
     // A changed pool role may now defeat row-level security: say so (as at start-up).
-    checkTokenRoles(this.tokenDatabaseContext());
+    warnOfPoolRolesBypassingRls(this.tokenDatabaseContext());
   }
 
   private tokenDatabaseContext(): TokenDatabaseContext {
@@ -269,7 +269,7 @@ export class Pooler implements ClientHost {
       throw PgError.fatal(SqlState.ProtocolViolation, 'not allowed');
     }
     return new Map([
-      ['server_version', `${this.adminView.version()}/bouncer`],
+      ['server_version', `${this.consoleView.version()}/bouncer`],
       ['client_encoding', 'UTF8'],
       ['server_encoding', 'UTF8'],
       ['DateStyle', 'ISO'],
@@ -282,9 +282,9 @@ export class Pooler implements ClientHost {
   adminQuery(client: ClientConnection, sql: string): Promise<Buffer> {
     const c = this.config;
     const who = { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) };
-    if (!this.workerLink) return runAdminQuery(sql, this.adminView, who);
+    if (!this.workerLink) return runAdminQuery(sql, this.consoleView, who);
     // workers > 1: SHOW sums every worker, and each command runs where admin/operations.ts says.
-    return openClusterView(this.workerLink, () => this.config, () => this.adminView.version()).then(
+    return openClusterView(this.workerLink, () => this.config, () => this.consoleView.version()).then(
       (view) => runAdminQuery(sql, view, who),
       (err: PgError) => err.toMessage(),
     );

@@ -99,7 +99,7 @@ export async function endSession(ctx: TokenDatabaseContext, sessionId: string): 
  * role: row-level security does not apply to it, so per-user security would be defeated. One
  * short-lived connection per such database; it never delays start-up or fails it.
  */
-export function checkTokenRoles(ctx: TokenDatabaseContext): void {
+export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
   for (const db of tokenDatabases(ctx)) {
     if ('error' in db) continue;
     const { name, target } = db;

@@ -114,7 +114,7 @@ export class Primary {
       case 'cancel':
         return this.send(workerOfPid(m.pid, this.opts.workers), { kind: 'cancel', pid: m.pid, secret: m.secret });
       case 'admin':
-        void this.admin(m.op, m.args).then((results) => this.send(from, { kind: 'done', id: m.id, results }));
+        void this.runOperation(m.op, m.args).then((results) => this.send(from, { kind: 'done', id: m.id, results }));
         return;
       case 'result':
         return this.settle(m.id, from, m.result);
@@ -122,7 +122,7 @@ export class Primary {
   }
 
   /** An admin operation from a worker's console, run where admin/operations.ts says. */
-  private async admin(op: AdminOperation, args: unknown[]): Promise<OpResult[]> {
+  private async runOperation(op: AdminOperation, args: unknown[]): Promise<OpResult[]> {
     const targets = workersFor(op, args, this.opts.workers);
     if (targets !== 'primary') return this.runOn(targets, op, args);
     this.onPrimary[op as PrimaryOperation](...(args as ArgsOf<PrimaryOperation>));
