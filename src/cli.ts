@@ -1,19 +1,19 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 /**
  * `tessera --config FILE`: load the configuration, start the embedded PostgreSQL when the config
- * asks for one, start the proxy, and map signals to shutdowns. Nothing else lives here.
+ * asks for one, start the pooler, and map signals to shutdowns. Nothing else lives here.
  */
 import path from 'node:path';
 import { ConfigError } from './config/load.js';
 import { loadAnyConfig } from './config/ini.js';
 import { loadUserlist, UserlistError } from './auth/userlist.js';
 import type { StoredSecret } from './auth/secret.js';
-import { Proxy } from './proxy/proxy.js';
+import { Pooler } from './pooler/pooler.js';
 import { HbaError } from './auth/hba.js';
 import type { ShutdownMode } from './admin/view.js';
 import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
-import { removeStaleSocket } from './proxy/proxy.js';
+import { removeStaleSocket } from './pooler/pooler.js';
 import { TlsSettingError } from './tls/contexts.js';
 import { log, setLogLevel } from './log.js';
 
@@ -110,9 +110,9 @@ async function main(): Promise<void> {
   if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, embedded);
 
   let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
-  let proxy: Proxy;
+  let pooler: Pooler;
   try {
-    proxy = new Proxy({
+    pooler = new Pooler({
     config,
     userlist,
     embedded,
@@ -128,7 +128,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   try {
-    await proxy.listen();
+    await pooler.listen();
   } catch (err) {
     process.stderr.write(`tessera: cannot listen on ${config.listen_addr}:${config.listen_port}: ${(err as Error).message}\n`);
     await embedded?.stop();
@@ -137,20 +137,20 @@ async function main(): Promise<void> {
 
   if (isWorker) {
     const { WorkerLink } = await import('./workers/worker-link.js');
-    proxy.attachWorkerLink(new WorkerLink({ view: proxy.admin, cancel: (pid, secret) => proxy.cancel(pid, secret) }));
+    pooler.attachWorkerLink(new WorkerLink({ view: pooler.adminView, cancel: (pid, secret) => pooler.cancel(pid, secret) }));
     // The primary serves the metrics endpoint, summed over the workers.
-    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(proxy);
+    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(pooler);
   } else if (config.metrics_listen) {
     const { startMetrics } = await import('./metrics/metrics.js');
-    await startMetrics(config.metrics_listen, proxy);
+    await startMetrics(config.metrics_listen, pooler);
   }
 
   let stopping = false;
   stop = async (mode: ShutdownMode, why: string) => {
-    const graceMs = mode === 'immediate' ? 0 : proxy.currentConfig.shutdown_timeout * 1000;
+    const graceMs = mode === 'immediate' ? 0 : pooler.currentConfig.shutdown_timeout * 1000;
     log.info({ signal: why, mode, graceMs }, 'shutting down');
     // A second signal may shorten the wait (SIGQUIT after SIGTERM); only the first finishes up.
-    const done = proxy.shutdown(graceMs, mode);
+    const done = pooler.shutdown(graceMs, mode);
     if (stopping) return;
     stopping = true;
     await done;
@@ -165,10 +165,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('wait_for_servers', 'SIGINT'));
   process.on('SIGQUIT', () => void stop('immediate', 'SIGQUIT'));
   process.on('SIGHUP', () => {
-    proxy.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
+    pooler.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
   });
-  process.on('SIGUSR1', () => void proxy.admin.pause());
-  process.on('SIGUSR2', () => proxy.admin.resume());
+  process.on('SIGUSR1', () => void pooler.adminView.pause());
+  process.on('SIGUSR2', () => pooler.adminView.resume());
 }
 
 /** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */

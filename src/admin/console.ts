@@ -17,12 +17,19 @@ import { runSet } from './commands/set.js';
 export { AdminError } from './view.js';
 export type { AdminView, AdminWho } from './view.js';
 
-/** Command name (lower case) -> handler. SELECT is PgBouncer's alias of SHOW. */
+/**
+ * Command name (lower case) -> handler. SELECT is PgBouncer's alias of SHOW. What each one may
+ * ask of the pooler is an operation of admin/operations.ts, which lists the commands that run it
+ * (test/unit/admin-operations.test.ts checks the two lists agree).
+ */
 const COMMANDS: ReadonlyMap<string, CommandHandler> = new Map<string, CommandHandler>([
   ['show', show],
   ['select', show],
   ...CONTROL_COMMANDS,
 ]);
+
+/** Every command the console answers, `set` (parsed on its own) included. */
+export const CONSOLE_COMMAND_NAMES: readonly string[] = [...COMMANDS.keys(), 'set'];
 
 function toErrorResponse(err: unknown): Buffer {
   if (err instanceof PgError) {

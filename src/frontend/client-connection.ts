@@ -18,8 +18,8 @@ import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { Negotiation, type NegotiatingClient } from './negotiate.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
-import { resumeReading } from '../proxy/suspension.js';
-import { idSequence, newCancelKey } from '../workers/identity.js';
+import { resumeReading } from '../net/suspension.js';
+import { idSequence, newCancelKey } from '../net/worker-identity.js';
 
 export const enum ClientPhase {
   Startup = 'startup',

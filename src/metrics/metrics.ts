@@ -1,21 +1,21 @@
 /**
  * The Prometheus endpoint (metrics_listen) and a small live status page at the same address.
- * Everything is read from the proxy's state at scrape time, so the relay pays nothing for it.
+ * Everything is read from the pooler's state at scrape time, so the relay pays nothing for it.
  */
 import http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { PoolSnapshot } from '../admin/view.js';
 import { ServerState } from '../pool/server-connection.js';
 import type { Pool, PoolCounters } from '../pool/pool.js';
-import type { Proxy } from '../proxy/proxy.js';
+import type { Pooler } from '../pooler/pooler.js';
 import { log } from '../log.js';
 
-const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup] as const;
+const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup, ServerState.Canceling] as const;
 
-export function buildRegistry(proxy: Proxy): Registry {
+export function buildRegistry(pooler: Pooler): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tessera_' });
-  const labels = (pool: Pool) => ({ database: proxy.databaseNameOf(pool), user: pool.target.user });
+  const labels = (pool: Pool) => ({ database: pooler.databaseNameOf(pool), user: pool.target.user });
 
   new Gauge({
     name: 'tessera_pool_servers',
@@ -24,9 +24,9 @@ export function buildRegistry(proxy: Proxy): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      for (const pool of proxy.pools.values()) {
+      for (const pool of pooler.pools.values()) {
         for (const state of SERVER_STATES) {
-          this.set({ ...labels(pool), state }, [...pool.servers].filter((s) => s.state === state).length);
+          this.set({ ...labels(pool), state }, pool.count(state));
         }
       }
     },
@@ -38,8 +38,8 @@ export function buildRegistry(proxy: Proxy): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      for (const pool of proxy.pools.values()) {
-        const clients = [...proxy.clients].filter((c) => c.pool === pool);
+      for (const pool of pooler.pools.values()) {
+        const clients = [...pooler.clients].filter((c) => c.pool === pool);
         const waiting = clients.filter((c) => c.isWaiting).length;
         this.set({ ...labels(pool), state: 'active' }, clients.length - waiting);
         this.set({ ...labels(pool), state: 'waiting' }, waiting);
@@ -54,7 +54,7 @@ export function buildRegistry(proxy: Proxy): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      for (const pool of proxy.pools.values()) this.set(labels(pool), pool.maxWaitMs() / 1000);
+      for (const pool of pooler.pools.values()) this.set(labels(pool), pool.maxWaitMs() / 1000);
     },
   });
   new Gauge({
@@ -62,7 +62,7 @@ export function buildRegistry(proxy: Proxy): Registry {
     help: 'Client connections, in any phase.',
     registers: [registry],
     collect() {
-      this.set(proxy.clients.size);
+      this.set(pooler.clients.size);
     },
   });
 
@@ -74,7 +74,7 @@ export function buildRegistry(proxy: Proxy): Registry {
       registers: [registry],
       collect() {
         this.reset();
-        for (const pool of proxy.pools.values()) this.inc(labels(pool), pick(pool.counters));
+        for (const pool of pooler.pools.values()) this.inc(labels(pool), pick(pool.counters));
       },
     });
   poolCounter('tessera_transactions_total', 'Transactions (ReadyForQuery back to idle).', (k) => k.xacts);
@@ -91,7 +91,7 @@ export function buildRegistry(proxy: Proxy): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      for (const [reason, n] of proxy.loginFailures) this.inc({ reason }, n);
+      for (const [reason, n] of pooler.loginFailures) this.inc({ reason }, n);
     },
   });
   return registry;
@@ -120,18 +120,18 @@ function listenAddress(listen: string): { host: string; port: number } {
 }
 
 /** A worker (setting `workers`): its metrics are read by the primary, which serves the sums. */
-export function offerMetricsToPrimary(proxy: Proxy): void {
+export function offerMetricsToPrimary(pooler: Pooler): void {
   new AggregatorRegistry(); // installs the worker's answering side
-  AggregatorRegistry.setRegistries([buildRegistry(proxy)]);
+  AggregatorRegistry.setRegistries([buildRegistry(pooler)]);
 }
 
 /** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
-export function startMetrics(listen: string, proxy: Proxy): Promise<http.Server> {
-  const registry = buildRegistry(proxy);
+export function startMetrics(listen: string, pooler: Pooler): Promise<http.Server> {
+  const registry = buildRegistry(pooler);
   return serveMetrics(listen, {
     contentType: registry.contentType,
     metrics: () => registry.metrics(),
-    status: async () => statusPage(proxy.admin.pools(), proxy.clients.size),
+    status: async () => statusPage(pooler.adminView.pools(), pooler.clients.size),
   });
 }
 

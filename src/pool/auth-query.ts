@@ -5,7 +5,7 @@
  */
 import { ServerConnection, type ServerCredentials } from './server-connection.js';
 import { parseSecret, type StoredSecret } from '../auth/secret.js';
-import type { SocketOptions } from '../proxy/socket-options.js';
+import type { SocketOptions } from '../net/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 export interface AuthQueryTarget {

@@ -16,7 +16,7 @@ import { ServerConnection, ServerState, type ServerTarget, type ServerCredential
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
 import { dropsAllStatements } from './prepared.js';
-import type { SocketOptions } from '../proxy/socket-options.js';
+import type { SocketOptions } from '../net/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 /**

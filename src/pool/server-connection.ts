@@ -13,11 +13,11 @@ import { Framer, BodyReader, ProtocolViolation, type FrameSink } from '../protoc
 import { Backend, AuthCode, PgError, SqlState } from '../protocol/messages.js';
 import { md5Response, md5Secret } from '../auth/md5.js';
 import { ScramClient, type ScramCredentials } from '../auth/scram.js';
-import { applySocketOptions, type SocketOptions } from '../proxy/socket-options.js';
+import { applySocketOptions, type SocketOptions } from '../net/socket-options.js';
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
-import { idSequence } from '../workers/identity.js';
-import { resumeReading } from '../proxy/suspension.js';
+import { idSequence } from '../net/worker-identity.js';
+import { resumeReading } from '../net/suspension.js';
 import { ALPN, type ServerTls } from '../tls/contexts.js';
 import { SSL_REQUEST } from '../protocol/startup.js';
 

@@ -1,16 +1,17 @@
 /**
  * `workers` > 1: this process forks the workers (node:cluster; they share the listening sockets,
  * and the kernel spreads new connections between them), routes cancel requests to the worker
- * that owns the key, fans admin commands out, maps signals onto the workers, serves the metrics
+ * that owns the key, fans admin operations out, maps signals onto the workers, serves the metrics
  * endpoint summed over them, and restarts a worker that dies. It holds no client itself.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
-import type { ShutdownMode } from '../admin/view.js';
+import type { AdminOperation, ArgsOf, PrimaryOperation, ShutdownMode } from '../admin/operations.js';
+import { mergeSnapshots, type AdminSnapshot } from '../admin/snapshots.js';
 import { log } from '../log.js';
-import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
-import { mergeSnapshots, type WorkerSnapshot } from './merge.js';
-import { workerOfId, workerOfPid } from './identity.js';
+import { isMessage, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
+import { workersFor } from './fan-out.js';
+import { workerOfPid } from '../net/worker-identity.js';
 import { serveMetrics, statusPage } from '../metrics/metrics.js';
 
 export interface PrimaryOptions {
@@ -69,7 +70,7 @@ export class Primary {
     if (this.workers[index] !== worker) return;
     this.workers[index] = null;
     // A run still waiting for this worker gets its absence as a result.
-    for (const [id, run] of this.runs) if (run.pending.has(index)) this.settle(id, index, { ok: false, error: { message: `worker ${index} exited`, code: '08006' } });
+    for (const [id, run] of this.runs) if (run.pending.has(index)) this.settle(id, index, { ok: false, error: { message: `worker ${index} exited`, code: '08006', pg: true } });
     if (this.stopping) {
       if (this.workers.every((w) => w === null)) void this.finish(0);
       return;
@@ -113,24 +114,28 @@ export class Primary {
       case 'cancel':
         return this.send(workerOfPid(m.pid, this.opts.workers), { kind: 'cancel', pid: m.pid, secret: m.secret });
       case 'admin':
-        void this.admin(m.op, m.args).then((results) => this.send(from, { kind: 'done', id: m.id, results }));
+        void this.runOperation(m.op, m.args).then((results) => this.send(from, { kind: 'done', id: m.id, results }));
         return;
       case 'result':
         return this.settle(m.id, from, m.result);
     }
   }
 
-  private async admin(op: AdminOp, args: unknown[]): Promise<OpResult[]> {
-    if (op === 'shutdown') {
-      this.stop(args[0] as ShutdownMode);
-      return [{ ok: true }];
-    }
-    const targets = op === 'killClient' ? [workerOfId(args[0] as number, this.opts.workers)] : this.workers.map((_, i) => i);
-    return this.runOn(targets, op, args);
+  /** An admin operation from a worker's console, run where admin/operations.ts says. */
+  private async runOperation(op: AdminOperation, args: unknown[]): Promise<OpResult[]> {
+    const targets = workersFor(op, args, this.opts.workers);
+    if (targets !== 'primary') return this.runOn(targets, op, args);
+    this.onPrimary[op as PrimaryOperation](...(args as ArgsOf<PrimaryOperation>));
+    return [{ ok: true }];
   }
 
+  /** The operations the primary runs itself (one entry for each, or this does not compile). */
+  private readonly onPrimary: { [K in PrimaryOperation]: (...args: ArgsOf<K>) => void } = {
+    shutdown: (mode) => this.stop(mode),
+  };
+
   /** Runs an operation on the given workers; resolves with their results, in worker order. */
-  runOn(targets: number[], op: AdminOp, args: unknown[] = []): Promise<OpResult[]> {
+  runOn(targets: number[], op: AdminOperation, args: unknown[] = []): Promise<OpResult[]> {
     const id = this.nextRun++;
     const live = targets.filter((i) => this.workers[i]?.isConnected());
     return new Promise((done) => {
@@ -158,7 +163,7 @@ export class Primary {
       metrics: () => aggregator.clusterMetrics(),
       status: async () => {
         const results = await this.runOn(this.workers.map((_, i) => i), 'snapshot');
-        const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as WorkerSnapshot));
+        const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as AdminSnapshot));
         return statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers);
       },
     });

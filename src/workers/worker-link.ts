@@ -1,21 +1,20 @@
 /**
- * A worker's end of the IPC channel: asks the primary to run an admin operation on every worker
- * (or on the one that owns a client), forwards cancel requests for keys of other workers, and runs
- * what the primary asks of this worker's own proxy.
+ * A worker's end of the IPC channel: asks the primary to run an admin operation where
+ * admin/operations.ts says (every worker, or the one that owns a client), forwards cancel
+ * requests for keys of other workers, and runs what the primary asks of this worker's own view.
  */
-import { PgError } from '../protocol/messages.js';
-import { AdminError, type AdminView } from '../admin/view.js';
-import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
-import type { WorkerSnapshot } from './merge.js';
-import { log } from '../log.js';
+import type { AdminOperation, OperationMethods } from '../admin/operations.js';
+import { isMessage, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
+import { runOnThisWorker, type OperationRunner } from './fan-out.js';
 
-/** What a worker's own proxy offers the primary. */
+/** What a worker's own pooler offers the primary. */
 export interface LocalWorker {
-  view: AdminView & { snapshot(): WorkerSnapshot };
+  /** Every admin operation, none optional: the primary may ask any of them. */
+  view: OperationMethods;
   cancel(pid: number, secret: number): void;
 }
 
-export class WorkerLink {
+export class WorkerLink implements OperationRunner {
   private nextId = 1;
   private readonly waiting = new Map<number, (results: OpResult[]) => void>();
 
@@ -25,8 +24,8 @@ export class WorkerLink {
     });
   }
 
-  /** Runs `op` on every worker (killClient: on the client's worker) and returns their results. */
-  request(op: AdminOp, args: unknown[] = []): Promise<OpResult[]> {
+  /** Runs `op` where the table says (through the primary) and returns each worker's result. */
+  request(op: AdminOperation, args: unknown[] = []): Promise<OpResult[]> {
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
@@ -54,46 +53,8 @@ export class WorkerLink {
         return;
       }
       case 'run':
-        void runLocal(this.local.view, m.op, m.args).then((result) => this.send({ kind: 'result', id: m.id, result }));
+        void runOnThisWorker(this.local.view, m.op, m.args).then((result) => this.send({ kind: 'result', id: m.id, result }));
         return;
     }
   }
-}
-
-/** One admin operation on this worker's own proxy, its outcome as data. */
-export async function runLocal(view: LocalWorker['view'], op: AdminOp, args: unknown[]): Promise<OpResult> {
-  try {
-    const a = args as [never, never];
-    let value: unknown;
-    switch (op) {
-      case 'snapshot':
-        value = view.snapshot();
-        break;
-      case 'killClient':
-        value = view.killClient(args[0] as number);
-        break;
-      case 'set':
-        await view.set?.(a[0], a[1]);
-        break;
-      case 'shutdown':
-        await view.shutdown(a[0]);
-        break;
-      case 'suspend':
-        await view.suspend?.();
-        break;
-      default:
-        await view[op](a[0]);
-    }
-    return { ok: true, value };
-  } catch (err) {
-    if (err instanceof PgError) return { ok: false, error: { message: err.message, code: err.code, detail: err.fields.detail } };
-    log.error({ err, op }, 'admin operation failed in a worker');
-    return { ok: false, error: { message: (err as Error).message, code: 'XX000' } };
-  }
-}
-
-/** The first failure among the workers' results, thrown as the console reports errors. */
-export function throwIfFailed(results: OpResult[]): void {
-  const failed = results.find((r) => !r.ok);
-  if (failed?.error) throw new AdminError(failed.error.message, failed.error.code, failed.error.detail);
 }

@@ -8,7 +8,7 @@ import { ROLES, TEST_DB, PG_BIN, sharedCluster } from '../support/cluster.js';
 import { freePort, connect, rejection, run, startTessera, clusterEntry } from '../support/tessera.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Pooler } from '../../src/pooler/pooler.js';
 
 test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; unsupported settings are warned about', async () => {
   const cluster = await sharedCluster();
@@ -38,7 +38,7 @@ test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; 
   assert.ok(warnings.some((w) => w.includes('pgbouncer.ini:12') && w.includes('logfile')), warnings.join('\n'));
   assert.ok(warnings.some((w) => w.includes('pidfile')));
   assert.is(config.pool_mode, 'transaction');
-  const proxy = new Proxy({ config, userlist: loadUserlist(config.auth_file!) });
+  const proxy = new Pooler({ config, userlist: loadUserlist(config.auth_file!) });
   await proxy.listen();
   try {
     const c = await connect({ host: '127.0.0.1', port, user: ROLES.md5.user, password: ROLES.md5.password, database: TEST_DB });

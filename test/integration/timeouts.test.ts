@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import keepalive from 'net-keepalive';
 import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, until } from '../support/tessera.js';
-import { applySocketOptions } from '../../src/proxy/socket-options.js';
+import { applySocketOptions } from '../../src/net/socket-options.js';
 
 let cluster: Cluster;
 const user = ROLES.trust.user;

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { parseConfig } from '../../src/config/load.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Pooler } from '../../src/pooler/pooler.js';
 import { setLogger } from '../../src/log.js';
 import { freePort, type Cluster } from './cluster.js';
 
@@ -35,7 +35,7 @@ export { freePort };
 
 export interface RunningTessera {
   port: number;
-  proxy: Proxy;
+  proxy: Pooler;
   dir: string;
   /** The config file it was started from (edit it, then proxy.reload()). */
   file: string;
@@ -67,7 +67,7 @@ export async function startTessera(settings: Record<string, unknown>, userlist?:
   const port = await freePort();
   const { dir, file, json } = writeConfig(settings, userlist, port);
   const config = parseConfig(json, file, dir);
-  const proxy = new Proxy({ config, configPath: file, userlist: config.auth_file ? loadUserlist(config.auth_file) : new Map() });
+  const proxy = new Pooler({ config, configPath: file, userlist: config.auth_file ? loadUserlist(config.auth_file) : new Map() });
   await proxy.listen();
   return {
     port,

@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { Framer, ProtocolViolation, type FrameSink } from '../../src/protocol/framing.js';
 import { StartupReader } from '../../src/protocol/startup.js';
 import { ClientConnection, ClientPhase } from '../../src/frontend/client-connection.js';
-import { Proxy } from '../../src/proxy/proxy.js';
+import { Pooler } from '../../src/pooler/pooler.js';
 import { parseConfig, ConfigError } from '../../src/config/load.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist, parseUserlist, UserlistError } from '../../src/auth/userlist.js';
@@ -113,7 +113,7 @@ test(`client connection: ${CASES} random startups and auth exchanges end in a kn
   const target = { host: '127.0.0.1', port: closedPort };
   const proxies = ['trust', 'md5', 'scram-sha-256', 'plain'].map(
     (auth_type) =>
-      new Proxy({
+      new Pooler({
         config: parseConfig(
           {
             auth_type,

@@ -1,31 +1,51 @@
 /**
- * The admin console's window on the running proxy: snapshots of pools, clients and servers in
- * PgBouncer's terms, and the control commands (PAUSE, RESUME, RELOAD, KILL, ...).
+ * The admin console's window on this process's pooler: snapshots of pools, clients and servers in
+ * PgBouncer's terms, and every operation of admin/operations.ts (PAUSE, RESUME, RELOAD, KILL, ...).
  */
 import type { Socket } from 'node:net';
-import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
+import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from './view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
-import type { WorkerSnapshot } from '../workers/merge.js';
-import { tesseraVersion } from '../admin/commands/show.js';
+import { databaseLimits, maxUserConnections } from '../config/effective.js';
+import type { OperationMethods } from './operations.js';
+import type { AdminSnapshot, ServerStateName } from './snapshots.js';
+import { tesseraVersion } from './commands/show.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerState, type ServerConnection } from '../pool/server-connection.js';
 import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js';
 import { ClientPhase, type ClientConnection } from '../frontend/client-connection.js';
-import type { Proxy } from './proxy.js';
-import { suspension } from './suspension.js';
+import { suspension } from '../net/suspension.js';
 import { describeTls } from '../tls/contexts.js';
 
 const STATS_PERIOD_MS = 60_000;
 
-/** What the view needs from the proxy beyond its public fields. */
-export interface AdminControl {
+/** SHOW SERVERS' state column, in PgBouncer's words, for each pool list. */
+const SERVER_STATE_NAMES: Record<Exclude<ServerState, ServerState.Closed>, ServerStateName> = {
+  [ServerState.Login]: 'new',
+  [ServerState.Idle]: 'idle',
+  [ServerState.Active]: 'active',
+  [ServerState.Cleanup]: 'tested',
+  [ServerState.Canceling]: 'being_canceled',
+};
+
+/** What the view reads and asks of the pooler (src/pooler/pooler.ts builds it). */
+export interface ViewedPooler {
+  readonly pools: ReadonlyMap<string, Pool>;
+  readonly clients: ReadonlySet<ClientConnection>;
+  /** The database name a pool serves (the name the client asked for, which "*" may have matched). */
+  databaseNameOf(pool: Pool): string;
+  readonly config: Readonly<Config>;
+  readonly isStopping: boolean;
+  /** Databases closed to new clients: DISABLE and ENABLE change it, the login policy reads it. */
+  readonly disabled: Set<string>;
+  suspend(): Promise<void>;
+  unsuspend(): void;
   reload(): Promise<void>;
   /** SET key = value: throws a ConfigError naming the key when the value does not fit. */
   set(key: string, value: string): void;
   shutdown(mode: ShutdownMode): void;
-  disabled: Set<string>;
-  databaseNameOf(pool: Pool): string;
+  /** Ends a session in every session-token database; `ended`: some database had it. */
+  endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }>;
 }
 
 const ptr = (kind: 'c' | 's', id: number) => `0x${kind === 'c' ? '1' : '2'}${id.toString(16).padStart(7, '0')}`;
@@ -34,51 +54,48 @@ function endpoints(socket: Socket): Pick<ConnectionSnapshot, 'addr' | 'port' | '
   return { addr: socket.remoteAddress ?? 'unix', port: socket.remotePort ?? 0, local_addr: socket.localAddress ?? 'unix', local_port: socket.localPort ?? 0 };
 }
 
-export class ProxyAdminView implements AdminView {
+/** Every operation of admin/operations.ts, none optional (a worker's primary may ask any of them). */
+export class PoolerAdminView implements AdminView, OperationMethods {
   /** Totals at the start of the current stats period, for the per-second averages. */
   private periodStart = Date.now();
   private periodTotals = new Map<Pool, PoolCounters>();
   private lastAverages = new Map<string, StatCounters>();
 
-  constructor(
-    private readonly proxy: Proxy,
-    private readonly control: AdminControl,
-  ) {}
+  constructor(private readonly pooler: ViewedPooler) {}
 
   version(): string {
     return `Tessera ${tesseraVersion()}`;
   }
 
   /** Everything SHOW reads, at once: what a worker gives the console of another (workers > 1). */
-  snapshot(): WorkerSnapshot {
+  snapshot(): AdminSnapshot {
     return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [] };
   }
 
   config(): Readonly<Config> {
-    return this.proxy.currentConfig;
+    return this.pooler.config;
   }
 
   state(): PoolerState {
-    const pools = [...this.proxy.pools.values()];
-    return { paused: pools.length > 0 && pools.every((p) => p.paused), suspended: suspension.active, shuttingDown: this.proxy.isStopping };
+    const pools = [...this.pooler.pools.values()];
+    return { paused: pools.length > 0 && pools.every((p) => p.paused), suspended: suspension.active, shuttingDown: this.pooler.isStopping };
   }
 
   pools(): PoolSnapshot[] {
     const now = Date.now();
-    return [...this.proxy.pools.values()].map((pool) => {
-      const clients = [...this.proxy.clients].filter((c) => c.pool === pool && c.phase === ClientPhase.Ready);
+    return [...this.pooler.pools.values()].map((pool) => {
+      const clients = [...this.pooler.clients].filter((c) => c.pool === pool && c.phase === ClientPhase.Ready);
       const waiting = clients.filter((c) => c.isWaiting).length;
-      const servers = [...pool.servers];
-      const count = (state: ServerState) => servers.filter((s) => s.state === state).length;
+      const count = (state: ServerState) => pool.count(state);
       const { seconds, us: micros } = splitMicros(pool.maxWaitMs(now) * 1000);
       return {
-        database: this.control.databaseNameOf(pool),
+        database: this.pooler.databaseNameOf(pool),
         user: pool.target.user,
         cl_active: clients.length - waiting,
         cl_waiting: waiting,
         sv_active: count(ServerState.Active),
         // Free but held back until the cancel requests sent for it are done (as PgBouncer).
-        sv_being_canceled: servers.filter((s) => s.cancelsInFlight > 0 && s.state !== ServerState.Active).length,
+        sv_being_canceled: count(ServerState.Canceling),
         sv_idle: count(ServerState.Idle),
         sv_used: 0,
         sv_tested: count(ServerState.Cleanup),
@@ -92,7 +109,7 @@ export class ProxyAdminView implements AdminView {
 
   clients(): ConnectionSnapshot[] {
     const now = Date.now();
-    return [...this.proxy.clients]
+    return [...this.pooler.clients]
       .filter((c) => c.phase === ClientPhase.Ready)
       .map((c) => {
         const { seconds, us: micros } = splitMicros(c.isWaiting ? (now - c.waitingSince) * 1000 : 0);
@@ -119,15 +136,15 @@ export class ProxyAdminView implements AdminView {
 
   servers(): ConnectionSnapshot[] {
     const linked = new Map<ServerConnection, ClientConnection>();
-    for (const c of this.proxy.clients) if (c.server) linked.set(c.server, c);
+    for (const c of this.pooler.clients) if (c.server) linked.set(c.server, c);
     const rows: ConnectionSnapshot[] = [];
-    for (const pool of this.proxy.pools.values()) {
+    for (const pool of this.pooler.pools.values()) {
       for (const s of pool.servers) {
         const client = linked.get(s);
-        const state = s.state === ServerState.Login ? 'new' : s.state === ServerState.Cleanup ? 'tested' : s.state === ServerState.Active ? 'active' : 'idle';
+        const state = SERVER_STATE_NAMES[s.state as Exclude<ServerState, ServerState.Closed>];
         rows.push({
           user: pool.target.user,
-          database: this.control.databaseNameOf(pool),
+          database: this.pooler.databaseNameOf(pool),
           state,
           ...endpoints(s.socket),
           connect_time: new Date(s.createdAt),
@@ -151,24 +168,25 @@ export class ProxyAdminView implements AdminView {
   databases(): DatabaseSnapshot[] {
     const c = this.config();
     return Object.entries(c.databases).map(([name, d]) => {
-      const pools = [...this.proxy.pools.values()].filter((p) => this.control.databaseNameOf(p) === name);
+      const pools = [...this.pooler.pools.values()].filter((p) => this.pooler.databaseNameOf(p) === name);
+      const limits = databaseLimits(c, d);
       return {
         name,
         host: d.embedded ? '127.0.0.1' : (d.host ?? null),
         port: d.port ?? 0,
         database: d.dbname ?? name,
         force_user: d.user ?? null,
-        pool_size: d.pool_size ?? c.default_pool_size,
-        min_pool_size: d.min_pool_size ?? c.min_pool_size,
-        reserve_pool_size: d.reserve_pool_size ?? c.reserve_pool_size,
+        pool_size: limits.poolSize,
+        min_pool_size: limits.minPoolSize,
+        reserve_pool_size: limits.reservePoolSize,
         server_lifetime: Math.round(c.server_lifetime),
         pool_mode: d.pool_mode ?? null,
-        max_connections: d.max_db_connections ?? c.max_db_connections,
+        max_connections: limits.maxDbConnections,
         current_connections: pools.reduce((n, p) => n + p.servers.size, 0),
         max_client_connections: 0,
-        current_client_connections: [...this.proxy.clients].filter((cl) => cl.database === name).length,
+        current_client_connections: [...this.pooler.clients].filter((cl) => cl.database === name).length,
         paused: pools.length > 0 && pools.every((p) => p.paused),
-        disabled: this.control.disabled.has(name),
+        disabled: this.pooler.disabled.has(name),
       };
     });
   }
@@ -180,10 +198,10 @@ export class ProxyAdminView implements AdminView {
       pool_size: u.pool_size ?? null,
       reserve_pool_size: null,
       pool_mode: u.pool_mode ?? null,
-      max_user_connections: u.max_user_connections ?? c.max_user_connections,
-      current_connections: [...this.proxy.pools.values()].filter((p) => p.target.user === name).reduce((n, p) => n + p.servers.size, 0),
+      max_user_connections: maxUserConnections(c, name),
+      current_connections: [...this.pooler.pools.values()].filter((p) => p.target.user === name).reduce((n, p) => n + p.servers.size, 0),
       max_user_client_connections: 0,
-      current_client_connections: [...this.proxy.clients].filter((cl) => cl.user === name).length,
+      current_client_connections: [...this.pooler.clients].filter((cl) => cl.user === name).length,
     }));
   }
 
@@ -191,8 +209,8 @@ export class ProxyAdminView implements AdminView {
   stats(): StatsSnapshot[] {
     this.rollPeriod();
     const byDb = new Map<string, StatCounters>();
-    for (const pool of this.proxy.pools.values()) {
-      const name = this.control.databaseNameOf(pool);
+    for (const pool of this.pooler.pools.values()) {
+      const name = this.pooler.databaseNameOf(pool);
       const t = byDb.get(name) ?? zeroCounters();
       const k = pool.counters;
       t.server_assignment_count = Number(t.server_assignment_count) + k.assignments;
@@ -212,12 +230,12 @@ export class ProxyAdminView implements AdminView {
   }
 
   lists(): ListsSnapshot {
-    const clients = [...this.proxy.clients];
-    const servers = [...this.proxy.pools.values()].flatMap((p) => [...p.servers]);
+    const clients = [...this.pooler.clients];
+    const servers = [...this.pooler.pools.values()].flatMap((p) => [...p.servers]);
     return {
       databases: Object.keys(this.config().databases).length,
       users: Object.keys(this.config().users).length,
-      pools: this.proxy.pools.size,
+      pools: this.pooler.pools.size,
       used_clients: clients.filter((c) => c.phase === ClientPhase.Ready).length,
       login_clients: clients.filter((c) => c.phase !== ClientPhase.Ready).length,
       free_servers: servers.filter((s) => s.state === ServerState.Idle).length,
@@ -230,17 +248,17 @@ export class ProxyAdminView implements AdminView {
   }
 
   resume(db?: string): void {
-    if (db === undefined && suspension.active) this.proxy.unsuspend();
+    if (db === undefined && suspension.active) this.pooler.unsuspend();
     for (const p of this.poolsOf(db)) p.resume();
   }
 
   suspend(): Promise<void> {
-    return this.proxy.suspend();
+    return this.pooler.suspend();
   }
 
   set(key: string, value: string): void {
     try {
-      this.control.set(key, value);
+      this.pooler.set(key, value);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       throw new AdminError('SET failed', SqlState.InvalidParameterValue, err.message.replace(/^SET: /, ''));
@@ -248,15 +266,15 @@ export class ProxyAdminView implements AdminView {
   }
 
   reload(): Promise<void> {
-    return this.control.reload();
+    return this.pooler.reload();
   }
 
   shutdown(mode: ShutdownMode): void {
-    this.control.shutdown(mode);
+    this.pooler.shutdown(mode);
   }
 
   killClient(id: number): boolean {
-    const client = [...this.proxy.clients].find((c) => c.id === id);
+    const client = [...this.pooler.clients].find((c) => c.id === id);
     if (!client) return false;
     client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_CLIENT from the admin console'));
     return true;
@@ -264,18 +282,19 @@ export class ProxyAdminView implements AdminView {
 
   /** KILL_SESSION: the session ends first, so none of its clients can log in again meanwhile. */
   async killSession(sessionId: string): Promise<KillSessionResult> {
-    const { ended, errors } = await this.proxy.endSession(sessionId);
+    const { ended, errors } = await this.pooler.endSession(sessionId);
     let clients = 0;
-    for (const client of [...this.proxy.clients]) {
+    for (const client of [...this.pooler.clients]) {
       if (client.sessionId !== sessionId) continue;
       clients++;
       client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_SESSION from the admin console: session ended'));
     }
-    return { clients, ended, errors };
+    // Plain data: with workers the result crosses the IPC channel, which keeps no PgError fields.
+    return { clients, ended, errors: errors.map((e) => ({ code: e.code, message: e.message })) };
   }
 
   kill(db?: string): void {
-    for (const client of [...this.proxy.clients]) {
+    for (const client of [...this.pooler.clients]) {
       if (!client.admin && (db === undefined || client.database === db)) {
         client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL from the admin console'));
       }
@@ -294,15 +313,15 @@ export class ProxyAdminView implements AdminView {
   }
 
   enable(db: string): void {
-    this.control.disabled.delete(db);
+    this.pooler.disabled.delete(db);
   }
 
   disable(db: string): void {
-    this.control.disabled.add(db);
+    this.pooler.disabled.add(db);
   }
 
   private poolsOf(db?: string): Pool[] {
-    const pools = [...this.proxy.pools.values()].filter((p) => db === undefined || this.control.databaseNameOf(p) === db);
+    const pools = [...this.pooler.pools.values()].filter((p) => db === undefined || this.pooler.databaseNameOf(p) === db);
     if (db !== undefined && pools.length === 0 && !(db in this.config().databases) && !('*' in this.config().databases)) {
       throw new AdminError(`no such database: ${db}`);
     }
@@ -313,10 +332,10 @@ export class ProxyAdminView implements AdminView {
     if (now - this.periodStart < STATS_PERIOD_MS) return;
     const seconds = (now - this.periodStart) / 1000;
     const averages = new Map<string, StatCounters>();
-    for (const pool of this.proxy.pools.values()) {
+    for (const pool of this.pooler.pools.values()) {
       const before = this.periodTotals.get(pool) ?? zeroPoolCounters();
       const k = pool.counters;
-      const name = this.control.databaseNameOf(pool);
+      const name = this.pooler.databaseNameOf(pool);
       const a = averages.get(name) ?? zeroCounters();
       a.server_assignment_count = Number(a.server_assignment_count) + Math.round((k.assignments - before.assignments) / seconds);
       a.xact_count = Number(a.xact_count) + Math.round((k.xacts - before.xacts) / seconds);

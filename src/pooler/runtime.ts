@@ -1,0 +1,171 @@
+/**
+ * The pooler's life: listening on every listen_addr address and the Unix socket, accepting
+ * clients, SUSPEND and RESUME of every socket, and shutting down in order (PgBouncer's three
+ * modes).
+ */
+import net from 'node:net';
+import { unlink } from 'node:fs/promises';
+import type { Config } from '../config/schema.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import type { ShutdownMode } from '../admin/operations.js';
+import type { ClientConnection } from '../frontend/client-connection.js';
+import { applySocketOptions } from '../net/socket-options.js';
+import { suspension } from '../net/suspension.js';
+import { workerCount } from '../net/worker-identity.js';
+import { log } from '../log.js';
+import type { Registry } from './registry.js';
+import type { Janitor } from './janitor.js';
+import { socketOptions } from './settings.js';
+
+export class Runtime {
+  private readonly listeners: net.Server[] = [];
+  private stopping = false;
+  private stopped: Promise<void> = Promise.resolve();
+  private shutdownDeadline = Infinity;
+  /** Shutdown waits for clients to leave (SIGTERM), else only for servers to be released. */
+  private waitForClients = true;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly janitor: Janitor,
+    private readonly config: () => Readonly<Config>,
+    /** A client object for a socket just accepted. */
+    private readonly newClient: (socket: net.Socket) => ClientConnection,
+  ) {}
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * Starts listening on every listen_addr address and on the Unix socket, and the janitor;
+   * resolves with the first TCP address (or null when there is none).
+   */
+  async listen(): Promise<net.AddressInfo | null> {
+    const c = this.config();
+    const hosts = c.listen_addr.split(',').map((h) => h.trim()).filter(Boolean);
+    let first: net.AddressInfo | null = null;
+    for (const host of hosts) {
+      // "*": every address, IPv4 and IPv6 (Node's default dual-stack listen).
+      const server = await this.listenOn({ host: host === '*' ? undefined : host, port: c.listen_port, backlog: 128 });
+      const address = server.address() as net.AddressInfo;
+      first ??= address;
+      log.info({ addr: address.address, port: address.port }, 'listening');
+    }
+    if (c.unix_socket_dir) {
+      const path = `${c.unix_socket_dir}/.s.PGSQL.${c.listen_port}`;
+      // With workers the primary clears a stale socket once, before any worker listens.
+      if (workerCount === 1) await removeStaleSocket(path);
+      await this.listenOn({ path });
+      log.info({ socket: path }, 'listening');
+    }
+    this.janitor.start();
+    return first;
+  }
+
+  private async listenOn(options: net.ListenOptions): Promise<net.Server> {
+    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.listeners.push(server);
+    return server;
+  }
+
+  private accept(socket: net.Socket): void {
+    applySocketOptions(socket, socketOptions(this.config()));
+    const client = this.newClient(socket);
+    this.registry.addClient(client);
+    // Under SUSPEND a new client waits, unread, until RESUME (as PgBouncer).
+    if (suspension.active) socket.pause();
+    log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
+  }
+
+  /**
+   * Stops accepting, then waits for up to `graceMs`, as PgBouncer's SHUTDOWN modes: until every
+   * client has left (`wait_for_clients`, SIGTERM), until no server is in use (`wait_for_servers`,
+   * SIGINT: idle clients are then cut off), or not at all (`immediate`, SIGQUIT). A later call can
+   * only shorten the wait. Resolves when every client and server connection is closed.
+   */
+  async shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
+    const deadline = mode === 'immediate' ? Date.now() : Date.now() + graceMs;
+    this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
+    if (mode === 'wait_for_servers') this.waitForClients = false;
+    if (this.stopping) return this.stopped;
+    this.stopping = true;
+    this.waitForClients = mode === 'wait_for_clients';
+    for (const server of this.listeners) server.close();
+    const pools = this.registry.pools;
+    this.stopped = (async () => {
+      while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
+        // Idle servers are not needed by anyone new; close them early.
+        for (const pool of pools.values()) pool.closeIdle();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const client of [...this.registry.clients]) {
+        // A query still running would otherwise go on in PostgreSQL after we hang up.
+        if (client.server && client.server.outstanding > 0) client.server.cancel();
+        client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+      }
+      for (const pool of pools.values()) pool.close();
+      this.janitor.stop();
+      // Give Terminate and cancel messages a moment to leave.
+      await new Promise((r) => setTimeout(r, 50));
+    })();
+    return this.stopped;
+  }
+
+  private stillBusy(): boolean {
+    if (this.waitForClients) return this.registry.clients.size > 0;
+    for (const pool of this.registry.pools.values()) if (pool.inUse()) return true;
+    return false;
+  }
+
+  /**
+   * SUSPEND: every client (but the admin console's) and server socket stops reading; resolves once
+   * all their output has been sent. One that has not flushed within suspend_timeout is closed.
+   */
+  async suspend(): Promise<void> {
+    suspension.active = true;
+    const sockets = this.suspendableSockets();
+    for (const s of sockets) s.pause();
+    const deadline = Date.now() + this.config().suspend_timeout * 1000;
+    while (sockets.some((s) => !s.destroyed && s.writableLength > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of sockets) if (!s.destroyed && s.writableLength > 0) s.destroy();
+    log.info({ sockets: sockets.length }, 'suspended');
+  }
+
+  /** RESUME after SUSPEND. */
+  unsuspend(): void {
+    suspension.active = false;
+    for (const s of this.suspendableSockets()) s.resume();
+    log.info('resumed after SUSPEND');
+  }
+
+  private suspendableSockets(): net.Socket[] {
+    const sockets: net.Socket[] = [];
+    for (const c of this.registry.clients) if (!c.admin) sockets.push(c.socket);
+    for (const pool of this.registry.pools.values()) for (const s of pool.servers) sockets.push(s.socket);
+    return sockets;
+  }
+}
+
+/**
+ * A socket file left by a Tessera that died is removed; one that answers belongs to a running
+ * server, and listening would fail with EADDRINUSE as it should.
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!alive) await unlink(path).catch(() => {});
+}

@@ -1,0 +1,56 @@
+/**
+ * Where a database entry's servers are and how Tessera logs in to them: the address (the entry's
+ * host and port, or the embedded PostgreSQL's) and the credentials (a forced user's password, an
+ * auth_file secret, or the SCRAM keys the client just proved).
+ */
+import type { DatabaseConfig } from '../config/schema.js';
+import type { StoredSecret } from '../auth/secret.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import type { ServerCredentials } from '../pool/server-connection.js';
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** The entry's server; the embedded one's address when it says "embedded": true. */
+export function addressOf(entry: DatabaseConfig, embedded: Address | undefined): Address {
+  const address = entry.embedded ? embedded : { host: entry.host!, port: entry.port! };
+  if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
+  return address;
+}
+
+/** What a client brings to the server login: its name, and the secrets its own login produced. */
+export interface LoginSecrets {
+  user: string;
+  /** The secret auth_query found for a user not in auth_file. */
+  lookedUpSecret: StoredSecret | undefined;
+  /** The ClientKey a SCRAM login proved. */
+  scramClientKey: Buffer | undefined;
+}
+
+/**
+ * How the pool logs in to PostgreSQL: a forced user's configured password, else the auth_file
+ * secret of the server user, else (SCRAM secrets) the keys the client just proved.
+ */
+export function credentialsFor(entry: DatabaseConfig, client: LoginSecrets, userlist: ReadonlyMap<string, StoredSecret>, embeddedPassword: string): ServerCredentials {
+  if (entry.user && entry.password !== undefined) return { kind: 'password', password: entry.password };
+  if (entry.embedded && (entry.user ?? client.user) === 'postgres') return { kind: 'password', password: embeddedPassword };
+  const user = entry.user ?? client.user;
+  const secret = userlist.get(user) ?? (entry.user ? undefined : client.lookedUpSecret);
+  return secretCredentials(secret, entry.user ? undefined : client.scramClientKey);
+}
+
+/** How a stored secret logs in to the server; a SCRAM secret needs the keys a client proved. */
+export function secretCredentials(secret: StoredSecret | undefined, scramClientKey?: Buffer): ServerCredentials {
+  switch (secret?.kind) {
+    case 'plain':
+      return { kind: 'password', password: secret.password };
+    case 'md5':
+      return { kind: 'md5', hash: secret.hash };
+    case 'scram':
+      return scramClientKey ? { kind: 'scram-keys', clientKey: scramClientKey, serverKey: secret.serverKey } : { kind: 'none' };
+    default:
+      return { kind: 'none' };
+  }
+}

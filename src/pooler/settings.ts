@@ -1,0 +1,59 @@
+/**
+ * What a pool and a socket run with, assembled from the effective settings (config/effective.ts,
+ * where every user-over-database-over-global rule lives). With `workers` > 1, the limits a pool
+ * enforces are this worker's share (shareOf); what the console shows is the configured total.
+ */
+import type { Config, DatabaseConfig } from '../config/schema.js';
+import { databaseLimits, poolLimits } from '../config/effective.js';
+import { DISCARD_ALL_KEEPING_PLANS, isDiscardAll, type PoolSettings } from '../pool/pool.js';
+import type { SocketOptions } from '../net/socket-options.js';
+import { shareOf } from '../net/worker-identity.js';
+import type { ServerTls } from '../tls/contexts.js';
+
+/** The TCP settings every socket gets, client and server side alike. */
+export function socketOptions(c: Readonly<Config>): SocketOptions {
+  return {
+    tcp_keepalive: c.tcp_keepalive,
+    tcp_keepidle: c.tcp_keepidle,
+    tcp_keepintvl: c.tcp_keepintvl,
+    tcp_keepcnt: c.tcp_keepcnt,
+    tcp_user_timeout: c.tcp_user_timeout,
+  };
+}
+
+/** Everything a pool of `entry`'s database for server user `user` runs with, this worker's share. */
+export function poolSettings(c: Readonly<Config>, entry: DatabaseConfig, user: string, tls: ServerTls): PoolSettings {
+  const limits = poolLimits(c, entry, user);
+  const token = entry.auth_type === 'session_token';
+  const connectQuery = entry.connect_query ?? '';
+  // What undoes connect_query (tessera.hello()'s binding) unless the entry says otherwise.
+  const release = entry.release_query ?? (connectQuery ? c.session_tokens.close_connection : '');
+  const closeQueries = new Set([token ? c.session_tokens.close_connection : '', release].filter((q) => q !== ''));
+  return {
+    mode: limits.mode,
+    // workers > 1: each worker's pools get their part, so the totals stay as configured.
+    size: shareOf(limits.poolSize),
+    minSize: shareOf(databaseLimits(c, entry).minPoolSize),
+    reserveSize: shareOf(limits.reservePoolSize),
+    reserveTimeoutMs: c.reserve_pool_timeout * 1000,
+    // Logins here run Tessera's session functions: keep their plans across releases (see
+    // DISCARD_ALL_KEEPING_PLANS); everything else DISCARD ALL resets is still reset.
+    resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? DISCARD_ALL_KEEPING_PLANS : c.server_reset_query,
+    // A session-token or connect_query backend is unbound before anyone else can have it.
+    closeQuery: [...closeQueries].join('; '),
+    connectQuery,
+    tickets: token ? { issue: c.session_tokens.issue_ticket, redeem: c.session_tokens.redeem_ticket, revoke: c.session_tokens.revoke_tickets } : null,
+    resetAlways: c.server_reset_query_always,
+    idleTimeoutMs: c.server_idle_timeout * 1000,
+    lifetimeMs: c.server_lifetime * 1000,
+    queryWaitTimeoutMs: c.query_wait_timeout * 1000,
+    connectTimeoutMs: c.server_connect_timeout * 1000,
+    cancelWaitTimeoutMs: c.cancel_wait_timeout * 1000,
+    loginRetryMs: c.server_login_retry * 1000,
+    checkDelayMs: c.server_check_delay * 1000,
+    checkQuery: c.server_check_query,
+    maxPreparedStatements: c.max_prepared_statements,
+    socket: socketOptions(c),
+    tls,
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * Tessera's own connections to the session-token databases, outside every pool: KILL_SESSION's
+ * kill_session call, and the start-up (and reload) check that a pool role does not defeat
+ * row-level security. Each logs in as the database's pool role and closes when done.
+ */
+import type { Config } from '../config/schema.js';
+import type { StoredSecret } from '../auth/secret.js';
+import { PgError, SqlState } from '../protocol/messages.js';
+import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
+import type { ServerTls } from '../tls/contexts.js';
+import { log } from '../log.js';
+import type { Registry } from './registry.js';
+import { databaseEntryFor } from '../config/effective.js';
+import { socketOptions } from './settings.js';
+import { addressOf, credentialsFor, type Address } from './server-targets.js';
+
+/** Where one of Tessera's own out-of-pool connections goes, and as whom. */
+type OneOffTarget = Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>;
+
+/** What these connections read of the pooler. */
+export interface TokenDatabaseContext {
+  config: Readonly<Config>;
+  userlist: ReadonlyMap<string, StoredSecret>;
+  embedded: Address | undefined;
+  serverTls: ServerTls;
+  registry: Registry;
+}
+
+type TokenDatabase = { name: string; target: OneOffTarget } | { name: string; error: PgError };
+
+/**
+ * Each session-token database entry with a database to reach ("*" only with a dbname), and how
+ * its pool role logs in there; an error when its server (the embedded one) is not running.
+ */
+function tokenDatabases(ctx: TokenDatabaseContext): TokenDatabase[] {
+  const found: TokenDatabase[] = [];
+  for (const [name, entry] of Object.entries(ctx.config.databases)) {
+    // A session-token entry always names its pool role (checked when the config is loaded).
+    if (entry.auth_type !== 'session_token' || !entry.user || (name === '*' && !entry.dbname)) continue;
+    try {
+      const { host, port } = addressOf(entry, ctx.embedded);
+      const credentials = credentialsFor(entry, { user: entry.user, lookedUpSecret: undefined, scramClientKey: undefined }, ctx.userlist, ctx.config.embedded_password);
+      found.push({ name, target: { host, port, database: entry.dbname ?? name, user: entry.user, credentials } });
+    } catch (err) {
+      found.push({ name, error: err as PgError });
+    }
+  }
+  return found;
+}
+
+/** A server connection of Tessera's own, outside any pool (the caller logs in and closes it). */
+function oneOffServer(ctx: TokenDatabaseContext, target: OneOffTarget, applicationName: string): ServerConnection {
+  const params = new Map([['application_name', applicationName]]);
+  return new ServerConnection({ ...target, params, connectTimeoutMs: ctx.config.server_connect_timeout * 1000, socket: socketOptions(ctx.config), tls: ctx.serverTls }, '', () => {});
+}
+
+/**
+ * Ends a session in every session-token database (session_tokens.kill_session, on a connection
+ * of its own as the database's pool role, so no pooled server or waiting client is involved).
+ * `ended`: some database had it.
+ */
+export async function endSession(ctx: TokenDatabaseContext, sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
+  const c = ctx.config;
+  const targets = new Map<string, OneOffTarget>();
+  const unreachable: PgError[] = [];
+  const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
+    targets.set(JSON.stringify([host, port, database, user]), { host, port, database, user, credentials });
+  for (const db of tokenDatabases(ctx)) {
+    if ('error' in db) unreachable.push(db.error); // the embedded server is not running
+    else add(db.target.host, db.target.port, db.target.database, db.target.user, db.target.credentials);
+  }
+  // "*" entries: the databases clients have asked for so far.
+  for (const pool of ctx.registry.pools.values()) {
+    const entry = databaseEntryFor(c, ctx.registry.databaseNameOf(pool));
+    if (entry?.auth_type === 'session_token') add(pool.target.host, pool.target.port, pool.target.database, pool.target.user, pool.credentials);
+  }
+  const results = await Promise.all(
+    [...targets.values()].map(async (target) => {
+      const server = oneOffServer(ctx, target, 'tessera KILL_SESSION');
+      try {
+        await server.login();
+        const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
+        return { ended: rows[0]?.[0] === 't' };
+      } catch (err) {
+        log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
+        return { error: err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, String(err)) };
+      } finally {
+        server.close();
+      }
+    }),
+  );
+  const ended = results.some((r) => r.ended === true);
+  log.info({ session: sessionId, ended }, 'KILL_SESSION');
+  return { ended, errors: [...unreachable, ...results.flatMap((r) => (r.error ? [r.error] : []))] };
+}
+
+/**
+ * Warns (start-up and reload) when a session-token database logs in as a superuser or BYPASSRLS
+ * role: row-level security does not apply to it, so per-user security would be defeated. One
+ * short-lived connection per such database; it never delays start-up or fails it.
+ */
+export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
+  for (const db of tokenDatabases(ctx)) {
+    if ('error' in db) continue;
+    const { name, target } = db;
+    const role = target.user;
+    const server = oneOffServer(ctx, target, 'tessera role check');
+    server
+      .login()
+      .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
+      .then(
+        (rows) => {
+          const [superuser, bypassrls] = rows[0] ?? [];
+          if (superuser === 't' || bypassrls === 't') {
+            log.warn(
+              { db: name, role, superuser: superuser === 't', bypassrls: bypassrls === 't' },
+              'session_token database logs in as a superuser or BYPASSRLS role: row-level security does not apply to it, so per-user security is defeated',
+            );
+          }
+        },
+        (err: PgError) => log.info({ db: name, role, code: err.code }, 'could not check the session_token pool role'),
+      )
+      .finally(() => server.close());
+  }
+}
