@@ -9,13 +9,14 @@ import tls from 'node:tls';
 import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
 import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
-import { type ServerConnection, type ServerPeer, extendedQuery, decodeDataRow } from '../pool/server-connection.js';
+import type { ServerConnection, ServerPeer } from '../pool/server-connection.js';
 import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from '../proxy/client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
-import { Expect } from '../pool/response-queue.js';
 import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { Negotiation, type NegotiatingClient } from './negotiate.js';
+import { TokenLogin, type TokenLoginClient } from './token-login.js';
+import { HeldInput } from './held-input.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../net/suspension.js';
@@ -52,17 +53,12 @@ export interface ClientHost {
 
 const READY_IDLE = 0x49;
 const READY_IDLE_MESSAGE = msg.readyForQuery(READY_IDLE);
-/** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
-const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
 const nextClientId = idSequence();
-/** Shared empty lists, replaced by a real array at the first push (see hold()): never pushed to. */
+/** Shared empty list, replaced by a real array when a login reply has a prefix: never pushed to. */
 const NOTHING_HELD: Buffer[] = [];
-const NO_MESSAGES_HELD: { type: number; body: Buffer; raw: Buffer }[] = [];
 
 const ignore = (): void => {};
 const NO_PARAMS: ReadonlyMap<string, string> = new Map();
-/** What a client may send while it waits for a server before it is no longer read. */
-const MAX_HELD_BYTES = 256 * 1024;
 
 // One 'data' and one 'close' handler for every client socket, finding the client through the
 // socket, instead of two closures (and their context) per client: idle clients are most of a
@@ -91,7 +87,7 @@ const LOGIN_FAILURE_REASONS: Record<string, string> = {
   [SqlState.CannotConnectNow]: 'shutting_down',
 };
 
-export class ClientConnection implements FrameSink, ServerPeer, PoolClient, RelayLink, NegotiatingClient {
+export class ClientConnection implements FrameSink, ServerPeer, PoolClient, RelayLink, NegotiatingClient, TokenLoginClient {
   readonly id = nextClientId();
   readonly connectedAt = Date.now();
   /** Tessera's own BackendKeyData for this client: random, so cancel keys cannot be guessed. */
@@ -112,15 +108,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   admin = false;
   /** The secret auth_query found for this client (a user not in auth_file). */
   lookedUpSecret: StoredSecret | undefined;
-  /** The session a session-token client logged in with (an id, not a secret): KILL_SESSION finds it. */
-  sessionId: string | null = null;
-  /**
-   * Session-token clients in transaction mode: what binds each further backend to the session
-   * (tessera.redeem_ticket). Tessera's alone: never sent to the client; revoked when it leaves.
-   */
-  private ticket: string | null = null;
-  /** A redemption failed (the session ended): the server's replies are no longer this client's. */
-  private sessionLost = false;
+  /** A session-token client's part of the session protocol (credentials, session id, ticket). */
+  private token: TokenLogin | null = null;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
@@ -135,14 +124,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private auth: Authenticator | null = null;
   /** AuthenticationOk (and SASLFinal), held to go out with the rest of the login reply. */
   private replyPrefix: Buffer[] = NOTHING_HELD;
-  /** Session-token credentials waiting for open_connection; dropped as soon as it has run. */
-  private session: SessionCredentials | null = null;
   /** Waiting for the server its database's connect_query runs on, which it then keeps. */
   private connectPending = false;
   private waiting = false;
   /** Bytes received while no server was linked, forwarded once one is. */
-  private pending: Buffer[] = NOTHING_HELD;
-  private pendingReadies = 0;
+  private readonly held = new HeldInput();
   /** Per-chunk scan results (fields, not a returned object, to keep the relay allocation-free). */
   private scanReadies = 0;
   private scanTerminateAt = -2;
@@ -151,10 +137,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   /** Transaction mode: the relay that reads the client's messages one by one; null in session mode. */
   private txRelay: TransactionRelay | null = null;
-  /** Whole messages received (transaction relay) while no server was linked, forwarded once one is. */
-  private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = NO_MESSAGES_HELD;
-  /** Bytes held while waiting for a server (see heldMore()). */
-  private heldBytes = 0;
   /** Destroys the socket if the client never finishes closing (see close()). */
   private closeTimer: NodeJS.Timeout | null = null;
 
@@ -217,7 +199,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
           return this.framer.push(chunk);
         case ClientPhase.Login:
           // A pipelining client may send its first query before our ReadyForQuery; keep it.
-          this.hold(chunk);
+          this.held.holdChunk(chunk);
           this.socket.pause();
           return;
         case ClientPhase.Ready:
@@ -389,77 +371,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     }
   }
 
-  /**
-   * Session-token login: the credentials are checked by open_connection on the pooled backend the
-   * client will use, before the client sees AuthenticationOk.
-   */
+  /** Session-token login: TokenLogin checks the credentials on the backend the client will use. */
   private beginTokenSession(credentials: SessionCredentials, serverParams: ReadonlyMap<string, string>): void {
     this.enterPool(serverParams);
-    // Malformed values would make the SQL cast fail with the value in its message: answer them
-    // as the wrong credentials they are, without asking the server.
-    const wellFormed =
-      /^[0-9]{1,19}$/.test(credentials.sessionId) && /^-?[0-9]{1,10}$/.test(credentials.nonce) && credentials.authentToken.length <= 1024;
-    if (!wellFormed) return this.tokenLoginFailed('AUTHFAIL');
-    this.session = credentials;
+    const token = (this.token = new TokenLogin(this, this.pool!, credentials, this.host.openConnectionSql));
+    if (!token.wellFormed) return token.refuse('AUTHFAIL');
     this.requestServer();
-  }
-
-  private openTokenSession(server: ServerConnection): void {
-    const c = this.session!;
-    this.session = null;
-    const address = this.remoteAddress.startsWith('::ffff:') ? this.remoteAddress.slice(7) : this.remoteAddress;
-    const params = [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address];
-    server.query(this.host.openConnectionSql, params).then(
-      (rows) => {
-        const [success, errmsg] = rows[0] ?? [];
-        if (this.phase === ClientPhase.Closed || success !== 't') {
-          this.loginDoneWith(server);
-          if (this.phase !== ClientPhase.Closed) this.tokenLoginFailed(errmsg ?? 'AUTHFAIL');
-          return;
-        }
-        this.host.onSessionLogin(this, true);
-        this.sessionId = BigInt(c.sessionId).toString();
-        server.boundSession = this.sessionId;
-        this.replyPrefix = [msg.authOk()];
-        if (this.txRelay) return this.takeTicket(server);
-        this.keepServer(server);
-      },
-      (err: PgError) => {
-        this.loginDoneWith(server);
-        log.warn({ client: this.id, code: err.code }, 'open_connection failed on the server');
-        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
-      },
-    );
-  }
-
-  /**
-   * Transaction mode: the backend that checked the credentials issues the ticket that binds the
-   * client's later backends to its session, then goes back to the pool still bound to it.
-   */
-  private takeTicket(server: ServerConnection): void {
-    const pool = this.pool!;
-    server.query(pool.settings.tickets!.issue, []).then(
-      (rows) => {
-        const ticket = rows[0]?.[0];
-        const usable = typeof ticket === 'string' && TICKET.test(ticket);
-        if (this.phase === ClientPhase.Closed || !usable) {
-          this.loginDoneWith(server);
-          if (usable) pool.revokeTicket(ticket);
-          else this.fail(PgError.fatal(SqlState.InvalidAuthorization, 'session login failed: the issue_ticket query returned no usable ticket'));
-          return;
-        }
-        this.ticket = ticket;
-        const status = new Map(server.status);
-        // Still bound to the session: the client's next transaction may well land here again.
-        pool.release(server);
-        this.finishLogin(status);
-      },
-      (err: PgError) => {
-        this.loginDoneWith(server);
-        log.warn({ client: this.id, code: err.code }, 'issue_ticket failed on the server');
-        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
-      },
-    );
   }
 
   /**
@@ -491,41 +408,25 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     );
   }
 
-  /**
-   * Before this client's messages on a backend not bound to its session: redeem the ticket,
-   * pipelined. redeem_ticket unbinds first, so whatever happens the client's statements never run
-   * under another session; if it did not bind, the client is told its session has ended.
-   */
-  private redeemTicket(server: ServerConnection): void {
-    server.boundSession = this.sessionId;
-    let bound = false;
-    this.txRelay!.queue(server, extendedQuery(this.pool!.settings.tickets!.redeem, [this.ticket]), 1);
-    server.responses?.push({
-      expect: Expect.Ready,
-      swallowAll: true,
-      inspect: (type, body) => {
-        if (type === msg.Backend.DataRow) bound = decodeDataRow(body)[0] === 't';
-        else if (type === msg.Backend.ReadyForQuery && !bound) this.onSessionLost(server);
-      },
-    });
+  // ---- TokenLoginClient ----
+
+  sessionOpened(server: ServerConnection | null, status: ReadonlyMap<string, string>): void {
+    this.replyPrefix = [msg.authOk()];
+    if (server) this.keepServer(server);
+    else this.finishLogin(status);
   }
 
-  private onSessionLost(server: ServerConnection): void {
-    server.boundSession = null;
-    // Replies to the client's statements (run unbound, so they saw nothing of anyone) are dropped.
-    this.sessionLost = true;
-    this.host.onLoginFailed(this, 'session_ended');
-    log.info({ client: this.id, user: this.user, db: this.database }, 'session ended: its ticket no longer binds a backend');
-    // Not from inside the server's read loop: teardown gives the server back.
-    queueMicrotask(() => this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session of user "${this.user}" has ended (logged out, expired or locked)`)));
+  onSessionLogin(ok: boolean): void {
+    this.host.onSessionLogin(this, ok);
   }
 
-  private tokenLoginFailed(errmsg: string): void {
-    this.host.onSessionLogin(this, false);
-    this.host.onLoginFailed(this, `session_${errmsg.toLowerCase()}`);
-    // As PostgreSQL words a failed login; the errmsg says which check failed.
-    const code = errmsg === 'EXPIRED' || errmsg === 'LOCKED' ? SqlState.InvalidAuthorization : SqlState.InvalidPassword;
-    this.fail(PgError.fatal(code, `session authentication failed for user "${this.user}": ${errmsg}`));
+  refuse(reason: string, err: PgError): void {
+    this.host.onLoginFailed(this, reason);
+    this.fail(err);
+  }
+
+  queueForServer(server: ServerConnection, bytes: Buffer, readies: number): void {
+    this.txRelay!.queue(server, bytes, readies);
   }
 
   /** `unchanging`: `status` is a pool's cached copy, whose encoded bytes can be reused. */
@@ -536,9 +437,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
-    const early = this.pending;
-    this.pending = NOTHING_HELD;
-    this.heldBytes = 0;
+    const early = this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
     else resumeReading(this.socket);
     for (const chunk of early) this.onData(chunk);
@@ -570,7 +469,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
         forwardLen -= heldBefore;
       }
       if (forwardLen > 0) this.send(forwardLen === chunk.length ? chunk : chunk.subarray(0, forwardLen), this.scanReadies);
-      else this.pendingReadies += this.scanReadies; // only header bytes so far
+      else this.held.readies += this.scanReadies; // only header bytes so far
     }
     if (terminate) this.terminate();
   }
@@ -578,8 +477,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private send(bytes: Buffer, readies: number): void {
     const server = this.server;
     if (!server) {
-      this.hold(bytes);
-      this.pendingReadies += readies;
+      if (this.held.holdChunk(bytes, readies)) this.socket.pause();
       this.requestServer();
       return;
     }
@@ -587,36 +485,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.sendToServer(server, bytes);
   }
 
-  /** Keeps client bytes until a server is linked (or the login is finished). */
-  private hold(bytes: Buffer): void {
-    if (this.pending === NOTHING_HELD) this.pending = [];
-    this.pending.push(bytes);
-    this.heldMore(bytes.length);
-  }
-
-  /**
-   * A client waiting for a server is paused only once it has sent more than MAX_HELD_BYTES: most
-   * send one batch and wait for its answer, and pausing and resuming every wait costs each
-   * transaction a trip through the stream machinery.
-   */
-  private heldMore(n: number): void {
-    this.heldBytes += n;
-    if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
-  }
-
   /** Sends what arrived while no server was linked, in order, now that one is. */
   private forwardHeld(server: ServerConnection): void {
-    this.heldBytes = 0;
-    if (this.txRelay) {
-      const held = this.pendingMessages;
-      this.pendingMessages = NO_MESSAGES_HELD;
-      return this.txRelay.forwardHeld(server, held);
-    }
-    const held = this.pending;
-    this.pending = NOTHING_HELD;
-    server.owe(this.pendingReadies);
-    this.pendingReadies = 0;
-    for (const bytes of held) this.sendToServer(server, bytes);
+    if (this.txRelay) return this.txRelay.forwardHeld(server, this.held.takeMessages());
+    const { chunks, readies } = this.held.takeChunks();
+    server.owe(readies);
+    for (const bytes of chunks) this.sendToServer(server, bytes);
   }
 
   private requestServer(): void {
@@ -628,7 +502,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   // ---- RelayLink: what the transaction relay needs of its client ----
 
   get holdsTicket(): boolean {
-    return this.ticket !== null;
+    return this.token?.holdsTicket ?? false;
+  }
+
+  /** The session a session-token client logged in with (an id, not a secret): KILL_SESSION finds it. */
+  get sessionId(): string | null {
+    return this.token?.sessionId ?? null;
   }
 
   /** Why the client keeps its backend (SHOW CLIENTS); null when it is pooled per transaction. */
@@ -637,9 +516,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   }
 
   holdMessage(type: number, body: Buffer, raw: Buffer): void {
-    if (this.pendingMessages === NO_MESSAGES_HELD) this.pendingMessages = [];
-    this.pendingMessages.push({ type, body, raw });
-    this.heldMore(raw.length);
+    if (this.held.holdMessage({ type, body, raw })) this.socket.pause();
     this.requestServer();
   }
 
@@ -662,10 +539,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
    * have run them, so they go to the server now; giveBack() then waits for them to finish.
    */
   private runOrphaned(server: ServerConnection): void {
-    if (this.pending.length === 0 && this.pendingMessages.length === 0) return;
+    if (this.held.empty) return;
     this.server = server;
     server.attach(this, this.txRelay !== null);
-    if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
+    this.token?.redeemOn(server);
     this.forwardHeld(server);
     // Nobody reads the replies; the pool drains them by ReadyForQuery alone.
     server.responses = null;
@@ -673,7 +550,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   }
 
   /** A server that served only the login (its session SQL) goes back: the login is over with it. */
-  private loginDoneWith(server: ServerConnection): void {
+  loginDoneWith(server: ServerConnection): void {
     server.endLink('left');
     this.pool!.release(server);
   }
@@ -681,7 +558,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
-    return this.phase === ClientPhase.Login && this.session === null && !this.connectPending;
+    return this.phase === ClientPhase.Login && !this.token?.pending && !this.connectPending;
   }
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
@@ -696,11 +573,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       server.noteClientInput(false, this.extendedOpen);
       server.endLink('terminated');
       this.pool!.release(server);
-      this.revokeTicket();
+      this.token?.revoke();
       return;
     }
-    if (this.phase === ClientPhase.Login && this.session) {
-      this.openTokenSession(server);
+    if (this.phase === ClientPhase.Login && this.token?.pending) {
+      this.token.open(server, this.txRelay !== null);
       return;
     }
     if (this.phase === ClientPhase.Login && this.connectPending) {
@@ -722,7 +599,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (!relay) server.markSessionState('session mode');
     else {
       if (relay.pinReason) server.markSessionState(relay.pinReason);
-      if (this.ticket !== null && server.boundSession !== this.sessionId) this.redeemTicket(server);
+      this.token?.redeemOn(server);
       relay.restoreParameters(server);
     }
     // Resume first, so a full server socket's pause (sendNow) is the one that stands.
@@ -739,7 +616,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   // ---- ServerPeer: the linked server's bytes ----
 
   writeFromServer(chunk: Buffer): boolean {
-    if (this.sessionLost) return true;
+    if (this.token?.lost) return true;
     this.pool!.counters.sent += chunk.length;
     return this.socket.write(chunk);
   }
@@ -755,14 +632,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
    * session mode) keeps its backend, since its session state there is unknown.
    */
   onServerReady(server: ServerConnection): void {
-    if (this.sessionLost) return; // kept linked until teardown gives it back for a reset
+    if (this.token?.lost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
     if (!this.txRelay || this.txRelay.pinned) return;
     if (this.mode !== 'transaction') {
       server.markSessionState('session mode');
       return;
     }
-    if (server.atTransactionBoundary && this.pendingReadies === 0 && this.pendingMessages.length === 0) this.releaseServer();
+    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) this.releaseServer();
   }
 
   onServerLost(_server: ServerConnection, error: PgError | null): void {
@@ -771,12 +648,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     // if it came with nothing, say what happened.
     if (!error) this.fail(PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'));
     else this.close();
-  }
-
-  private revokeTicket(): void {
-    if (this.ticket === null) return;
-    this.pool!.revokeTicket(this.ticket);
-    this.ticket = null;
   }
 
   private releaseServer(): void {
@@ -797,15 +668,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (this.phase === ClientPhase.Closed) return;
     this.phase = ClientPhase.Closed;
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
-    const orphaned = this.terminated && (this.pending.length > 0 || this.pendingMessages.length > 0);
+    const orphaned = this.terminated && !this.held.empty;
     if (this.waiting && !orphaned) this.pool?.cancelWait(this);
     // Orphaned queries still need the ticket; they revoke it once they have run.
-    if (!orphaned) this.revokeTicket();
+    if (!orphaned) this.token?.revoke();
     const server = this.server;
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      server.noteClientInput(!this.framer.atBoundary || this.pendingReadies > 0, this.extendedOpen);
+      server.noteClientInput(!this.framer.atBoundary || this.held.readies > 0, this.extendedOpen);
       server.endLink(this.terminated ? 'terminated' : 'left');
       this.pool!.release(server);
     }
