@@ -50,6 +50,14 @@ export interface PoolSettings {
   resetAlways: boolean;
   /** Run first on every release (session tokens: close_connection); a failure closes the server. */
   closeQuery: string;
+  /** After closeQuery and the reset: the backend is reused only if this answers true ('' for none). */
+  releaseCheck: string;
+  /**
+   * Without a releaseCheck, for session SQL whose unbinding a client can undo: the schemas whose
+   * calls (with DISCARD and the rest of sessionStateDisturbance's list) have the client's backend
+   * closed when it leaves. Null: no watch (no session SQL, a check, or tessera.sql's).
+   */
+  watchSchemas: readonly string[] | null;
   /** Session-token pools: the queries of the ticket protocol (transaction mode re-binds backends). */
   tickets: TicketQueries | null;
   /** Run for each client right after its login, on the server it keeps (session mode); '' for none. */
@@ -275,10 +283,12 @@ export class Pool {
    * unless the client said Terminate); one inside a transaction is rolled back; in session mode
    * it is reset. Only then is it handed to someone else.
    */
-  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean; dirty?: boolean }): void {
+  giveBack(server: ServerConnection, how: { midMessage: boolean; extendedOpen: boolean; terminated?: boolean; dirty?: boolean; closeReason?: string | null }): void {
     server.detach();
     if (server.state === ServerState.Closed) return;
-    if (how.midMessage || how.extendedOpen || server.broken) {
+    // The client ran something after which no reset can make the backend safe for another session.
+    if (how.closeReason) log.info({ pool: this.name, server: server.id, reason: how.closeReason }, 'server closed instead of reused: its client ran something that can disturb the session SQL\'s state');
+    if (how.midMessage || how.extendedOpen || server.broken || how.closeReason) {
       // Closing alone would leave PostgreSQL running the query until it next writes to us.
       if (server.outstanding > 0 || how.extendedOpen) server.cancel();
       this.discard(server);
@@ -325,12 +335,32 @@ export class Pool {
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => q.endsWith(DISCARD_ALL_KEEPING_PLANS) || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => q.includes('DEALLOCATE ALL') || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (this.settings.releaseCheck) return this.verifyRelease(server);
         server.state = ServerState.Idle;
         this.handOut(server);
       },
       (err: PgError) => {
         log.warn({ pool: this.name, server: server.id, code: err.code }, 'server reset failed; closing server');
+        this.discard(server);
+      },
+    );
+  }
+
+  /** release_check: a backend whose session SQL state did not clear is closed, never reused. */
+  private verifyRelease(server: ServerConnection): void {
+    server.query(this.settings.releaseCheck, []).then(
+      (rows) => {
+        if (rows.length === 1 && rows[0][0] === 't') {
+          server.state = ServerState.Idle;
+          this.handOut(server);
+          return;
+        }
+        log.info({ pool: this.name, server: server.id }, 'server closed instead of reused: release_check did not answer true');
+        this.discard(server);
+      },
+      (err: PgError) => {
+        log.warn({ pool: this.name, server: server.id, code: err.code, reason: err.message }, 'release_check failed; closing server');
         this.discard(server);
       },
     );

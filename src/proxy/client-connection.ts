@@ -16,6 +16,7 @@ import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.
 import type { StoredSecret } from '../auth/secret.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
+import { boundParameters, sessionStateDisturbance, withoutValues } from '../pool/session-sql.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from './suspension.js';
@@ -217,6 +218,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * until it disconnects, and the backend is reset before anyone else gets it.
    */
   private pinned = false;
+  /** Session SQL a client can disturb (releaseRule): the schemas to watch, until something does. */
+  private watchSchemas: readonly string[] | null = null;
+  /** What this client ran that can disturb the session SQL's state: its backend is closed, not reused. */
+  private disturbedBy: string | null = null;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
   private discarding = false;
   private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = NO_MESSAGES_HELD;
@@ -458,6 +463,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         if (this.scanTerminateAt === -2) this.scanTerminateAt = start;
         break;
     }
+    if (!this.tracking && this.watchSchemas !== null && (type === Frontend.Query || type === Frontend.Parse)) return true;
     if (this.tracking) {
       // Rewriting relay: every message is read whole and handled in onBody.
       this.msgChunk = chunk;
@@ -476,6 +482,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       const raw = this.msgChunk === this.currentChunk && this.msgStart >= 0 ? this.currentChunk.subarray(this.msgStart, this.framer.offset) : wholeMessage(type, body);
       return this.onClientMessage(type, body, raw);
     }
+    if (!this.admin) return this.noteSessionState(body);
     const sql = body.toString('utf8', 0, body.length - 1);
     // One command at a time, in order: stop reading until this one is answered.
     this.socket.pause();
@@ -544,8 +551,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     const s = this.pool.settings;
     this.tracking = s.mode === 'transaction';
     this.rewriteStatements = this.tracking && s.maxPreparedStatements > 0;
-    // Rewritten messages are read whole, so the limit is the protocol's own.
-    if (this.tracking) this.framer.maxWantedBody = 0x40000000;
+    this.watchSchemas = s.watchSchemas;
+    // Rewritten (or watched) messages are read whole, so the limit is the protocol's own.
+    if (this.tracking || this.watchSchemas !== null) this.framer.maxWantedBody = 0x40000000;
   }
 
   /**
@@ -567,8 +575,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     const c = this.session!;
     this.session = null;
     const address = this.remoteAddress.startsWith('::ffff:') ? this.remoteAddress.slice(7) : this.remoteAddress;
-    const params = [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address];
-    server.query(this.host.openConnectionSql, params).then(
+    const sql = this.host.openConnectionSql;
+    const params = boundParameters(sql, [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address]);
+    server.query(sql, params).then(
       (rows) => {
         const [success, errmsg] = rows[0] ?? [];
         if (this.phase === ClientPhase.Closed || success !== 't') {
@@ -585,8 +594,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       },
       (err: PgError) => {
         this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
-        log.warn({ client: this.id, code: err.code }, 'open_connection failed on the server');
-        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
+        this.sessionSqlFailed('open_connection', err, params);
       },
     );
   }
@@ -614,10 +622,30 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
       },
       (err: PgError) => {
         pool.giveBack(server, { midMessage: false, extendedOpen: false });
-        log.warn({ client: this.id, code: err.code }, 'issue_ticket failed on the server');
-        this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
+        this.sessionSqlFailed('issue_ticket', err, []);
       },
     );
+  }
+
+  /**
+   * The session SQL itself failed (a wrong signature, a missing schema, a grant): PostgreSQL's
+   * words go to Tessera's log, without the values bound (secrets, or ids a cast error quotes);
+   * the client learns which setting failed and where to look.
+   */
+  private sessionSqlFailed(key: string, err: PgError, values: readonly (string | null)[]): void {
+    const f = err.fields;
+    log.warn({ client: this.id, code: err.code, reason: withoutValues(err.message, values), detail: f.detail && withoutValues(f.detail, values), hint: f.hint }, `session_tokens.${key} failed on the server`);
+    this.host.onLoginFailed(this, 'session_sql');
+    this.fail(PgError.fatal(SqlState.InvalidAuthorization, `session login failed: session_tokens.${key} raised SQLSTATE ${err.code} (the server's message is in Tessera's log)`));
+  }
+
+  /** What a client ran, where a client can disturb the session SQL's state (see releaseRule). */
+  private noteSessionState(sql: Buffer): void {
+    const reason = sessionStateDisturbance(sql.toString('utf8'), this.watchSchemas!);
+    if (reason === null) return;
+    this.disturbedBy = reason;
+    this.watchSchemas = null; // decided: the backend is closed when the client leaves
+    if (this.tracking) this.pin(); // so that no other client has it meanwhile
   }
 
   /**
@@ -984,6 +1012,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * The text is decoded only when one of the two can still change something.
    */
   private noteStatement(server: ServerConnection, sql: Buffer): void {
+    if (this.watchSchemas !== null) this.noteSessionState(sql);
     if (this.pinned && this.ticket === null) return;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
     if (!this.pinned && outlivesTransaction(text, server.status.has('search_path'))) this.pin();
@@ -1175,7 +1204,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.server = null;
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
-      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated, dirty: this.pinned });
+      this.pool.giveBack(server, { midMessage: !this.framer.atBoundary || this.pendingReadies > 0, extendedOpen: this.extendedOpen, terminated: this.terminated, dirty: this.pinned, closeReason: this.disturbedBy });
     }
     this.host.onClientClosed(this);
   }

@@ -8,7 +8,9 @@ import { dirname } from 'node:path';
 import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
-import { Pool, DISCARD_ALL_KEEPING_PLANS, isDiscardAll, type PoolSettings } from '../pool/pool.js';
+import { Pool, isDiscardAll, type PoolSettings } from '../pool/pool.js';
+import { sessionRelease, boundParameters } from '../pool/session-sql.js';
+import { sessionReset, poolRoleCheck, killSessionUnset } from '../config/session-presets.js';
 import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
 import { ClientConnection, ClientPhase, type ClientHost } from './client-connection.js';
 import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from './client-auth.js';
@@ -233,6 +235,7 @@ export class Proxy implements ClientHost {
    */
   async endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
     const c = this.config;
+    if (c.session_tokens.kill_session === '') return { ended: false, errors: [killSessionUnset(c.session_tokens.preset)] };
     const targets = new Map<string, { target: OneOffTarget }>();
     const unreachable: PgError[] = [];
     const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
@@ -251,7 +254,7 @@ export class Proxy implements ClientHost {
         const server = this.oneOffServer(target, 'tessera KILL_SESSION');
         try {
           await server.login();
-          const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
+          const rows = await server.query(c.session_tokens.kill_session, boundParameters(c.session_tokens.kill_session, [sessionId]));
           return { ended: rows[0]?.[0] === 't' };
         } catch (err) {
           log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
@@ -338,12 +341,14 @@ export class Proxy implements ClientHost {
       const { name, target } = db;
       const role = target.user;
       const server = this.oneOffServer(target, 'tessera role check');
+      const check = poolRoleCheck(this.config.session_tokens);
       server
         .login()
-        .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
+        .then(() => server.query(check.query, [check.functions]))
         .then(
           (rows) => {
-            const [superuser, bypassrls] = rows[0] ?? [];
+            const [superuser, bypassrls, missing] = rows[0] ?? [];
+            if (missing) log.warn({ db: name, role, missing }, `session_token pool role cannot execute the session functions (every login will fail): ${check.grant} ${role}`);
             if (superuser === 't' || bypassrls === 't') {
               log.warn(
                 { db: name, role, superuser: superuser === 't', bypassrls: bypassrls === 't' },
@@ -689,7 +694,9 @@ export class Proxy implements ClientHost {
       reserveTimeoutMs: c.reserve_pool_timeout * 1000,
       // Logins here run Tessera's session functions: keep their plans across releases (see
       // DISCARD_ALL_KEEPING_PLANS); everything else DISCARD ALL resets is still reset.
-      resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? DISCARD_ALL_KEEPING_PLANS : c.server_reset_query,
+      resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? sessionReset(c.session_tokens.preset) : c.server_reset_query,
+      // Whether another session may have the backend after its unbinding (README: which rule applies).
+      ...sessionRelease([token ? c.session_tokens.open_connection : '', connectQuery, ...closeQueries], closeQueries.size > 0, c.session_tokens.release_check),
       // A session-token or connect_query backend is unbound before anyone else can have it.
       closeQuery: [...closeQueries].join('; '),
       connectQuery,
