@@ -175,7 +175,10 @@ export function poolRoleCheck(sql: SessionSql & { preset: PresetName }): { query
   return {
     query: `select r.rolsuper, r.rolbypassrls,
                    (select pg_catalog.string_agg(f, ', ') from pg_catalog.unnest($1::text[]) f
-                     where not coalesce(pg_catalog.has_function_privilege(pg_catalog.to_regprocedure(f), 'execute'), false))
+                     where not exists (
+                       select from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                        where n.nspname || '.' || p.proname || '(' || pg_catalog.replace(pg_catalog.oidvectortypes(p.proargtypes), ' ', '') || ')' = f
+                          and pg_catalog.has_schema_privilege(n.oid, 'usage') and pg_catalog.has_function_privilege(p.oid, 'execute')))
               from pg_catalog.pg_roles r where r.rolname = current_user`,
     functions: `{${functions.map((f) => `"${f}"`).join(',')}}`,
     grant: preset.grant,
