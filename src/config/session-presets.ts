@@ -34,6 +34,8 @@ interface Preset extends SessionSql {
 }
 
 const TICKET_KEYS = ['issue_ticket', 'redeem_ticket', 'revoke_tickets'] as const;
+/** Queries about the sessions open_connection opens: the preset's fit only the preset's open_connection. */
+const SESSION_BOUND_KEYS: readonly string[] = [...TICKET_KEYS, 'kill_session'];
 
 /**
  * DISCARD ALL's parts (as DISCARD_ALL_KEEPING_PLANS) with DISCARD TEMP replaced by dropping the
@@ -96,16 +98,18 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<Preset>>> = {
 };
 
 /**
- * The session_tokens settings as written, completed from the preset. Ticket queries come from
- * the preset only along with its own open_connection: tickets must bind the sessions that
- * open_connection opens, so a custom open_connection has tickets only if they are written too.
+ * The session_tokens settings as written, completed from the preset. Ticket queries and
+ * kill_session come from the preset only along with its own open_connection: they act on the
+ * sessions open_connection opens, so a custom open_connection has them only if they are written
+ * too (no tickets: session mode only; no kill_session: KILL_SESSION only disconnects clients).
  */
 export function resolveSessionSql(written: Partial<SessionSql> & { preset?: PresetName }): SessionSql & { preset: PresetName } {
   const preset = written.preset ?? 'tessera';
   const base = PRESETS[preset];
   const ownOpen = written.open_connection === undefined || written.open_connection === base.open_connection;
   const noTicketsWritten = TICKET_KEYS.every((k) => written[k] === undefined);
-  const pick = (key: keyof SessionSql): string => written[key] ?? (!ownOpen && noTicketsWritten && (TICKET_KEYS as readonly string[]).includes(key) ? '' : base[key]);
+  const foreign = (key: keyof SessionSql) => !ownOpen && SESSION_BOUND_KEYS.includes(key) && (key === 'kill_session' || noTicketsWritten);
+  const pick = (key: keyof SessionSql): string => written[key] ?? (foreign(key) ? '' : base[key]);
   return {
     preset,
     open_connection: pick('open_connection'),

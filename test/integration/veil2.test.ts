@@ -210,12 +210,13 @@ test('transaction mode is refused at load, naming the key, before any nonce is s
   }
 });
 
-test('KILL_SESSION: Bob\'s clients are disconnected, and the console says the session lives on', async () => {
+for (const [name, sessionTokens] of Object.entries(CONFIGS)) {
+test(`${name}: KILL_SESSION disconnects Bob's clients, and the console says the session lives on`, async () => {
   const t = await startTessera(
     {
       auth_type: 'plain',
       admin_users: 'admin',
-      session_tokens: { preset: 'veil2', max_failures: 1000 },
+      session_tokens: { ...sessionTokens, max_failures: 1000 },
       databases: { vpd: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', ...POOL }) },
     },
     '"admin" "admin-pass"\n',
@@ -227,8 +228,9 @@ test('KILL_SESSION: Bob\'s clients are disconnected, and the console says the se
     const admin = await connect({ host: '127.0.0.1', port: t.port, user: 'admin', password: 'admin-pass', database: 'pgbouncer' });
     const err = (await rejection(admin.query(`KILL_SESSION ${bob.id}`))) as Error & { hint?: string };
     assert.is(err.code, '0A000');
-    assert.is(err.message, 'KILL_SESSION disconnected 1 client(s) but could not end the session: Veil2 has no function that ends a session, so it lives on until it expires');
-    assert.match(err.hint ?? '', 'update veil2.sessions set expires = now()');
+    const why = name === 'preset' ? 'Veil2 has no function that ends a session' : 'session_tokens.kill_session is empty';
+    assert.is(err.message, `KILL_SESSION disconnected 1 client(s) but could not end the session: ${why}, so it lives on until it expires`);
+    assert.match(err.hint ?? '', name === 'preset' ? 'update veil2.sessions set expires = now()' : 'Set session_tokens.kill_session');
     assert.match(String((await gone).message), 'KILL_SESSION');
     await admin.end();
     // As said: the session still opens connections.
@@ -239,6 +241,7 @@ test('KILL_SESSION: Bob\'s clients are disconnected, and the console says the se
     await t.stop();
   }
 });
+}
 
 test('a session SQL error: Tessera logs PostgreSQL\'s message and SQLSTATE, never a bound value; the client gets a clear FATAL', async () => {
   // The token cast to integer: PostgreSQL's message quotes the value it could not read.

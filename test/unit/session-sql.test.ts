@@ -75,9 +75,9 @@ test('preset veil2: Veil2\'s session SQL, no tickets, no kill_session, a release
   assert.is(tessera.issue_ticket, 'select tessera.issue_ticket()');
 });
 
-test('tickets come with the preset\'s own open_connection only', () => {
+test('tickets and kill_session come with the preset\'s own open_connection only', () => {
   const custom = parse({ session_tokens: { open_connection: PRESETS.veil2.open_connection }, databases: tokenDb() }).session_tokens;
-  assert.equal([custom.issue_ticket, custom.redeem_ticket, custom.revoke_tickets], ['', '', '']);
+  assert.equal([custom.issue_ticket, custom.redeem_ticket, custom.revoke_tickets, custom.kill_session], ['', '', '', '']);
   const written = parse({ session_tokens: { open_connection: 'select * from app.open($1, $2, $3)', issue_ticket: 'select app.t()', redeem_ticket: 'select app.r($1)', revoke_tickets: 'select app.v($1)' }, pool_mode: 'transaction', databases: tokenDb() }).session_tokens;
   assert.is(written.issue_ticket, 'select app.t()');
 });
