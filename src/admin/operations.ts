@@ -14,6 +14,7 @@ export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients'
 export interface FailureData {
   code: string;
   message: string;
+  hint?: string;
 }
 
 /** What KILL_SESSION did. */

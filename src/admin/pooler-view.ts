@@ -290,7 +290,7 @@ export class PoolerAdminView implements AdminView, OperationMethods {
       client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL_SESSION from the admin console: session ended'));
     }
     // Plain data: with workers the result crosses the IPC channel, which keeps no PgError fields.
-    return { clients, ended, errors: errors.map((e) => ({ code: e.code, message: e.message })) };
+    return { clients, ended, errors: errors.map((e) => ({ code: e.code, message: e.message, hint: e.fields.hint })) };
   }
 
   kill(db?: string): void {

@@ -7,6 +7,7 @@ import { Kind, type TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { ConfigSchema, DatabaseSchema, TLS_FILE_SETTINGS, type Config, type DatabaseConfig } from './schema.js';
 import { clientTlsFrom, serverTlsFrom, TlsSettingError } from '../tls/contexts.js';
+import { resolveSessionSql, sessionSqlProblem, hasTickets } from './session-presets.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -38,6 +39,14 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
   const config = Value.Default(ConfigSchema, Value.Clone(json)) as Record<string, any>;
   delete config.$schema;
 
+  // The preset fills in the session SQL not written; Default then the rest (max_failures, ...).
+  // (From the input as written: Default above may already have put tessera's SQL in.)
+  const written = ((json as Record<string, unknown>).session_tokens ?? {}) as Parameters<typeof resolveSessionSql>[0];
+  const sessionSql = resolveSessionSql(written);
+  config.session_tokens = Value.Default(ConfigSchema.properties.session_tokens, { ...written, ...sessionSql });
+  const sqlProblem = sessionSqlProblem(sessionSql);
+  if (sqlProblem) fail(...sqlProblem);
+
   // Entries are still as written here: TypeBox's Default skips record entries whose schema has no default.
   for (const [name, entry] of Object.entries(config.databases as Record<string, Record<string, unknown>>)) {
     const where = joinKeys(['databases', name]);
@@ -49,6 +58,11 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     if (entry.auth_type === 'session_token') {
       // The client's own user name is only a label: the backend role must come from the entry.
       if (entry.user === undefined) fail(`${where}.user`, 'expected the pool role (required with "auth_type": "session_token")');
+      // Caught here, not at the first login, which would spend the client's nonce first.
+      const [modeKey, mode] = poolModeOf(config, entry, where);
+      if (mode === 'transaction' && !hasTickets(sessionSql)) {
+        fail(modeKey, `must be "session": transaction mode re-binds each backend with a ticket, and the session SQL has none (${sessionSql.preset === 'veil2' && sessionSql.issue_ticket === '' ? 'Veil2 has no tickets' : 'set session_tokens.issue_ticket, redeem_ticket and revoke_tickets'})`);
+      }
     }
     if (entry.connect_query !== undefined && entry.auth_type !== 'session_token') {
       // It runs once per client login and its release_query once per release: a transaction-mode
@@ -63,7 +77,6 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     config.databases[name] = resolved as DatabaseConfig;
   }
 
-  config.session_tokens = Value.Default(ConfigSchema.properties.session_tokens, config.session_tokens ?? {});
   config.admin_users = userList(config.admin_users);
   config.stats_users = userList(config.stats_users);
 
@@ -112,6 +125,14 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
   }
 
   return deepFreeze(config as Config);
+}
+
+/** An entry's pool mode and the key that set it: its pool role's [users] entry, its own, or the global one. */
+function poolModeOf(config: Record<string, any>, entry: Record<string, unknown>, where: string): [string, string] {
+  const roleMode = (config.users as Record<string, { pool_mode?: string }>)[entry.user as string]?.pool_mode;
+  if (roleMode !== undefined) return [joinKeys(['users', entry.user as string, 'pool_mode']), roleMode];
+  if (entry.pool_mode !== undefined) return [`${where}.pool_mode`, entry.pool_mode as string];
+  return ['pool_mode', config.pool_mode as string];
 }
 
 function parseJson(text: string, file: string): unknown {

@@ -188,9 +188,15 @@ export const ConfigSchema = Type.Object(
     session_tokens: setting(
       Type.Object(
         {
+          preset: Type.Optional(
+            Type.Union([Type.Literal('tessera'), Type.Literal('veil2')], {
+              default: 'tessera',
+              description: 'Session SQL of a known system, as one setting: "tessera" (sql/tessera.sql) or "veil2" (Veil2\'s veil2.open_connection and veil2.close_connection; no tickets, so session mode only; no KILL_SESSION). The other session_tokens queries override its values.',
+            }),
+          ),
           open_connection: Type.Optional(Type.String({
             default: 'select success, errmsg from tessera.open_connection($1::bigint, $2::integer, $3::text, $4::inet)',
-            description: 'Query Tessera runs on a pooled backend to open a session-token login; $1 session id, $2 nonce, $3 authent_token, $4 the client address. Must return (success boolean, errmsg text).',
+            description: 'Query Tessera runs on a pooled backend to open a session-token login; $1 session id, $2 nonce, $3 authent_token, $4 the client address (only the parameters it references are bound). Must return (success boolean, errmsg text).',
           })),
           close_connection: Type.Optional(Type.String({
             default: 'select tessera.close_connection()',
@@ -198,7 +204,7 @@ export const ConfigSchema = Type.Object(
           })),
           issue_ticket: Type.Optional(Type.String({
             default: 'select tessera.issue_ticket()',
-            description: 'Transaction mode: query Tessera runs right after a successful open_connection; returns the ticket (kept by Tessera, never sent to the client) that re-binds other backends to the session.',
+            description: 'Transaction mode: query Tessera runs right after a successful open_connection; returns the ticket (kept by Tessera, never sent to the client) that re-binds other backends to the session. Empty: no tickets (session mode only); also the default when open_connection is not the preset\'s and no ticket query is set.',
           })),
           redeem_ticket: Type.Optional(Type.String({
             default: 'select tessera.redeem_ticket($1::text)',
@@ -210,7 +216,11 @@ export const ConfigSchema = Type.Object(
           })),
           kill_session: Type.Optional(Type.String({
             default: 'select tessera.end_session_admin($1::bigint)',
-            description: 'Query the admin console\'s KILL_SESSION runs, as each session-token database\'s pool role, to end a session; $1 the session id. Must return one boolean (true: the session existed).',
+            description: 'Query the admin console\'s KILL_SESSION runs, as each session-token database\'s pool role, to end a session; $1 the session id. Must return one boolean (true: the session existed). Empty: KILL_SESSION only disconnects the session\'s clients and says the session lives on.',
+          })),
+          release_check: Type.Optional(Type.String({
+            default: '',
+            description: 'Query run after close_connection and the reset, before a backend serves another session: unless it returns true the backend is closed instead (the veil2 preset\'s checks that no privileges are loaded). Empty: a backend whose client ran something that can disturb the session SQL\'s state is closed (README: which rule applies).',
           })),
           max_failures: Type.Optional(Type.Integer({ minimum: 0, default: 20, description: 'Failed session-token logins one client address may make in a minute before it is refused; 0 disables the limit.' })),
           ban_seconds: Type.Optional(Type.Number({ minimum: 0, default: 60, description: 'Seconds an address that passed max_failures is refused.' })),

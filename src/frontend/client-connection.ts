@@ -17,6 +17,7 @@ import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { Negotiation, type NegotiatingClient } from './negotiate.js';
 import { TokenLogin, type TokenLoginClient } from './token-login.js';
 import { HeldInput } from './held-input.js';
+import { sessionStateDisturbance } from '../pool/session-sql.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../net/suspension.js';
@@ -110,6 +111,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   lookedUpSecret: StoredSecret | undefined;
   /** A session-token client's part of the session protocol (credentials, session id, ticket). */
   private token: TokenLogin | null = null;
+  /** Session SQL a client can disturb (releaseRule): the schemas to watch, until something does. */
+  private watchSchemas: readonly string[] | null = null;
+  /** What this client ran that can disturb the session SQL's state: its backend is closed, not reused. */
+  private disturbedBy: string | null = null;
   /** ClientKey proven by the client's SCRAM exchange: lets Tessera log in to the server as it. */
   scramClientKey: Buffer | undefined;
   server: ServerConnection | null = null;
@@ -286,6 +291,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
         if (this.scanTerminateAt === -2) this.scanTerminateAt = start;
         break;
     }
+    if (!this.txRelay && this.watchSchemas !== null && (type === Frontend.Query || type === Frontend.Parse)) return true;
     if (this.txRelay) {
       // Transaction relay: every message is read whole and handled in onBody.
       this.txRelay.onHeader(chunk, start);
@@ -299,6 +305,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (this.phase === ClientPhase.Auth) return this.onAuthStep(this.auth!.receive(body));
     if (this.phase !== ClientPhase.Ready) return;
     if (this.txRelay) return this.txRelay.onMessage(type, body, this.framer.offset);
+    if (!this.admin) return this.noteSessionState(body);
     const sql = body.toString('utf8', 0, body.length - 1);
     // One command at a time, in order: stop reading until this one is answered.
     this.socket.pause();
@@ -364,11 +371,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     ({ params: this.serverParams, variant: this.variant } = shareParams(serverParams));
     const pool = (this.pool = this.host.poolFor(this));
     this.phase = ClientPhase.Login;
-    if (pool.settings.mode === 'transaction') {
-      this.txRelay = new TransactionRelay(this, pool);
-      // Its messages are read whole, so the limit is the protocol's own.
-      this.framer.maxWantedBody = 0x40000000;
-    }
+    this.watchSchemas = pool.settings.watchSchemas;
+    if (pool.settings.mode === 'transaction') this.txRelay = new TransactionRelay(this, pool);
+    // Rewritten (or watched) messages are read whole, so the limit is the protocol's own.
+    if (this.txRelay || this.watchSchemas !== null) this.framer.maxWantedBody = 0x40000000;
   }
 
   /** Session-token login: TokenLogin checks the credentials on the backend the client will use. */
@@ -406,6 +412,20 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
         this.fail(new PgError({ ...err.fields, severity: 'FATAL' }));
       },
     );
+  }
+
+  get watchingSessionSql(): boolean {
+    return this.watchSchemas !== null;
+  }
+
+  /** What a client ran, where a client can disturb the session SQL's state (see releaseRule). */
+  noteSessionState(sql: Buffer): void {
+    const reason = sessionStateDisturbance(sql.toString('utf8'), this.watchSchemas!);
+    if (reason === null) return;
+    this.disturbedBy = reason;
+    this.watchSchemas = null; // decided: the backend is closed when the client leaves
+    // Transaction mode: so that no other client has the backend meanwhile.
+    if (this.txRelay && this.server) this.txRelay.pinTo(this.server, 'session_sql_state');
   }
 
   // ---- TokenLoginClient ----
@@ -677,6 +697,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (server && this.pool) {
       // Mid-message, mid-query or mid-transaction: the pool cleans or closes it; nobody inherits it.
       server.noteClientInput(!this.framer.atBoundary || this.held.readies > 0, this.extendedOpen);
+      server.disturbedBy ??= this.disturbedBy;
       server.endLink(this.terminated ? 'terminated' : 'left');
       this.pool!.release(server);
     }

@@ -13,6 +13,7 @@ import type { Pool } from '../pool/pool.js';
 import { Expect } from '../pool/response-queue.js';
 import type { SessionCredentials } from '../proxy/client-auth.js';
 import { log } from '../log.js';
+import { boundParameters, withoutValues } from '../pool/session-sql.js';
 
 /** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
 const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
@@ -87,7 +88,8 @@ export class TokenLogin {
     const client = this.client;
     this.credentials = null;
     const address = client.remoteAddress.startsWith('::ffff:') ? client.remoteAddress.slice(7) : client.remoteAddress;
-    const params = [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address];
+    // Only the parameters the configured SQL uses: Veil2's open_connection takes three.
+    const params = boundParameters(this.openConnectionSql, [c.sessionId, c.nonce, c.authentToken, address === 'unix' ? null : address]);
     server.query(this.openConnectionSql, params).then(
       (rows) => {
         const [success, errmsg] = rows[0] ?? [];
@@ -104,8 +106,7 @@ export class TokenLogin {
       },
       (err: PgError) => {
         client.loginDoneWith(server);
-        log.warn({ client: client.id, code: err.code }, 'open_connection failed on the server');
-        client.refuse('session_sql', PgError.fatal(SqlState.InvalidAuthorization, `session login failed: open_connection raised SQLSTATE ${err.code}`));
+        this.sessionSqlFailed('open_connection', err, params);
       },
     );
   }
@@ -134,10 +135,23 @@ export class TokenLogin {
       },
       (err: PgError) => {
         client.loginDoneWith(server);
-        log.warn({ client: client.id, code: err.code }, 'issue_ticket failed on the server');
-        client.refuse('session_sql', PgError.fatal(SqlState.InvalidAuthorization, `session login failed: issue_ticket raised SQLSTATE ${err.code}`));
+        this.sessionSqlFailed('issue_ticket', err, []);
       },
     );
+  }
+
+  /**
+   * The session SQL itself failed (a wrong signature, a missing schema, a grant): PostgreSQL's
+   * words go to Tessera's log, without the values bound (secrets, or ids a cast error quotes);
+   * the client learns which setting failed and where to look.
+   */
+  private sessionSqlFailed(key: string, err: PgError, values: readonly (string | null)[]): void {
+    const f = err.fields;
+    log.warn(
+      { client: this.client.id, code: err.code, reason: withoutValues(err.message, values), detail: f.detail && withoutValues(f.detail, values), hint: f.hint },
+      `session_tokens.${key} failed on the server`,
+    );
+    this.client.refuse('session_sql', PgError.fatal(SqlState.InvalidAuthorization, `session login failed: session_tokens.${key} raised SQLSTATE ${err.code} (the server's message is in Tessera's log)`));
   }
 
   /**

@@ -27,6 +27,9 @@ export interface RelayLink {
   readonly variant: string;
   /** A session-token client with a ticket: statements that re-bind sessions matter. */
   readonly holdsTicket: boolean;
+  /** Session SQL a client can disturb is watched (see noteSessionState). */
+  readonly watchingSessionSql: boolean;
+  noteSessionState(sql: Buffer): void;
   /** Bytes for the client, in order. */
   writeFromServer(bytes: Buffer): boolean;
   /** Bytes for the server, now (pausing the client while the server's socket is full). */
@@ -295,17 +298,20 @@ export class TransactionRelay {
    * The text is decoded only when one of the two can still change something.
    */
   private noteStatement(server: ServerConnection, sql: Buffer): void {
+    if (this.link.watchingSessionSql) this.link.noteSessionState(sql);
     const holdsTicket = this.link.holdsTicket;
     if (this.pinReason !== null && !holdsTicket) return;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
     if (this.pinReason === null) {
       const reason = outlivesTransaction(text, server.status.has('search_path'));
-      if (reason) this.pin(server, reason);
+      if (reason) this.pinTo(server, reason);
     }
     if (holdsTicket && rebindsSession(text)) server.boundSession = null;
   }
 
-  private pin(server: ServerConnection, reason: string): void {
+  /** The client keeps `server` until it disconnects. */
+  pinTo(server: ServerConnection, reason: string): void {
+    if (this.pinReason !== null) return;
     this.pinReason = reason;
     server.markSessionState(reason);
     log.debug({ client: this.link.id, reason }, 'client pinned to its server: session state outlives its transaction');

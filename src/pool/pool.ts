@@ -52,6 +52,14 @@ export interface PoolSettings {
   resetAlways: boolean;
   /** Run first on every release (session tokens: close_connection); a failure closes the server. */
   closeQuery: string;
+  /** After closeQuery and the reset: the backend is reused only if this answers true ('' for none). */
+  releaseCheck: string;
+  /**
+   * Without a releaseCheck, for session SQL whose unbinding a client can undo: the schemas whose
+   * calls (with DISCARD and the rest of sessionStateDisturbance's list) have the client's backend
+   * closed when it leaves. Null: no watch (no session SQL, a check, or tessera.sql's).
+   */
+  watchSchemas: readonly string[] | null;
   /** Session-token pools: the queries of the ticket protocol (transaction mode re-binds backends). */
   tickets: TicketQueries | null;
   /** Run for each client right after its login, on the server it keeps (session mode); '' for none. */
@@ -296,8 +304,12 @@ export class Pool {
         ? 'client_left_mid_message'
         : server.unsyncedExtended
           ? 'unsynced_extended_batch'
-          : null;
+          : server.disturbedBy !== null
+            ? 'session_state_disturbed'
+            : null;
     if (unusable) {
+      // The client ran something after which no reset can make the backend safe for another session.
+      if (server.disturbedBy !== null) log.info({ pool: this.name, server: server.id, reason: server.disturbedBy }, "server closed instead of reused: its client ran something that can disturb the session SQL's state");
       // Closing alone would leave PostgreSQL running the query until it next writes to us.
       if (server.outstanding > 0 || server.unsyncedExtended) server.cancel();
       return this.closeServer(server, unusable);
@@ -349,13 +361,33 @@ export class Pool {
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => q.endsWith(DISCARD_ALL_KEEPING_PLANS) || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => q.includes('DEALLOCATE ALL') || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (this.settings.releaseCheck) return this.verifyRelease(server);
         server.clearLedger();
         this.handOut(server);
       },
       (err: PgError) => {
         log.warn({ pool: this.name, server: server.id, code: err.code }, 'server reset failed; closing server');
         this.closeServer(server, 'reset_failed');
+      },
+    );
+  }
+
+  /** release_check: a backend whose session SQL state did not clear is closed, never reused. */
+  private verifyRelease(server: ServerConnection): void {
+    server.query(this.settings.releaseCheck, []).then(
+      (rows) => {
+        if (rows.length === 1 && rows[0][0] === 't') {
+          server.clearLedger();
+          this.handOut(server);
+          return;
+        }
+        log.info({ pool: this.name, server: server.id }, 'server closed instead of reused: release_check did not answer true');
+        this.closeServer(server, 'release_check_failed');
+      },
+      (err: PgError) => {
+        log.warn({ pool: this.name, server: server.id, code: err.code, reason: err.message }, 'release_check failed; closing server');
+        this.closeServer(server, 'release_check_failed');
       },
     );
   }

@@ -71,6 +71,8 @@ export type CloseReason =
   | 'check_failed'
   | 'revoke_failed'
   | 'session_sql_failed'
+  | 'session_state_disturbed'
+  | 'release_check_failed'
   | 'idle_timeout'
   | 'lifetime'
   | 'reconnect'
@@ -146,6 +148,11 @@ export class ServerConnection implements FrameSink {
   sessionState: string | null = null;
   /** How the link ended; read by the release decision. */
   linkEnd: LinkEnd = null;
+  /**
+   * What the client ran after which no reset makes the backend safe for another session (it can
+   * disturb the session SQL's own state): the backend is closed when released, never reused.
+   */
+  disturbedBy: string | null = null;
   /** Set when the pool closed it: why. */
   closeReason: CloseReason | null = null;
   /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
@@ -268,6 +275,7 @@ export class ServerConnection implements FrameSink {
     this.unsyncedExtended = false;
     this.sessionState = null;
     this.linkEnd = null;
+    this.disturbedBy = null;
   }
 
   /** Connects and logs in; resolves once the server said ReadyForQuery. Rejects with a PgError. */

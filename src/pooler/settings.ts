@@ -5,7 +5,9 @@
  */
 import type { Config, DatabaseConfig } from '../config/schema.js';
 import { databaseLimits, poolLimits } from '../config/effective.js';
-import { DISCARD_ALL_KEEPING_PLANS, isDiscardAll, type PoolSettings } from '../pool/pool.js';
+import { isDiscardAll, type PoolSettings } from '../pool/pool.js';
+import { sessionRelease } from '../pool/session-sql.js';
+import { sessionReset } from '../config/session-presets.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { shareOf } from '../net/worker-identity.js';
 import type { ServerTls } from '../tls/contexts.js';
@@ -38,7 +40,9 @@ export function poolSettings(c: Readonly<Config>, entry: DatabaseConfig, user: s
     reserveTimeoutMs: c.reserve_pool_timeout * 1000,
     // Logins here run Tessera's session functions: keep their plans across releases (see
     // DISCARD_ALL_KEEPING_PLANS); everything else DISCARD ALL resets is still reset.
-    resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? DISCARD_ALL_KEEPING_PLANS : c.server_reset_query,
+    resetQuery: closeQueries.size > 0 && isDiscardAll(c.server_reset_query) ? sessionReset(c.session_tokens.preset) : c.server_reset_query,
+    // Whether another session may have the backend after its unbinding (README: which rule applies).
+    ...sessionRelease([token ? c.session_tokens.open_connection : '', connectQuery, ...closeQueries], closeQueries.size > 0, c.session_tokens.release_check),
     // A session-token or connect_query backend is unbound before anyone else can have it.
     closeQuery: [...closeQueries].join('; '),
     connectQuery,

@@ -9,6 +9,8 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
 import type { ServerTls } from '../tls/contexts.js';
 import { log } from '../log.js';
+import { boundParameters } from '../pool/session-sql.js';
+import { poolRoleCheck, killSessionUnset } from '../config/session-presets.js';
 import type { Registry } from './registry.js';
 import { databaseEntryFor } from '../config/effective.js';
 import { socketOptions } from './settings.js';
@@ -61,6 +63,7 @@ function oneOffServer(ctx: TokenDatabaseContext, target: OneOffTarget, applicati
  */
 export async function endSession(ctx: TokenDatabaseContext, sessionId: string): Promise<{ ended: boolean; errors: PgError[] }> {
   const c = ctx.config;
+  if (c.session_tokens.kill_session === '') return { ended: false, errors: [killSessionUnset(c.session_tokens.preset)] };
   const targets = new Map<string, OneOffTarget>();
   const unreachable: PgError[] = [];
   const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
@@ -79,7 +82,7 @@ export async function endSession(ctx: TokenDatabaseContext, sessionId: string): 
       const server = oneOffServer(ctx, target, 'tessera KILL_SESSION');
       try {
         await server.login();
-        const rows = await server.query(c.session_tokens.kill_session, [sessionId]);
+        const rows = await server.query(c.session_tokens.kill_session, boundParameters(c.session_tokens.kill_session, [sessionId]));
         return { ended: rows[0]?.[0] === 't' };
       } catch (err) {
         log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
@@ -105,12 +108,14 @@ export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
     const { name, target } = db;
     const role = target.user;
     const server = oneOffServer(ctx, target, 'tessera role check');
+    const check = poolRoleCheck(ctx.config.session_tokens);
     server
       .login()
-      .then(() => server.query('select rolsuper, rolbypassrls from pg_catalog.pg_roles where rolname = current_user', []))
+      .then(() => server.query(check.query, [check.functions]))
       .then(
         (rows) => {
-          const [superuser, bypassrls] = rows[0] ?? [];
+          const [superuser, bypassrls, missing] = rows[0] ?? [];
+          if (missing) log.warn({ db: name, role, missing }, `session_token pool role cannot execute the session functions (every login will fail): ${check.grant} ${role}`);
           if (superuser === 't' || bypassrls === 't') {
             log.warn(
               { db: name, role, superuser: superuser === 't', bypassrls: bypassrls === 't' },

@@ -105,7 +105,7 @@ const killSession: CommandHandler = async (ctx, arg) => {
       severity: 'ERROR',
       code: failed.code,
       message: `KILL_SESSION disconnected ${result.clients} client(s) but could not end the session: ${failed.message}`,
-      hint: failed.code === '42501' /* insufficient_privilege */ ? 'The pool role needs EXECUTE on tessera.end_session_admin: grant tessera_admin to it.' : undefined,
+      hint: failed.code === '42501' /* insufficient_privilege */ ? 'The pool role needs EXECUTE on tessera.end_session_admin: grant tessera_admin to it.' : failed.hint,
     });
   }
   if (!result.ended && result.clients === 0) throw new AdminError('session not found');
