@@ -11,7 +11,7 @@ import * as msg from '../protocol/messages.js';
 import { Frontend, PgError, SqlState } from '../protocol/messages.js';
 import type { ServerConnection, ServerPeer } from '../pool/server-connection.js';
 import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
-import type { Authenticator, AuthStep, SessionCredentials } from '../proxy/client-auth.js';
+import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { Negotiation, type NegotiatingClient } from './negotiate.js';

@@ -11,7 +11,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { extendedQuery, decodeDataRow, type ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
 import { Expect } from '../pool/response-queue.js';
-import type { SessionCredentials } from '../proxy/client-auth.js';
+import type { SessionCredentials } from './client-auth.js';
 import { log } from '../log.js';
 import { boundParameters, withoutValues } from '../pool/session-sql.js';
 

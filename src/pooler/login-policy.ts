@@ -11,7 +11,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import { lookupSecret } from '../pool/auth-query.js';
 import { shareOf } from '../net/worker-identity.js';
 import { isLoopback, type ServerTls } from '../tls/contexts.js';
-import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from '../proxy/client-auth.js';
+import { PasswordAuthenticator, SessionTokenAuthenticator, LookupAuthenticator, takeSessionCredentials, refuse, type Authenticator, type AuthType } from '../frontend/client-auth.js';
 import type { ClientConnection } from '../frontend/client-connection.js';
 import type { Registry } from './registry.js';
 import type { LoginLimiter } from './login-limiter.js';

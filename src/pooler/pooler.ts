@@ -11,7 +11,7 @@ import { databaseEntryFor, databaseLimits, maxUserConnections } from '../config/
 import { PgError, SqlState } from '../protocol/messages.js';
 import { Pool } from '../pool/pool.js';
 import { ClientConnection, type ClientHost } from '../frontend/client-connection.js';
-import type { Authenticator } from '../proxy/client-auth.js';
+import type { Authenticator } from '../frontend/client-auth.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { runAdminQuery } from '../admin/console.js';
 import type { ShutdownMode } from '../admin/operations.js';
