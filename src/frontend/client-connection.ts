@@ -1,8 +1,16 @@
 /**
- * One client of Tessera, from its first byte to its close: the startup packet, authentication,
- * the login reply, then the relay. The relay forwards the client's bytes as received; it frames
- * them by header only to count the ReadyForQuery messages owed, to see where an extended-protocol
- * batch ends, and to keep the client's Terminate from reaching a pooled server.
+ * One client of Tessera, from its first byte to its close: it owns the socket, the phase, the
+ * link to a server and the login flow, and hands each concern to its part: negotiate.ts (before
+ * the startup packet), client-auth.ts (authentication), token-login.ts (session tokens and
+ * tickets), held-input.ts (what arrives while no server is linked), transaction-relay.ts
+ * (transaction mode), session-state.ts (what pins). The session relay is here: it forwards the
+ * client's bytes as received, framing them by header only to count the ReadyForQuery messages
+ * owed, to see where an extended-protocol batch ends, and to keep the client's Terminate from
+ * reaching a pooled server. It tells the server's ledger where its input stands; the pool decides
+ * the release from that ledger.
+ *
+ * Longer than most files on purpose: it is the one implementer of the interfaces its parts need
+ * (RelayLink, NegotiatingClient, TokenLoginClient, PoolClient, ServerPeer), each a few lines.
  */
 import type { Socket } from 'node:net';
 import tls from 'node:tls';

@@ -10,6 +10,10 @@
  * Servers are started with the client's own startup parameters and reused only by clients with
  * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
  * one client's settings never show up in another's session.
+ *
+ * Longer than most files on purpose: everything here moves servers between the lists (release,
+ * hand-out, growth, login failures, the janitor's sweep), and keeping it in one file keeps move()
+ * and its callers in one place.
  */
 import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';

@@ -5,14 +5,16 @@
  * Pool.move()); this class owns the socket and the ledger: what the server still owes, where the
  * client's input stands, and what session state it carries. The pool's release decision reads
  * only the ledger.
+ *
+ * Longer than most files on purpose: login, Tessera's own queries and the relay all read the one
+ * framer and socket of a connection; the authentication exchange itself is in server-auth.ts.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
-import { Framer, BodyReader, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
-import { Backend, AuthCode, PgError, SqlState } from '../protocol/messages.js';
-import { md5Response, md5Secret } from '../auth/md5.js';
-import { ScramClient, type ScramCredentials } from '../auth/scram.js';
+import { Framer, BodyReader, type FrameSink } from '../protocol/framing.js';
+import { Backend, PgError, SqlState } from '../protocol/messages.js';
+import { ServerAuthenticator, type ServerCredentials } from './server-auth.js';
 import { applySocketOptions, type SocketOptions } from '../net/socket-options.js';
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
@@ -35,11 +37,7 @@ export interface ServerTarget {
   tls: ServerTls;
 }
 
-export type ServerCredentials =
-  | { kind: 'none' }
-  | { kind: 'password'; password: string }
-  | { kind: 'md5'; hash: string }
-  | { kind: 'scram-keys'; clientKey: Buffer; serverKey: Buffer };
+export type { ServerCredentials };
 
 /** The pool list a server is on (PgBouncer's SV_* lists); Pool.move() changes it. */
 export const enum ServerState {
@@ -189,7 +187,8 @@ export class ServerConnection implements FrameSink {
   private closed = false;
   private lastError: PgError | null = null;
   private loginDone: ((err: PgError | null) => void) | null = null;
-  private scram: ScramClient | null = null;
+  /** The authentication exchange, while logging in. */
+  private auth: ServerAuthenticator | null = null;
   private internalDone: ((err: PgError | null) => void) | null = null;
   private internalError: PgError | null = null;
   /** Rows of Tessera's own parameterised query while it runs (see query()). */
@@ -654,60 +653,12 @@ export class ServerConnection implements FrameSink {
   }
 
   private authenticate(body: Buffer): void {
-    const r = new BodyReader(body);
-    const code = r.int32();
-    const creds = this.target.credentials;
     try {
-      switch (code) {
-        case AuthCode.Ok:
-          return;
-        case AuthCode.CleartextPassword:
-          if (creds.kind !== 'password') throw this.noPassword('cleartext');
-          this.socket.write(serialize.password(creds.password));
-          return;
-        case AuthCode.MD5Password: {
-          const salt = r.bytes(4);
-          let hash: string;
-          if (creds.kind === 'password') hash = md5Secret(creds.password, this.target.user);
-          else if (creds.kind === 'md5') hash = creds.hash;
-          else throw this.noPassword('md5');
-          this.socket.write(serialize.password(md5Response(hash, salt)));
-          return;
-        }
-        case AuthCode.SASL: {
-          const mechanisms: string[] = [];
-          for (let m = r.cstring(); m !== ''; m = r.cstring()) mechanisms.push(m);
-          if (!mechanisms.includes('SCRAM-SHA-256')) throw this.unsupportedAuth(`SASL mechanisms ${mechanisms.join(', ')}`);
-          let scramCreds: ScramCredentials;
-          if (creds.kind === 'password') scramCreds = { password: creds.password };
-          else if (creds.kind === 'scram-keys') scramCreds = { clientKey: creds.clientKey, serverKey: creds.serverKey };
-          else throw this.noPassword('SCRAM-SHA-256');
-          this.scram = new ScramClient(scramCreds);
-          this.socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', this.scram.clientFirst()));
-          return;
-        }
-        case AuthCode.SASLContinue:
-          if (!this.scram) throw new ProtocolViolation('SASLContinue without SASL');
-          this.socket.write(serialize.sendSCRAMClientFinalMessage(this.scram.clientFinal(r.rest().toString('utf8'))));
-          return;
-        case AuthCode.SASLFinal:
-          if (!this.scram) throw new ProtocolViolation('SASLFinal without SASL');
-          this.scram.verifyServerFinal(r.rest().toString('utf8'));
-          return;
-        default:
-          throw this.unsupportedAuth(`authentication request ${code}`);
-      }
+      const answer = (this.auth ??= new ServerAuthenticator(this.target.user, this.target.credentials)).answer(body);
+      if (answer) this.socket.write(answer);
     } catch (err) {
       this.finishLogin(err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, `server login failed: ${(err as Error).message}`));
     }
-  }
-
-  private noPassword(method: string): PgError {
-    return PgError.fatal(SqlState.InvalidAuthorization, `server login failed: no password known for user "${this.target.user}" to answer ${method} authentication`);
-  }
-
-  private unsupportedAuth(what: string): PgError {
-    return PgError.fatal(SqlState.FeatureNotSupported, `server login failed: unsupported ${what}`);
   }
 
   private finishLogin(err: PgError | null): void {
