@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
 
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, embedded);
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, path.resolve(args.config), embedded);
 
   let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
   let proxy: Proxy;
@@ -137,12 +137,13 @@ async function main(): Promise<void> {
 
   if (isWorker) {
     const { WorkerLink } = await import('./workers/worker-link.js');
-    proxy.attachWorkerLink(new WorkerLink({ view: proxy.admin, cancel: (pid, secret) => proxy.cancel(pid, secret) }));
     // The primary serves the metrics endpoint, summed over the workers.
-    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(proxy);
+    const metrics = config.metrics_listen ? await import('./metrics/metrics.js') : null;
+    metrics?.offerMetricsToPrimary();
+    proxy.attachWorkerLink(new WorkerLink({ view: proxy.admin, cancel: (pid, secret) => proxy.cancel(pid, secret), ...metrics?.workerObservers(proxy) }));
   } else if (config.metrics_listen) {
     const { startMetrics } = await import('./metrics/metrics.js');
-    await startMetrics(config.metrics_listen, proxy);
+    await startMetrics(config.metrics_listen, proxy, path.resolve(args.config));
   }
 
   let stopping = false;
@@ -172,7 +173,7 @@ async function main(): Promise<void> {
 }
 
 /** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */
-async function runPrimary(config: Config, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
+async function runPrimary(config: Config, configFile: string, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
   const { Primary } = await import('./workers/primary.js');
   // The workers share the Unix socket; clear a stale one once, before any of them listens.
   if (config.unix_socket_dir) await removeStaleSocket(`${config.unix_socket_dir}/.s.PGSQL.${config.listen_port}`);
@@ -180,6 +181,8 @@ async function runPrimary(config: Config, embedded: { host: string; port: number
     workers: config.workers,
     env: embedded ? { TESSERA_EMBEDDED: JSON.stringify([embedded.host, embedded.port]) } : {},
     metricsListen: config.metrics_listen,
+    config,
+    configFile,
     onStopped: async () => {
       await embedded?.stop();
     },

@@ -224,6 +224,27 @@ export interface KillSessionResult {
   errors: PgError[];
 }
 
+/**
+ * One row of SHOW SESSIONS (Tessera's own): an end user's session as Tessera served it. A
+ * session-token session, or (session_id null) the connect_query logins of one accessor.
+ */
+export interface SessionSnapshot {
+  /** The session-token session's id; null for connect_query logins. */
+  session_id: string | null;
+  /** The end user row-level security sees (tessera.current_accessor()); '' when unknown. */
+  accessor: string;
+  database: string;
+  /** Clients logged in with it now. */
+  clients: number;
+  /** Transactions, queries and errors its clients had since Tessera first saw it. */
+  transactions: number;
+  queries: number;
+  errors: number;
+  last_active: Date;
+  /** Address of the client that logged in with it most recently. */
+  addr: string;
+}
+
 /** One row of SHOW MEM (PgBouncer: one per slab cache). */
 export interface MemSnapshot {
   name: string;
@@ -253,6 +274,8 @@ export interface AdminView {
   lists(): ListsSnapshot;
   /** SHOW MEM rows; optional, an empty result without it. */
   mem?(): MemSnapshot[];
+  /** SHOW SESSIONS rows; optional, an empty result without it. */
+  sessions?(): SessionSnapshot[];
 
   /**
    * PAUSE: stop handing out servers (all databases, or one) and resolve once every server of

@@ -14,6 +14,7 @@ import { ServerConnection, ServerState, type ServerTarget, type ServerCredential
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
 import { dropsAllStatements } from './prepared.js';
+import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { SocketOptions } from '../proxy/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
 
@@ -105,7 +106,7 @@ export interface PoolClient {
 }
 
 export function zeroPoolCounters(): PoolCounters {
-  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0 };
+  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0, xactTimes: zeroDurationCounts(), waitTimes: zeroDurationCounts() };
 }
 
 /** The canonical form of a set of startup parameters: servers are reused only within one. */
@@ -154,6 +155,9 @@ export interface PoolCounters {
   clientParses: number;
   serverParses: number;
   binds: number;
+  /** Transactions and server waits by duration (histogram buckets, see histogram.ts). */
+  xactTimes: DurationCounts;
+  waitTimes: DurationCounts;
 }
 
 export class Pool {
@@ -237,6 +241,7 @@ export class Pool {
     }
     if (server) {
       this.counters.assignments++;
+      this.counters.waitTimes[0]++; // served at once: no wait
       client.onServerAssigned(server);
       return;
     }
@@ -480,6 +485,7 @@ export class Pool {
         this.waiters.splice(i, 1);
         this.counters.assignments++;
         this.counters.waitUs += (now - client.waitingSince) * 1000;
+        observeDuration(this.counters.waitTimes, (now - client.waitingSince) * 1000);
         client.onServerAssigned(server);
         return;
       }

@@ -100,6 +100,8 @@ export class ServerConnection implements FrameSink {
    * open_connection or a redeemed ticket, cleared by close_connection); null when unbound or unsure.
    */
   boundSession: string | null = null;
+  /** ErrorResponses relayed to the linked client since attach or the last reset (per-accessor errors). */
+  errorsRelayed = 0;
   /** What this backend owes while a client's extended protocol is being rewritten; else null. */
   responses: ResponseQueue | null = null;
 
@@ -227,6 +229,7 @@ export class ServerConnection implements FrameSink {
     this.peer = peer;
     this.state = ServerState.Active;
     this.lastUsedAt = Date.now();
+    this.errorsRelayed = 0;
     this.responses = track ? new ResponseQueue() : null;
   }
 
@@ -505,6 +508,7 @@ export class ServerConnection implements FrameSink {
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
         if (this.state !== ServerState.Active || err.fields.severity === 'FATAL') this.lastError = err;
+        else this.errorsRelayed++;
         return;
       }
       case Backend.Authentication:

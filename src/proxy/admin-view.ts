@@ -3,7 +3,7 @@
  * PgBouncer's terms, and the control commands (PAUSE, RESUME, RELOAD, KILL, ...).
  */
 import type { Socket } from 'node:net';
-import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
+import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type SessionSnapshot, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from '../admin/view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import type { WorkerSnapshot } from '../workers/merge.js';
@@ -51,7 +51,11 @@ export class ProxyAdminView implements AdminView {
 
   /** Everything SHOW reads, at once: what a worker gives the console of another (workers > 1). */
   snapshot(): WorkerSnapshot {
-    return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [] };
+    return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [], sessions: this.sessions() };
+  }
+
+  sessions(): SessionSnapshot[] {
+    return this.proxy.stats.accounting.snapshot();
   }
 
   config(): Readonly<Config> {

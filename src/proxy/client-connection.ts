@@ -20,6 +20,9 @@ import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from './suspension.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
+import { observeDuration } from '../pool/histogram.js';
+import type { PoolerStats } from '../metrics/pooler-stats.js';
+import type { ClientAccount } from '../metrics/accessors.js';
 
 export const enum ClientPhase {
   Startup = 'startup',
@@ -43,6 +46,8 @@ export interface ClientHost {
   onSessionLogin(client: ClientConnection, ok: boolean): void;
   /** Counts a refused login by reason (metrics). */
   onLoginFailed(client: ClientConnection, reason: string): void;
+  /** Client errors and the per-accessor accounting (metrics, SHOW SESSIONS, audit_log). */
+  readonly stats: PoolerStats;
   cancel(pid: number, secret: number): void;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
@@ -162,6 +167,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   lookedUpSecret: StoredSecret | undefined;
   /** The session a session-token client logged in with (an id, not a secret): KILL_SESSION finds it. */
   sessionId: string | null = null;
+  /** Session-token and connect_query logins: the end user's counts (see metrics/accessors.ts). */
+  account: ClientAccount | null = null;
   /**
    * Session-token clients in transaction mode: what binds each further backend to the session
    * (tessera.redeem_ticket). Tessera's alone: never sent to the client; revoked when it leaves.
@@ -261,6 +268,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
   fail(err: PgError): void {
     if (this.phase === ClientPhase.Closed) return;
+    if (this.phase === ClientPhase.Ready && !this.admin) this.host.stats.clientError(err);
     if (this.socket.writable) this.socket.write(err.toMessage());
     if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
   }
@@ -580,8 +588,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
         this.sessionId = BigInt(c.sessionId).toString();
         server.boundSession = this.sessionId;
         this.replyPrefix = [msg.authOk()];
-        if (this.tracking) return this.takeTicket(server);
-        this.keepServer(server);
+        // Once per session: who its end user is (SHOW SESSIONS, per-accessor metrics, audit_log).
+        this.host.stats.accounting.identify(this.sessionId, server, () => {
+          if (this.phase === ClientPhase.Closed) this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
+          else if (this.tracking) this.takeTicket(server);
+          else this.keepServer(server);
+        });
       },
       (err: PgError) => {
         this.pool!.giveBack(server, { midMessage: false, extendedOpen: false });
@@ -692,6 +704,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
+    if (!this.admin) this.account = this.host.stats.accounting.open(this, this.pool!.settings.connectQuery !== '');
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.pending;
     this.pending = NOTHING_HELD;
@@ -725,6 +738,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     this.scanTerminateAt = -2;
     this.framer.push(chunk);
     this.pool!.counters.queries += this.scanReadies;
+    if (this.account !== null) this.account.noteQueries(this.scanReadies);
 
     // Forward everything but a trailing partial header (kept until its type is known) and
     // anything from a Terminate on.
@@ -899,7 +913,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
 
   private toServer(bytes: Buffer, expect: Expect): void {
     const server = this.server!;
-    if (expect === Expect.Ready) this.pool!.counters.queries++;
+    if (expect === Expect.Ready) {
+      this.pool!.counters.queries++;
+      if (this.account !== null) this.account.noteQueries(1);
+    }
     this.write(server, bytes, expect === Expect.Ready ? 1 : 0);
     this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
@@ -984,6 +1001,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
    * The text is decoded only when one of the two can still change something.
    */
   private noteStatement(server: ServerConnection, sql: Buffer): void {
+    if (this.account !== null && this.account.wantsStatements) this.account.noteStatement(sql);
     if (this.pinned && this.ticket === null) return;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
     if (!this.pinned && outlivesTransaction(text, server.status.has('search_path'))) this.pin();
@@ -1114,8 +1132,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
     const counters = this.pool!.counters;
     if (server.outstanding === 0) counters.queryUs += (server.lastReadyAt - server.queryStartedAt) * 1000;
     if (server.txStatus === READY_IDLE) {
+      const us = (server.lastReadyAt - (server.xactStartedAt || server.queryStartedAt)) * 1000;
       counters.xacts++;
-      counters.xactUs += (server.lastReadyAt - (server.xactStartedAt || server.queryStartedAt)) * 1000;
+      counters.xactUs += us;
+      observeDuration(counters.xactTimes, us);
+      if (this.account !== null) this.account.transactionEnded(server, us);
       server.xactStartedAt = 0;
     } else if (server.xactStartedAt === 0) {
       server.xactStartedAt = server.queryStartedAt;

@@ -28,6 +28,7 @@ import { ClusterAdminView } from '../workers/merge.js';
 import { parseConfig, ConfigError } from '../config/load.js';
 import { loadUserlist } from '../auth/userlist.js';
 import { tlsContextsFrom, isLoopback, TlsSettingError, type ClientTls, type ServerTls } from '../tls/contexts.js';
+import { PoolerStats } from '../metrics/pooler-stats.js';
 
 /** Where one of Tessera's own out-of-pool connections goes, and as whom. */
 type OneOffTarget = Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>;
@@ -90,6 +91,7 @@ export class Proxy implements ClientHost {
     this.hba = opts.config.auth_hba_file ? loadHba(opts.config.auth_hba_file) : [];
     this.tls = tlsContextsFrom(opts.config);
     this.embedded = opts.embedded;
+    this.stats = new PoolerStats(opts.config);
     const st = opts.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
     this.adminView = new ProxyAdminView(this, {
@@ -101,15 +103,15 @@ export class Proxy implements ClientHost {
     });
   }
 
-  /** Failed logins by reason, for the metrics endpoint. */
-  readonly loginFailures = new Map<string, number>();
+  /** Refused logins, client errors, session logins and the per-accessor accounting (metrics). */
+  readonly stats: PoolerStats;
 
   databaseNameOf(pool: Pool): string {
     return this.poolDatabase.get(pool) ?? pool.name;
   }
 
   onLoginFailed(client: ClientConnection, reason: string): void {
-    this.loginFailures.set(reason, (this.loginFailures.get(reason) ?? 0) + 1);
+    this.stats.loginFailed(reason);
   }
 
   get clientTls(): ClientTls | null {
@@ -127,6 +129,11 @@ export class Proxy implements ClientHost {
 
   get isStopping(): boolean {
     return this.stopping;
+  }
+
+  /** Some listen_addr address or the Unix socket accepts clients (/readyz). */
+  get isListening(): boolean {
+    return this.servers.some((s) => s.listening);
   }
 
   /**
@@ -174,6 +181,7 @@ export class Proxy implements ClientHost {
   private applyConfig(config: Readonly<Config>, tlsContexts: { client: ClientTls | null; server: ServerTls }): void {
     this.config = config;
     this.tls = tlsContexts;
+    this.stats.configure(config);
     for (const [key, pool] of this.pools) {
       const name = this.poolDatabase.get(pool) ?? key.split('\u0000')[0];
       const entry = config.databases[name] ?? config.databases['*'];
@@ -267,6 +275,7 @@ export class Proxy implements ClientHost {
   }
 
   onSessionLogin(client: ClientConnection, ok: boolean): void {
+    this.stats.sessionLogin(ok);
     if (ok) return; // logged as any login is
     this.limiter.recordFailure(client.remoteAddress);
     log.warn({ client: client.id, user: client.user, db: client.database, addr: client.remoteAddress }, 'session-token login failed');
@@ -397,6 +406,7 @@ export class Proxy implements ClientHost {
       }
       for (const pool of this.pools.values()) pool.close();
       if (this.janitor) clearInterval(this.janitor);
+      await this.stats.close(); // the audit log's last lines
       // Give Terminate and cancel messages a moment to leave.
       await new Promise((r) => setTimeout(r, 50));
     })();
@@ -556,6 +566,7 @@ export class Proxy implements ClientHost {
   onClientClosed(client: ClientConnection): void {
     this.clients.delete(client);
     if (this.byPid.get(client.pid) === client) this.byPid.delete(client.pid);
+    if (client.account) this.stats.accounting.close(client.account);
     log.debug({ client: client.id }, 'client closed');
   }
 
@@ -577,6 +588,7 @@ export class Proxy implements ClientHost {
     const now = Date.now();
     for (const pool of this.pools.values()) pool.tick(now);
     this.limiter.prune(now);
+    this.stats.accounting.prune(now);
     const c = this.config;
     const loginTimeout = c.client_login_timeout * 1000;
     for (const client of this.clients) {
@@ -746,7 +758,8 @@ export class Proxy implements ClientHost {
     }
   }
 
-  private address(entry: DatabaseConfig): { host: string; port: number } {
+  /** Where a database entry's server is (the embedded one's address for "embedded": true). */
+  address(entry: DatabaseConfig): { host: string; port: number } {
     const address = entry.embedded ? this.embedded : { host: entry.host!, port: entry.port! };
     if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
     return address;

@@ -5,7 +5,7 @@
  * AdminView.
  */
 import type { Config } from '../config/schema.js';
-import type { AdminView, ConnectionSnapshot, DatabaseSnapshot, ListsSnapshot, MemSnapshot, PoolSnapshot, PoolerState, ShutdownMode, StatCounters, StatsSnapshot, UserSnapshot } from '../admin/view.js';
+import type { AdminView, ConnectionSnapshot, DatabaseSnapshot, ListsSnapshot, MemSnapshot, PoolSnapshot, PoolerState, SessionSnapshot, ShutdownMode, StatCounters, StatsSnapshot, UserSnapshot } from '../admin/view.js';
 import { throwIfFailed, type WorkerLink } from './worker-link.js';
 
 /** Everything SHOW can ask of one worker, taken at one moment. */
@@ -19,6 +19,7 @@ export interface WorkerSnapshot {
   stats: StatsSnapshot[];
   lists: ListsSnapshot;
   mem: MemSnapshot[];
+  sessions: SessionSnapshot[];
 }
 
 /** Rows with the same key become one; `combine` folds a row into the kept one. */
@@ -76,6 +77,14 @@ export function mergeSnapshots(snaps: WorkerSnapshot[]): WorkerSnapshot {
     }
   }
   const mem = mergeBy(snaps.flatMap((s) => s.mem), (m) => m.name, (kept, m) => add(kept, m, ['used', 'free', 'memtotal']));
+  // A session's clients may be spread over workers: one row, the latest activity and address.
+  const sessions = mergeBy(snaps.flatMap((s) => s.sessions), (r) => `${r.session_id ?? ''}\u0000${r.database}\u0000${r.accessor}`, (kept, r) => {
+    add(kept, r, ['clients', 'transactions', 'queries', 'errors']);
+    if (r.last_active > kept.last_active) {
+      kept.last_active = r.last_active;
+      kept.addr = r.addr;
+    }
+  }).sort((a, b) => b.last_active.getTime() - a.last_active.getTime());
   return {
     state: {
       paused: snaps.every((s) => s.state.paused),
@@ -90,6 +99,7 @@ export function mergeSnapshots(snaps: WorkerSnapshot[]): WorkerSnapshot {
     stats,
     lists,
     mem,
+    sessions,
   };
 }
 
@@ -137,6 +147,9 @@ export class ClusterAdminView implements AdminView {
   }
   mem(): MemSnapshot[] {
     return this.merged.mem;
+  }
+  sessions(): SessionSnapshot[] {
+    return this.merged.sessions;
   }
 
   async pause(db?: string): Promise<void> {

@@ -5,7 +5,7 @@
  */
 
 /** Admin operations every worker can run on its own proxy (see runLocal in worker-link.ts). */
-export type AdminOp = 'snapshot' | 'pause' | 'resume' | 'suspend' | 'reload' | 'kill' | 'reconnect' | 'waitClose' | 'enable' | 'disable' | 'set' | 'killClient' | 'shutdown';
+export type AdminOp = 'snapshot' | 'metrics' | 'readiness' | 'pause' | 'resume' | 'suspend' | 'reload' | 'kill' | 'reconnect' | 'waitClose' | 'enable' | 'disable' | 'set' | 'killClient' | 'shutdown';
 
 export interface OpResult {
   ok: boolean;

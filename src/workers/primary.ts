@@ -11,13 +11,19 @@ import { log } from '../log.js';
 import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
 import { mergeSnapshots, type WorkerSnapshot } from './merge.js';
 import { workerOfId, workerOfPid } from './identity.js';
-import { serveMetrics, statusPage } from '../metrics/metrics.js';
+import { consoleFigures, serveMetrics } from '../metrics/metrics.js';
+import { mergeMetrics, type MetricsSnapshot } from '../metrics/snapshot.js';
+import { mergeReadiness, type Readiness } from '../metrics/health.js';
+import type { Config } from '../config/schema.js';
 
 export interface PrimaryOptions {
   workers: number;
   /** Extra environment for the workers (the embedded server's address). */
   env: Record<string, string>;
   metricsListen: string;
+  /** The config the workers started with (metrics_format, limits for the pgbouncer_exporter names). */
+  config: Readonly<Config>;
+  configFile: string;
   /** Called once every worker has exited, before the process exits. */
   onStopped(): Promise<void>;
 }
@@ -150,17 +156,29 @@ export class Primary {
     }
   }
 
-  /** /metrics summed over the workers (prom-client's cluster aggregation), / the status page. */
+  /** The metrics endpoint, summed over the workers (process_* through prom-client's cluster aggregation). */
   private async serveMetrics(): Promise<void> {
     const aggregator = new AggregatorRegistry();
+    const all = () => this.workers.map((_, i) => i);
+    const values = async <T>(op: 'metrics' | 'readiness' | 'snapshot'): Promise<T[]> =>
+      (await this.runOn(all(), op)).filter((r) => r.ok).map((r) => r.value as T);
     await serveMetrics(this.opts.metricsListen, {
-      contentType: aggregator.contentType,
-      metrics: () => aggregator.clusterMetrics(),
-      status: async () => {
-        const results = await this.runOn(this.workers.map((_, i) => i), 'snapshot');
-        const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as WorkerSnapshot));
-        return statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers);
+      snapshot: async () => mergeMetrics(await values<MetricsSnapshot>('metrics')),
+      console: async () => {
+        const merged = mergeSnapshots(await values<WorkerSnapshot>('snapshot'));
+        return consoleFigures({ pools: () => merged.pools, databases: () => merged.databases, stats: () => merged.stats, lists: () => merged.lists, clients: () => merged.clients }, this.opts.config);
       },
+      readiness: async () => {
+        const answers = await values<Readiness>('readiness');
+        // A worker that did not answer (restarting, or gone) is not ready to take its share.
+        const missing = this.opts.workers - answers.length;
+        for (let i = 0; i < missing; i++) answers.push({ ready: false, listening: false, shutting_down: this.stopping, databases: [] });
+        return mergeReadiness(answers);
+      },
+      processMetrics: () => aggregator.clusterMetrics(),
+      format: () => this.opts.config.metrics_format,
+      configFile: this.opts.configFile,
+      workers: this.opts.workers,
     });
   }
 }

@@ -7,12 +7,17 @@ import { PgError } from '../protocol/messages.js';
 import { AdminError, type AdminView } from '../admin/view.js';
 import { isMessage, type AdminOp, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
 import type { WorkerSnapshot } from './merge.js';
+import type { MetricsSnapshot } from '../metrics/snapshot.js';
+import type { Readiness } from '../metrics/health.js';
 import { log } from '../log.js';
 
 /** What a worker's own proxy offers the primary. */
 export interface LocalWorker {
   view: AdminView & { snapshot(): WorkerSnapshot };
   cancel(pid: number, secret: number): void;
+  /** The metrics endpoint's figures (served by the primary, summed over the workers). */
+  metrics?(): MetricsSnapshot;
+  readiness?(): Promise<Readiness>;
 }
 
 export class WorkerLink {
@@ -43,6 +48,10 @@ export class WorkerLink {
     process.send?.(m);
   }
 
+  private run(op: AdminOp, args: unknown[]): Promise<OpResult> {
+    return op === 'metrics' || op === 'readiness' ? observe(this.local, op) : runLocal(this.local.view, op, args);
+  }
+
   private onMessage(m: ToWorker): void {
     switch (m.kind) {
       case 'cancel':
@@ -54,14 +63,20 @@ export class WorkerLink {
         return;
       }
       case 'run':
-        void runLocal(this.local.view, m.op, m.args).then((result) => this.send({ kind: 'result', id: m.id, result }));
+        void this.run(m.op, m.args).then((result) => this.send({ kind: 'result', id: m.id, result }));
         return;
     }
   }
 }
 
+/** Not admin operations but figures for the primary's metrics endpoint. */
+async function observe(local: LocalWorker, op: 'metrics' | 'readiness'): Promise<OpResult> {
+  const value = op === 'metrics' ? local.metrics?.() : await local.readiness?.();
+  return value === undefined ? { ok: false, error: { message: `worker does not report ${op}`, code: '0A000' } } : { ok: true, value };
+}
+
 /** One admin operation on this worker's own proxy, its outcome as data. */
-export async function runLocal(view: LocalWorker['view'], op: AdminOp, args: unknown[]): Promise<OpResult> {
+export async function runLocal(view: LocalWorker['view'], op: Exclude<AdminOp, 'metrics' | 'readiness'>, args: unknown[]): Promise<OpResult> {
   try {
     const a = args as [never, never];
     let value: unknown;
