@@ -82,7 +82,7 @@ export function renderTessera(s: MetricsSnapshot, build: BuildInfo): string {
   const out = new Exposition();
   const pools = s.pools;
   out.family('tessera_build_info', 'gauge', 'Always 1; the labels say which Tessera and Node.js are running.').sample('tessera_build_info', { version: build.version, node: build.node }, 1);
-  out.family('tessera_processes', 'gauge', 'Processes whose figures are summed here (workers that answered; 1 without workers).').sample('tessera_processes', {}, s.processes);
+  out.family('tessera_workers', 'gauge', 'Processes whose figures are summed here (workers that answered; 1 without workers).').sample('tessera_workers', {}, s.processes);
   out.family('tessera_clients', 'gauge', 'Client connections, in any phase (logging in, logged in, admin console).').sample('tessera_clients', {}, s.clients);
   out.family('tessera_clients_logging_in', 'gauge', 'Client connections that have not finished logging in.').sample('tessera_clients_logging_in', {}, s.clients_logging_in);
   out.family('tessera_max_client_conn', 'gauge', 'The max_client_conn setting: most client connections accepted at once.').sample('tessera_max_client_conn', {}, s.max_client_conn);

@@ -3,14 +3,18 @@
 import { spawnSync, spawn } from 'node:child_process';
 
 const PARSER = `
-import json, sys
+import json, math, sys
 from prometheus_client.parser import text_string_to_metric_families
+num = lambda v: v if math.isfinite(v) else str(v)
 out = {}
 for family in text_string_to_metric_families(sys.stdin.read()):
     out[family.name] = {"type": family.type, "help": family.documentation,
-                        "samples": [[s.name, s.labels, s.value] for s in family.samples]}
+                        "samples": [[s.name, s.labels, num(s.value)] for s in family.samples]}
 print(json.dumps(out))
 `;
+
+/** JSON has no NaN or Inf: the parser sends them as Python's words. */
+const nonFinite = (_key: string, v: unknown) => (v === 'nan' ? NaN : v === 'inf' ? Infinity : v === '-inf' ? -Infinity : v);
 
 /** True when python3 can import prometheus_client (else the tests that need it are skipped). */
 export const HAS_PROM_PARSER = spawnSync('/usr/bin/python3', ['-c', 'import prometheus_client.parser'], { stdio: 'ignore' }).status === 0;
@@ -33,7 +37,7 @@ export function parseExposition(text: string): Promise<Record<string, Family>> {
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`the Prometheus parser rejected /metrics:\n${err}`))));
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out, nonFinite)) : reject(new Error(`the Prometheus parser rejected /metrics:\n${err}`))));
     child.stdin.end(text);
   });
 }
