@@ -484,7 +484,8 @@ export class ServerConnection implements FrameSink {
         this.txStatus = body[0];
         if (this.outstanding > 0) this.outstanding--;
         this.lastReadyAt = Date.now();
-        this.sawReady = true;
+        // One Tessera made and cut out (a ticket redeemed, a parameter restored) ends no client transaction.
+        if (!dropped) this.sawReady = true;
         if (this.state === ServerState.Login) this.finishLogin(null);
         else if (this.state === ServerState.Cleanup && this.outstanding === 0) this.internalDone?.(this.internalError);
         return;
