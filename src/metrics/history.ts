@@ -40,13 +40,25 @@ export interface PoolRow extends PoolFigures {
   saturated: boolean;
 }
 
-interface Totals {
+type NumericField = { [K in keyof PoolFigures]: PoolFigures[K] extends number ? K : never }[keyof PoolFigures];
+
+/** The pools' `fields`, each summed over every pool. */
+export function sumPools<F extends NumericField>(pools: readonly PoolFigures[], fields: readonly F[]): Record<F, number> {
+  const out = Object.fromEntries(fields.map((f) => [f, 0])) as Record<F, number>;
+  for (const p of pools) for (const f of fields) out[f] += p[f];
+  return out;
+}
+
+/** Clients wait, or every server of pool_size is in use: the next client will wait. */
+export function isSaturated(p: PoolFigures): boolean {
+  return p.clients_waiting > 0 || (p.pool_size > 0 && p.servers_active >= p.pool_size);
+}
+
+const COUNTED = ['transactions', 'queries', 'transaction_us', 'wait_us', 'server_assignments'] as const;
+const GAUGES = ['clients_active', 'clients_waiting', 'servers_active', 'servers_idle', 'servers_login', 'pool_size'] as const;
+
+interface Totals extends Record<(typeof COUNTED)[number], number> {
   at: number;
-  xacts: number;
-  queries: number;
-  xact_us: number;
-  wait_us: number;
-  assignments: number;
   xact_times: number[];
   wait_times: number[];
   login_failures: number;
@@ -64,11 +76,7 @@ function addInto(into: number[], more: readonly number[]): void {
 function totalsOf(s: MetricsSnapshot, at: number): Totals {
   const t: Totals = {
     at,
-    xacts: 0,
-    queries: 0,
-    xact_us: 0,
-    wait_us: 0,
-    assignments: 0,
+    ...sumPools(s.pools, COUNTED),
     xact_times: [],
     wait_times: [],
     login_failures: sum(s.login_failures),
@@ -77,11 +85,6 @@ function totalsOf(s: MetricsSnapshot, at: number): Totals {
     session_failed: s.session_logins.failed,
   };
   for (const p of s.pools) {
-    t.xacts += p.transactions;
-    t.queries += p.queries;
-    t.xact_us += p.transaction_us;
-    t.wait_us += p.wait_us;
-    t.assignments += p.server_assignments;
     addInto(t.xact_times, p.transaction_times);
     addInto(t.wait_times, p.wait_times);
   }
@@ -115,27 +118,18 @@ export class History {
     this.lastPoolXacts = poolXacts;
     if (!before) return;
     const d = (a: number, b: number) => Math.max(0, a - b);
-    const dx = d(now.xacts, before.xacts);
-    const da = d(now.assignments, before.assignments);
+    const dx = d(now.transactions, before.transactions);
+    const da = d(now.server_assignments, before.server_assignments);
     const deltaCounts = (a: number[], b: number[]) => a.map((v, i) => d(v, b[i] ?? 0));
-    const gauges = { clients_active: 0, clients_waiting: 0, servers_active: 0, servers_idle: 0, servers_login: 0, pool_size: 0 };
-    for (const p of s.pools) {
-      gauges.clients_active += p.clients_active;
-      gauges.clients_waiting += p.clients_waiting;
-      gauges.servers_active += p.servers_active;
-      gauges.servers_idle += p.servers_idle;
-      gauges.servers_login += p.servers_login;
-      gauges.pool_size += p.pool_size;
-    }
     this.points.push({
       t: Math.round(at / 1000),
       xacts_per_s: round(dx / seconds, 1),
       queries_per_s: round(d(now.queries, before.queries) / seconds, 1),
-      xact_avg_ms: dx > 0 ? round(d(now.xact_us, before.xact_us) / dx / 1000) : 0,
+      xact_avg_ms: dx > 0 ? round(d(now.transaction_us, before.transaction_us) / dx / 1000) : 0,
       xact_p99_ms: round(quantileUs(deltaCounts(now.xact_times, before.xact_times), 0.99) / 1000),
       wait_avg_ms: da > 0 ? round(d(now.wait_us, before.wait_us) / da / 1000) : 0,
       wait_p99_ms: round(quantileUs(deltaCounts(now.wait_times, before.wait_times), 0.99) / 1000),
-      ...gauges,
+      ...sumPools(s.pools, GAUGES),
       login_failures_per_s: round(d(now.login_failures, before.login_failures) / seconds, 2),
       client_errors_per_s: round(d(now.client_errors, before.client_errors) / seconds, 2),
       session_logins_per_s: round(d(now.session_ok, before.session_ok) / seconds, 2),
@@ -156,7 +150,7 @@ export class History {
         ...p,
         xacts_per_s: this.poolRates.get(`${p.database}\u0000${p.user}`) ?? 0,
         usage: round(usage),
-        saturated: p.clients_waiting > 0 || (p.pool_size > 0 && p.servers_active >= p.pool_size),
+        saturated: isSaturated(p),
       });
     }
     const key = query.sort ?? 'usage';

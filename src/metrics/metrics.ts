@@ -13,7 +13,7 @@ import { log } from '../log.js';
 import { takeSnapshot, type MetricsSnapshot } from './snapshot.js';
 import { readiness, type Readiness } from './health.js';
 import { renderPgbouncerExporter, renderTessera, type ConsoleFigures } from './prometheus.js';
-import { History } from './history.js';
+import { History, isSaturated, sumPools } from './history.js';
 import { chartAssets, dashboardPage } from './dashboard.js';
 
 const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -126,14 +126,7 @@ export async function serveMetrics(listen: string, source: MetricsSource): Promi
       sort: url.searchParams.get('sort') ?? 'usage',
       limit: Number(url.searchParams.get('limit') ?? 50) || 50,
     });
-    const gauges = { clients_waiting: 0, servers_active: 0, pool_size: 0, transactions_total: 0, saturated_pools: 0 };
-    for (const p of s.pools) {
-      gauges.clients_waiting += p.clients_waiting;
-      gauges.servers_active += p.servers_active;
-      gauges.pool_size += p.pool_size;
-      gauges.transactions_total += p.transactions;
-      if (p.clients_waiting > 0 || (p.pool_size > 0 && p.servers_active >= p.pool_size)) gauges.saturated_pools++;
-    }
+    const totals = sumPools(s.pools, ['clients_waiting', 'servers_active', 'pool_size', 'transactions']);
     const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
     return JSON.stringify({
       info: { ...build, uptime_seconds: Math.round(process.uptime()), config_file: source.configFile, workers: source.workers },
@@ -144,7 +137,11 @@ export async function serveMetrics(listen: string, source: MetricsSource): Promi
         wait_p99_ms: last?.wait_p99_ms ?? 0,
         clients: s.clients,
         max_client_conn: s.max_client_conn,
-        ...gauges,
+        clients_waiting: totals.clients_waiting,
+        servers_active: totals.servers_active,
+        pool_size: totals.pool_size,
+        transactions_total: totals.transactions,
+        saturated_pools: s.pools.filter(isSaturated).length,
         client_errors_total: sum(s.client_errors),
         login_failures_total: sum(s.login_failures),
         session_logins: s.session_logins,
