@@ -31,8 +31,13 @@ const PER_POOL = [
 it('/metrics: every series at start, values that move under load, histograms that add up, 405 for POST', async () => {
   const cluster = await sharedCluster();
   const user = ROLES.scram.user;
+  // A name with every character the text format must escape in a label value.
+  const odd = 'quo"te\\back\nline';
   const t = await startTessera(
-    { auth_type: 'md5', pool_mode: 'transaction', default_pool_size: 3, reserve_pool_size: 1, max_client_conn: 77, databases: { [TEST_DB]: clusterEntry(cluster, { max_db_connections: 9 }) } },
+    {
+      auth_type: 'md5', pool_mode: 'transaction', default_pool_size: 3, reserve_pool_size: 1, max_client_conn: 77,
+      databases: { [TEST_DB]: clusterEntry(cluster, { max_db_connections: 9 }), [odd]: clusterEntry(cluster, { dbname: TEST_DB }) },
+    },
     `"${user}" "${ROLES.scram.password}"\n`,
   );
   const http = await startMetrics('127.0.0.1:0', t.proxy);
@@ -61,7 +66,13 @@ it('/metrics: every series at start, values that move under load, histograms tha
     const c = await connect(t.conn(user, ROLES.scram.password));
     for (let i = 0; i < 10; i++) await c.query('select pg_sleep(0.002)');
     await rejection(connect(t.conn(user, 'wrong')));
+    const o = await connect(t.conn(user, ROLES.scram.password, odd));
+    await o.query('select 1');
+    await o.end();
     const first = await scrape();
+    // Read back exactly: escaped in the exposition, unescaped by the parser.
+    assert.is(value(first, 'tessera_transactions_total', { database: odd, user }), 1);
+    assert.is(value(first, 'tessera_database_max_connections', { database: odd }), 0);
     const pool = { database: TEST_DB, user };
     for (const name of PER_POOL) assert.ok(samples(first, name).some((s) => s.labels.database === TEST_DB && s.labels.user === user), `${name} for the pool`);
     assert.is(value(first, 'tessera_pool_size', pool), 3);
@@ -75,7 +86,7 @@ it('/metrics: every series at start, values that move under load, histograms tha
     // The histogram counts every transaction once, and its buckets are cumulative.
     assert.is(value(first, 'tessera_transaction_duration_seconds_count', pool), xacts1);
     assert.is(value(first, 'tessera_transaction_duration_seconds_bucket', { ...pool, le: '+Inf' }), xacts1);
-    const buckets = samples(first, 'tessera_transaction_duration_seconds_bucket').filter((s) => s.labels.user === user).map((s) => s.value);
+    const buckets = samples(first, 'tessera_transaction_duration_seconds_bucket').filter((s) => s.labels.database === TEST_DB && s.labels.user === user).map((s) => s.value);
     assert.equal([...buckets].sort((a, b) => a - b), buckets);
     assert.is(value(first, 'tessera_wait_duration_seconds_count', pool), value(first, 'tessera_server_assignments_total', pool));
 
