@@ -16,6 +16,8 @@ import type { AuditLine } from '../../src/metrics/audit-log.js';
 import type { SessionCredentials } from '../../src/client/index.js';
 
 const DB = 'tessera_accessor_test';
+/** A user with database credentials of their own (a dedicated session: connect_query = tessera.hello()). */
+const CAROL = { user: 'tessera_acc_carol', password: 'carol-db-password' };
 let cluster: Cluster;
 let sessions: SessionDb;
 let t: RunningTessera;
@@ -24,14 +26,21 @@ test.before(async () => {
   cluster = await sharedCluster();
   await demoDatabase(cluster, DB);
   sessions = new SessionDb(cluster, DB);
+  await cluster.query(`drop role if exists ${CAROL.user}`);
+  await cluster.query(`create role ${CAROL.user} login password '${CAROL.password}' in role tessera_user`);
+  await sessions.su(`grant usage on schema demo to ${CAROL.user}; grant select on demo.notes to ${CAROL.user}`);
+  await sessions.su(`select tessera.create_accessor($1, 'accessor-password')`, [CAROL.user]);
   t = await startTessera({
     pool_mode: 'transaction',
     admin_users: 'admin',
     metrics_per_accessor: true,
     audit_log: 'audit.jsonl',
     session_tokens: { max_failures: 1000 },
-    databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }) },
-  });
+    databases: {
+      app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }),
+      reports: clusterEntry(cluster, { dbname: DB, connect_query: 'select tessera.hello()', pool_mode: 'session' }),
+    },
+  }, `"${CAROL.user}" "${CAROL.password}"\n`);
 });
 
 test.after(async () => {
@@ -60,14 +69,16 @@ test('alice and bob through one backend: SHOW SESSIONS, per-accessor series and 
   await a.query('select count(*) from demo.notes');
   await a.query('commit');
   assert.is((await rejection(a.query('select 1/0'))).code, '22012');
-  // alice 5 transactions (3 + 1 + 1), 7 queries, 1 error; bob 3, 3, 0.
+  // node-postgres rejects at the ErrorResponse; once the next answer is in, so was its ReadyForQuery.
+  await a.query('select 1');
+  // alice 6 transactions (3 + 1 + 1 + 1), 8 queries, 1 error; bob 3, 3, 0.
 
   const admin = await connect({ host: '127.0.0.1', port: t.port, database: 'pgbouncer', user: 'admin' });
   const rows = (await admin.query('SHOW SESSIONS')).rows as Record<string, string>[];
   const row = (id: string) => rows.find((r) => r.session_id === String(id));
   assert.equal(
     { ...row(alice.s.id), last_active: undefined },
-    { session_id: String(alice.s.id), accessor: 'alice', database: 'app', clients: 1, transactions: '5', queries: '7', errors: '1', last_active: undefined, addr: '127.0.0.1' },
+    { session_id: String(alice.s.id), accessor: 'alice', database: 'app', clients: 1, transactions: '6', queries: '8', errors: '1', last_active: undefined, addr: '127.0.0.1' },
   );
   assert.equal(
     { ...row(bob.s.id), last_active: undefined },
@@ -81,7 +92,7 @@ test('alice and bob through one backend: SHOW SESSIONS, per-accessor series and 
   try {
     const metrics = await (await fetch(`http://127.0.0.1:${(http.address() as AddressInfo).port}/metrics`)).text();
     const series = (name: string, who: string) => Number(metrics.match(new RegExp(`^${name}\\{accessor="${who}"\\} (\\d+)$`, 'm'))?.[1]);
-    assert.equal([series('tessera_accessor_transactions_total', 'alice'), series('tessera_accessor_queries_total', 'alice'), series('tessera_accessor_errors_total', 'alice')], [5, 7, 1]);
+    assert.equal([series('tessera_accessor_transactions_total', 'alice'), series('tessera_accessor_queries_total', 'alice'), series('tessera_accessor_errors_total', 'alice')], [6, 8, 1]);
     assert.equal([series('tessera_accessor_transactions_total', 'bob'), series('tessera_accessor_queries_total', 'bob'), series('tessera_accessor_errors_total', 'bob')], [3, 3, 0]);
     // Never the pool role, never a session's secret.
     assert.not.match(metrics, `accessor="${APP.user}"`);
@@ -90,12 +101,12 @@ test('alice and bob through one backend: SHOW SESSIONS, per-accessor series and 
     http.close();
   }
 
-  const lines = await until('the audit log to have 8 lines', async () => auditLines().length >= 8 && auditLines());
-  assert.is(lines.length, 8);
+  const lines = await until('the audit log to have 9 lines', async () => auditLines().length >= 9 && auditLines());
+  assert.is(lines.length, 9);
   const of = (who: string) => lines.filter((l) => l.accessor === who);
-  assert.is(of('alice').length, 5);
+  assert.is(of('alice').length, 6);
   assert.is(of('bob').length, 3);
-  assert.equal(of('alice').map((l) => l.status), ['ok', 'ok', 'ok', 'ok', 'error']);
+  assert.equal(of('alice').map((l) => l.status), ['ok', 'ok', 'ok', 'ok', 'error', 'ok']);
   assert.equal(of('bob').map((l) => l.status), ['ok', 'ok', 'ok']);
   for (const l of lines) {
     assert.equal(Object.keys(l).sort(), ['accessor', 'client_id', 'database', 'duration_ms', 'session_id', 'status', 'time']);
@@ -132,6 +143,23 @@ test('audit_log_queries adds the statements of each transaction; SHOW SESSIONS k
   } finally {
     t.proxy.set('audit_log_queries', '0');
   }
+});
+
+test('connect_query logins: the accessor is the login role, one SHOW SESSIONS row per database and accessor', async () => {
+  const before = auditLines().length;
+  const c1 = await connect({ host: '127.0.0.1', port: t.port, database: 'reports', user: CAROL.user });
+  const c2 = await connect({ host: '127.0.0.1', port: t.port, database: 'reports', user: CAROL.user });
+  for (const c of [c1, c2]) {
+    assert.equal((await c.query('select tessera.current_accessor() as who')).rows, [{ who: CAROL.user }]);
+    await c.query('select 1');
+  }
+  const admin = await connect({ host: '127.0.0.1', port: t.port, database: 'pgbouncer', user: 'admin' });
+  const row = (await admin.query('SHOW SESSIONS')).rows.find((r) => r.database === 'reports');
+  assert.equal([row.session_id, row.accessor, row.clients, row.transactions, row.queries, row.errors], [null, CAROL.user, 2, '4', '4', '0']);
+  await admin.end();
+  const lines = await until('four more audit lines', async () => auditLines().length >= before + 4 && auditLines().slice(before));
+  assert.equal(lines.map((l) => [l.accessor, l.session_id, l.database, l.status]), Array(4).fill([CAROL.user, null, 'reports', 'ok']));
+  await Promise.all([c1.end(), c2.end()]);
 });
 
 test.run();
