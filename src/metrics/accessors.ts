@@ -15,6 +15,7 @@ import { log } from '../log.js';
 export const OTHER_ACCESSORS = '(other)';
 /** Sessions no client has used for this long leave SHOW SESSIONS (Tessera's default session expiry). */
 const SESSION_KEPT_MS = 20 * 60_000;
+const PRUNE_EVERY_MS = 10_000;
 /** At most this many sessions are remembered; the longest unused go first. */
 const MAX_SESSIONS = 10_000;
 /** Per transaction, at most this much statement text goes to the audit log (audit_log_queries). */
@@ -119,6 +120,7 @@ export class Accounting {
   private accessorQuery = '';
   private auditQueries = false;
   private audit: AuditLog | null = null;
+  private prunedAt = 0;
 
   constructor(config: Readonly<Config>) {
     this.configure(config);
@@ -213,8 +215,10 @@ export class Accounting {
     await audit?.close();
   }
 
-  /** The janitor: forget sessions no client has used for a while. */
+  /** The janitor: forget sessions no client has used for a while (a pass every 10 s is plenty). */
   prune(now: number): void {
+    if (now - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = now;
     for (const [key, s] of this.sessions) {
       if (s.clients === 0 && (now - s.lastActiveAt >= SESSION_KEPT_MS || this.sessions.size > MAX_SESSIONS)) this.sessions.delete(key);
     }
