@@ -429,9 +429,13 @@ export class Pool {
   private retire(server: ServerConnection, reason: CloseReason): void {
     if (server.state === ServerState.Closed) return;
     server.closeReason = reason;
-    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
+    this.countClose(reason);
     this.move(server, ServerState.Closed);
     server.close();
+  }
+
+  private countClose(reason: CloseReason): void {
+    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
   }
 
   /**
@@ -691,7 +695,9 @@ export class Pool {
     // A login that fails is handled where it is awaited (launch), with its error and retry.
     if (server.state === ServerState.Login) return;
     if (server.state !== ServerState.Closed) {
+      // Not closed by the pool (that counted already): the server hung up, or its socket failed.
       server.closeReason ??= 'server_closed';
+      this.countClose(server.closeReason);
       this.move(server, ServerState.Closed);
     }
     if (this.waiters.length > 0) this.grow();
