@@ -112,6 +112,7 @@ export function renderTessera(s: MetricsSnapshot, build: BuildInfo): string {
   out.each('tessera_sent_bytes_total', 'counter', 'Bytes sent to clients.', pools, poolLabels, (p) => p.sent_bytes);
   out.each('tessera_server_assignments_total', 'counter', 'Times a server was handed to a client.', pools, poolLabels, (p) => p.server_assignments);
   out.each('tessera_server_connects_total', 'counter', 'Server connections opened.', pools, poolLabels, (p) => p.server_connects);
+  out.each('tessera_server_closes_total', 'counter', 'Server connections the pools closed, by reason (idle_timeout, lifetime, reset_failed, server_closed, ...; every reason from the start).', byReason(s.server_closes), (r) => ({ reason: r.reason }), (r) => r.n);
   out.each('tessera_transaction_seconds_total', 'counter', 'Seconds servers spent in client transactions (SHOW STATS total_xact_time).', pools, poolLabels, (p) => seconds(p.transaction_us));
   out.each('tessera_query_seconds_total', 'counter', 'Seconds servers spent running client queries (SHOW STATS total_query_time).', pools, poolLabels, (p) => seconds(p.query_us));
   out.each('tessera_wait_seconds_total', 'counter', 'Seconds clients waited for a server (SHOW STATS total_wait_time).', pools, poolLabels, (p) => seconds(p.wait_us));
