@@ -22,6 +22,7 @@ export const LOGIN_FAILURE_REASONS = [
   'session_noncefail',
   'session_locked',
   'session_ended',
+  'session_sql',
 ] as const;
 
 /** Why Tessera itself ended a logged-in client (the error it sent), from its SQLSTATE. */
