@@ -30,6 +30,7 @@ import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../net/suspension.js';
 import { idSequence, newCancelKey } from '../net/worker-identity.js';
+import type { ClientAccount } from '../metrics/accessors.js';
 
 export const enum ClientPhase {
   Startup = 'startup',
@@ -53,6 +54,12 @@ export interface ClientHost {
   onSessionLogin(client: ClientConnection, ok: boolean): void;
   /** Counts a refused login by reason (metrics). */
   onLoginFailed(client: ClientConnection, reason: string): void;
+  /** Counts an error Tessera itself sends a logged-in client (metrics). */
+  onClientError(client: ClientConnection, err: PgError): void;
+  /** A client finished logging in: its end user's account (session token, connect_query), else null. */
+  openAccount(client: ClientConnection): ClientAccount | null;
+  /** A session-token login succeeded on `server`: learn the session's accessor, then `done`. */
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void;
   cancel(pid: number, secret: number): void;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
@@ -119,6 +126,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   lookedUpSecret: StoredSecret | undefined;
   /** A session-token client's part of the session protocol (credentials, session id, ticket). */
   private token: TokenLogin | null = null;
+  /** Session-token and connect_query logins: the end user's counts (see metrics/accessors.ts). */
+  account: ClientAccount | null = null;
   /** Session SQL a client can disturb (releaseRule): the schemas to watch, until something does. */
   private watchSchemas: readonly string[] | null = null;
   /** What this client ran that can disturb the session SQL's state: its backend is closed, not reused. */
@@ -181,6 +190,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
   fail(err: PgError): void {
     if (this.phase === ClientPhase.Closed) return;
+    if (this.phase === ClientPhase.Ready && !this.admin) this.host.onClientError(this, err);
     if (this.socket.writable) this.socket.write(err.toMessage());
     if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
   }
@@ -448,6 +458,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.host.onSessionLogin(this, ok);
   }
 
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void {
+    this.host.identifySession(sessionId, server, done);
+  }
+
   refuse(reason: string, err: PgError): void {
     this.host.onLoginFailed(this, reason);
     this.fail(err);
@@ -464,6 +478,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
+    if (!this.admin) this.account = this.host.openAccount(this);
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
@@ -484,6 +499,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.scanTerminateAt = -2;
     this.framer.push(chunk);
     this.pool!.counters.queries += this.scanReadies;
+    if (this.account !== null) this.account.noteQueries(this.scanReadies);
 
     // Forward everything but a trailing partial header (kept until its type is known) and
     // anything from a Terminate on.
@@ -668,6 +684,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       return;
     }
     if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) this.releaseServer();
+  }
+
+  onTransactionEnded(server: ServerConnection, us: number, errors: number): void {
+    if (this.account !== null) this.account.transactionEnded(server.lastReadyAt, us, errors);
   }
 
   onServerLost(_server: ServerConnection, error: PgError | null): void {

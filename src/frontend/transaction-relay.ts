@@ -18,6 +18,7 @@ import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessag
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
 import { outlivesTransaction, rebindsSession } from './session-state.js';
+import type { ClientAccount } from '../metrics/accessors.js';
 
 /** What the relay needs from the client it serves. */
 export interface RelayLink {
@@ -27,6 +28,8 @@ export interface RelayLink {
   readonly variant: string;
   /** A session-token client with a ticket: statements that re-bind sessions matter. */
   readonly holdsTicket: boolean;
+  /** An end user's login (session token, connect_query): its per-accessor counts; else null. */
+  readonly account: ClientAccount | null;
   /** Session SQL a client can disturb is watched (see noteSessionState). */
   readonly watchingSessionSql: boolean;
   noteSessionState(sql: Buffer): void;
@@ -218,7 +221,11 @@ export class TransactionRelay {
 
   private forwardExpecting(bytes: Buffer, expect: Expect): void {
     const server = this.link.server!;
-    if (expect === Expect.Ready) this.pool.counters.queries++;
+    if (expect === Expect.Ready) {
+      this.pool.counters.queries++;
+      const account = this.link.account;
+      if (account !== null) account.noteQueries(1);
+    }
     this.queue(server, bytes, expect === Expect.Ready ? 1 : 0);
     this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
@@ -298,6 +305,8 @@ export class TransactionRelay {
    * The text is decoded only when one of the two can still change something.
    */
   private noteStatement(server: ServerConnection, sql: Buffer): void {
+    const account = this.link.account;
+    if (account !== null && account.wantsStatements) account.noteStatement(sql);
     if (this.link.watchingSessionSql) this.link.noteSessionState(sql);
     const holdsTicket = this.link.holdsTicket;
     if (this.pinReason !== null && !holdsTicket) return;
