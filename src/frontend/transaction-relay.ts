@@ -4,7 +4,8 @@
  * prepared-statement names to per-backend ones (prepared on whichever backend serves it, just
  * before use), answers what it can itself (a Parse the backend already has, a Close), puts the
  * client's reported parameters back on each backend, and notes what pins the client to its
- * backend. What it sends to a backend leaves in one write per incoming chunk.
+ * backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What it sends to a
+ * backend leaves in one write per incoming chunk.
  *
  * It owns the client's statement map, its parameter overrides and its pin; the client owns the
  * socket and the server link (see RelayLink).
