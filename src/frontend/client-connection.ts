@@ -678,12 +678,20 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   onServerReady(server: ServerConnection): void {
     if (this.token?.lost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    if (!this.txRelay || this.txRelay.pinned) return;
+    const relay = this.txRelay;
+    if (!relay) return;
+    if (relay.pinned) {
+      if (server.atTransactionBoundary) relay.onIdle();
+      return;
+    }
     if (this.mode !== 'transaction') {
       server.markSessionState('session mode');
       return;
     }
-    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) this.releaseServer();
+    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
+      this.releaseServer();
+      relay.onIdle();
+    }
   }
 
   onTransactionEnded(server: ServerConnection, us: number, errors: number): void {
@@ -715,6 +723,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private teardown(): void {
     if (this.phase === ClientPhase.Closed) return;
     this.phase = ClientPhase.Closed;
+    this.txRelay?.close();
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
     const orphaned = this.terminated && !this.held.empty;
     if (this.waiting && !orphaned) this.pool?.cancelWait(this);
