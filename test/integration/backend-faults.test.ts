@@ -9,7 +9,8 @@ import { serialize } from 'pg-protocol';
 import pg from 'pg';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, until, run, sendCancel, type RunningTessera } from '../support/tessera.js';
 import { readReply } from '../support/fuzz.js';
 
@@ -232,13 +233,12 @@ test('clients waiting for a server while PostgreSQL restarts are served after th
 });
 
 for (const restartMode of ['fast', 'immediate'] as const) {
-  test(`PostgreSQL restarted (${restartMode}) under pgbench load: Tessera stays up and then serves only backends started after the restart`, async () => {
-    if (!PG_BIN) return;
+  needing('pgbench')(`PostgreSQL restarted (${restartMode}) under pgbench load: Tessera stays up and then serves only backends started after the restart`, async () => {
     const t = await startTessera({ pool_mode: 'transaction', default_pool_size: 4, server_login_retry: 0.2, databases: { '*': clusterEntry(cluster) } });
     try {
-      await run(`${PG_BIN}/pgbench`, ['-i', '-q', '-s', '1', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+      await run(tool('pgbench'), ['-i', '-q', '-s', '1', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
       await cluster.query(`grant select on pgbench_accounts, pgbench_branches to ${user}`, [], TEST_DB);
-      const bench = run(`${PG_BIN}/pgbench`, ['-S', '-n', '-c', '8', '-j', '2', '-T', '5', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, TEST_DB], { env: { PGHOST: '127.0.0.1' }, timeoutMs: 60000 });
+      const bench = run(tool('pgbench'), ['-S', '-n', '-c', '8', '-j', '2', '-T', '5', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, TEST_DB], { env: { PGHOST: '127.0.0.1' }, timeoutMs: 60000 });
       await new Promise((r) => setTimeout(r, 1500));
       const restartedAt = Date.now();
       await cluster.restart(restartMode);

@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, until, run, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -232,22 +233,20 @@ test('session mode: a client that vanishes mid-transaction is rolled back before
   }
 });
 
-if (PG_BIN) {
-  test('transaction mode: pgbench -S with 20 clients over 5 servers reports 0 failed transactions', async () => {
-    const env = { PGHOST: '127.0.0.1' };
-    const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { ...env, PGPASSWORD: cluster.superPassword } });
-    assert.is(init.code, 0, init.stderr);
-    await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
-    const bench = await run(`${PG_BIN}/pgbench`, ['-S', '-c', '20', '-j', '2', '-t', '200', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
-    assert.is(bench.code, 0, bench.stderr);
-    assert.match(bench.stdout, /number of transactions actually processed: 4000\/4000/);
-    assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-    // and the simple-protocol TPC-B-like script, which writes
-    const tpcb = await run(`${PG_BIN}/pgbench`, ['-c', '10', '-t', '50', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
-    assert.is(tpcb.code, 0, tpcb.stderr);
-    assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-  });
-}
+needing('pgbench')('transaction mode: pgbench -S with 20 clients over 5 servers reports 0 failed transactions', async () => {
+  const env = { PGHOST: '127.0.0.1' };
+  const init = await run(tool('pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { ...env, PGPASSWORD: cluster.superPassword } });
+  assert.is(init.code, 0, init.stderr);
+  await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
+  const bench = await run(tool('pgbench'), ['-S', '-c', '20', '-j', '2', '-t', '200', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
+  assert.is(bench.code, 0, bench.stderr);
+  assert.match(bench.stdout, /number of transactions actually processed: 4000\/4000/);
+  assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+  // and the simple-protocol TPC-B-like script, which writes
+  const tpcb = await run(tool('pgbench'), ['-c', '10', '-t', '50', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
+  assert.is(tpcb.code, 0, tpcb.stderr);
+  assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+});
 
 test('a server that is down gives a prompt 08006-class error; the pool heals when it is back', async () => {
   const t = await startTessera({ pool_mode: 'transaction', server_connect_timeout: 5, databases: { '*': clusterEntry(cluster) } });

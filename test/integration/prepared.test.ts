@@ -5,7 +5,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import postgres from 'postgres';
-import { ROLES, TEST_DB, PG_BIN, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -162,28 +163,26 @@ test('max_prepared_statements bounds each backend (LRU) without breaking clients
   }
 });
 
-if (PG_BIN) {
-  for (const mode of ['extended', 'prepared'] as const) {
-    test(`pgbench -S -M ${mode}, 100 clients over 10 backends: 0 failed transactions`, async () => {
-      const p = await startTessera({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 200, databases: { '*': clusterEntry(cluster) } });
-      try {
-        const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
-        assert.is(init.code, 0, init.stderr);
-        await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
-        const bench = await run(`${PG_BIN}/pgbench`, ['-S', '-M', mode, '-c', '100', '-j', '4', '-t', '50', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
-        assert.is(bench.code, 0, bench.stderr);
-        assert.match(bench.stdout, /number of transactions actually processed: 5000\/5000/);
-        assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-        // The TPC-B-like script holds transactions open across statements; one thread per client,
-        // since pgbench prepares synchronously and would otherwise wait on itself.
-        const tpcb = await run(`${PG_BIN}/pgbench`, ['-M', mode, '-c', '10', '-j', '10', '-t', '30', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
-        assert.is(tpcb.code, 0, tpcb.stderr);
-        assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-      } finally {
-        await p.stop();
-      }
-    });
-  }
+for (const mode of ['extended', 'prepared'] as const) {
+  needing('pgbench')(`pgbench -S -M ${mode}, 100 clients over 10 backends: 0 failed transactions`, async () => {
+    const p = await startTessera({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 200, databases: { '*': clusterEntry(cluster) } });
+    try {
+      const init = await run(tool('pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+      assert.is(init.code, 0, init.stderr);
+      await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
+      const bench = await run(tool('pgbench'), ['-S', '-M', mode, '-c', '100', '-j', '4', '-t', '50', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+      assert.is(bench.code, 0, bench.stderr);
+      assert.match(bench.stdout, /number of transactions actually processed: 5000\/5000/);
+      assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+      // The TPC-B-like script holds transactions open across statements; one thread per client,
+      // since pgbench prepares synchronously and would otherwise wait on itself.
+      const tpcb = await run(tool('pgbench'), ['-M', mode, '-c', '10', '-j', '10', '-t', '30', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+      assert.is(tpcb.code, 0, tpcb.stderr);
+      assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+    } finally {
+      await p.stop();
+    }
+  });
 }
 
 test('transaction mode: a client\'s SET of a reported parameter stays with it and never reaches the next client', async () => {

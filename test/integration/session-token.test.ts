@@ -4,7 +4,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, capturedLogs, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
 import { SessionCredentials, authentToken } from '../../src/client/index.js';
@@ -128,31 +129,27 @@ test('raw startup parameters tessera.session_id / tessera.nonce / tessera.authen
   assert.is(got.readInt32BE(5), 0);
 });
 
-if (PG_BIN) {
-  test('psql with PGOPTIONS and with PGPASSWORD', async () => {
-    const { creds } = await login('alice');
-    const args = ['-X', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'web', '-d', 'app', '-c', 'select tessera.current_accessor()'];
-    const viaOptions = await run(`${PG_BIN}/psql`, args, { env: { PGOPTIONS: creds.asOptions() } });
-    assert.is(viaOptions.stdout.trim(), 'alice', viaOptions.stderr);
-    const viaPassword = await run(`${PG_BIN}/psql`, args, { env: { PGPASSWORD: creds.asPassword() } });
-    assert.is(viaPassword.stdout.trim(), 'alice', viaPassword.stderr);
-  });
-}
+needing('psql')('psql with PGOPTIONS and with PGPASSWORD', async () => {
+  const { creds } = await login('alice');
+  const args = ['-X', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'web', '-d', 'app', '-c', 'select tessera.current_accessor()'];
+  const viaOptions = await run(tool('psql'), args, { env: { PGOPTIONS: creds.asOptions() } });
+  assert.is(viaOptions.stdout.trim(), 'alice', viaOptions.stderr);
+  const viaPassword = await run(tool('psql'), args, { env: { PGPASSWORD: creds.asPassword() } });
+  assert.is(viaPassword.stdout.trim(), 'alice', viaPassword.stderr);
+});
 
-if (PG_BIN) {
-  test('`tessera token` prints PGOPTIONS and PGPASSWORD lines that psql logs in with', async () => {
-    const { session } = await login('bob');
-    const psql = `${PG_BIN}/psql -X -At -h 127.0.0.1 -p ${t.port} -U web -d app -c 'select tessera.current_accessor()'`;
-    const script = [
-      `eval "$(node --import tsx ${ROOT}/src/cli.ts token --session-id ${session.id} --nonce 2)"`,
-      `PGPASSWORD= ${psql}`, // options form (nonce 2)
-      `PGOPTIONS= ${psql}`, // password form (nonce 3)
-    ].join('\n');
-    const r = await run('bash', ['-c', script], { env: { TESSERA_SESSION_TOKEN: session.token } });
-    assert.is(r.code, 0, r.stderr);
-    assert.is(r.stdout.trim(), 'bob\nbob');
-  });
-}
+needing('psql')('`tessera token` prints PGOPTIONS and PGPASSWORD lines that psql logs in with', async () => {
+  const { session } = await login('bob');
+  const psql = `${tool('psql')} -X -At -h 127.0.0.1 -p ${t.port} -U web -d app -c 'select tessera.current_accessor()'`;
+  const script = [
+    `eval "$(node --import tsx ${ROOT}/src/cli.ts token --session-id ${session.id} --nonce 2)"`,
+    `PGPASSWORD= ${psql}`, // options form (nonce 2)
+    `PGOPTIONS= ${psql}`, // password form (nonce 3)
+  ].join('\n');
+  const r = await run('bash', ['-c', script], { env: { TESSERA_SESSION_TOKEN: session.token } });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout.trim(), 'bob\nbob');
+});
 
 test('a pg.Pool with the password function authenticates every new connection by itself', async () => {
   const { creds } = await login('bob');

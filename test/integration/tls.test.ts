@@ -11,7 +11,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
-import { PG_BIN, ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { needing, testUnless, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
 import { writeDevCerts, type DevCerts } from '../../src/tls/cert-command.js';
@@ -27,6 +28,7 @@ const running: RunningTessera[] = [];
 const remoteIp = Object.values(os.networkInterfaces())
   .flat()
   .find((i) => i && !i.internal && i.family === 'IPv4')?.address;
+const NO_REMOTE_ADDRESS = remoteIp ? undefined : 'this machine has no non-loopback IPv4 address';
 
 const READY = Buffer.from([0x5a, 0, 0, 0, 5]);
 
@@ -72,7 +74,7 @@ function rawExchange(port: number, bytes: Buffer, done: (got: Buffer) => boolean
 
 function psql(conninfo: string, ...commands: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const args = ['-X', '-At', conninfo, ...commands.flatMap((c) => ['-c', c])];
-  return run(path.join(PG_BIN!, 'psql'), args, { env: { PGCONNECT_TIMEOUT: '10', PGGSSENCMODE: 'disable' } });
+  return run(tool('psql'), args, { env: { PGCONNECT_TIMEOUT: '10', PGGSSENCMODE: 'disable' } });
 }
 
 test.before(async () => {
@@ -87,8 +89,7 @@ test.after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test('psql with sslmode=verify-full trusts Tessera by the development CA; SHOW CLIENTS names the TLS version', async () => {
-  if (!PG_BIN) return console.log('  (skipped: no psql)');
+needing('psql')('psql with sslmode=verify-full trusts Tessera by the development CA; SHOW CLIENTS names the TLS version', async () => {
   const t = await tessera({ client_tls_sslmode: 'prefer', admin_users: ROLES.trust.user, ...tlsFiles() });
   const conninfo = `host=localhost port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca}`;
   const r = await psql(conninfo, 'select current_user', '\\conninfo');
@@ -131,11 +132,6 @@ test('auth_type cert: the client certificate CN is the user; another user, anoth
   const mine = certs.clients[ROLES.trust.user];
   const withCert = (c: { cert: string; key: string }) => ({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
   assert.is(await scalar(sslConn(t, ROLES.trust.user, { ssl: withCert(mine) }), 'select current_user'), ROLES.trust.user);
-  if (PG_BIN) {
-    const r = await psql(`host=127.0.0.1 port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca} sslcert=${mine.cert} sslkey=${mine.key}`, 'select current_user');
-    assert.is(r.code, 0, r.stderr);
-    assert.is(r.stdout.trim(), ROLES.trust.user);
-  }
   const otherUser = await rejection(connect(sslConn(t, ROLES.md5.user, { ssl: withCert(mine) })));
   assert.is(otherUser.code, '28000');
   assert.is(otherUser.message, `certificate authentication failed for user "${ROLES.md5.user}"`);
@@ -146,6 +142,14 @@ test('auth_type cert: the client certificate CN is the user; another user, anoth
   assert.is(none.code, '28000');
   const plain = await rejection(connect(t.conn(ROLES.trust.user)));
   assert.is(plain.message, 'SSL required');
+});
+
+needing('psql')('auth_type cert: psql logs in with its client certificate (sslcert/sslkey)', async () => {
+  const t = await tessera({ auth_type: 'cert', client_tls_sslmode: 'verify-full', client_tls_ca_file: certs.ca, ...tlsFiles() });
+  const mine = certs.clients[ROLES.trust.user];
+  const r = await psql(`host=127.0.0.1 port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca} sslcert=${mine.cert} sslkey=${mine.key}`, 'select current_user');
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout.trim(), ROLES.trust.user);
 });
 
 test('auth_type hba: hostssl and hostnossl see the real TLS state, and method cert works', async () => {
@@ -252,8 +256,7 @@ test('RELOAD picks up a new certificate; established TLS connections keep going'
   }
 });
 
-test('cleartext secrets need TLS from a non-loopback address: plain password and session-token logins', async () => {
-  if (!remoteIp) return console.log('  (skipped: this machine has no non-loopback IPv4 address)');
+testUnless(NO_REMOTE_ADDRESS)('cleartext secrets need TLS from a non-loopback address: plain password and session-token logins', async () => {
   const userlist = `"${ROLES.plain.user}" "${ROLES.plain.password}"\n`;
   const t = await tessera({ listen_addr: `127.0.0.1,${remoteIp}`, auth_type: 'plain', client_tls_sslmode: 'prefer', ...tlsFiles() }, userlist);
   const remote = (extra: Partial<pg.ClientConfig> = {}) => ({ ...t.conn(ROLES.plain.user, ROLES.plain.password), host: remoteIp, ...extra });
@@ -271,30 +274,39 @@ test('cleartext secrets need TLS from a non-loopback address: plain password and
   assert.is(await scalar({ ...allowed.conn(ROLES.plain.user, ROLES.plain.password), host: remoteIp }, 'select current_user'), ROLES.plain.user);
 });
 
-test('a session-token login over TLS; without TLS from a non-loopback address it is refused', async () => {
-  const DB = 'tessera_tls_token';
+/** A Tessera with a session_token database `app` (over TLS when asked), and one session of alice. */
+async function sessionTokenTessera(db: string) {
   const APP = { user: 'tessera_app', password: 'tessera-app-password' };
-  await demoDatabase(cluster, DB);
+  await demoDatabase(cluster, db);
   const t = await tessera({
     listen_addr: remoteIp ? `127.0.0.1,${remoteIp}` : '127.0.0.1',
     client_tls_sslmode: 'prefer',
     ...tlsFiles(),
-    databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }) },
+    databases: { app: clusterEntry(cluster, { dbname: db, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }) },
   });
-  const app = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...APP });
+  const app = new pg.Client({ host: cluster.host, port: cluster.port, database: db, ...APP });
   await app.connect();
   const { rows } = await app.query(`select session_id, session_token from tessera.create_session('alice')`);
   await app.end();
   const creds = new SessionCredentials(rows[0].session_id, rows[0].session_token, { firstNonce: 2 });
+  const over = (host: string, password: string, ssl: boolean) => ({ host, port: t.port, database: 'app', user: 'web', password, ssl: ssl ? { ca: fs.readFileSync(certs.ca) } : undefined });
+  return { firstTicket: `${rows[0].session_id}:1:alice-password`, creds, over };
+}
+
+test('a session-token login over TLS', async () => {
+  const { firstTicket, creds, over } = await sessionTokenTessera('tessera_tls_token');
   const host = remoteIp ?? '127.0.0.1';
-  const over = (password: string, ssl: boolean) => ({ host, port: t.port, database: 'app', user: 'web', password, ssl: ssl ? { ca: fs.readFileSync(certs.ca) } : undefined });
-  if (remoteIp) {
-    const refused = await rejection(connect(over(`${rows[0].session_id}:1:alice-password`, false)));
-    assert.is(refused.code, '28000');
-    assert.match(refused.message, /^TLS required: a session-token login/);
-  }
-  assert.is(await scalar(over(`${rows[0].session_id}:1:alice-password`, true), 'select tessera.current_accessor()'), 'alice');
-  assert.is(await scalar(over(creds.asPassword(), true), 'select tessera.current_accessor()'), 'alice');
+  assert.is(await scalar(over(host, firstTicket, true), 'select tessera.current_accessor()'), 'alice');
+  assert.is(await scalar(over(host, creds.asPassword(), true), 'select tessera.current_accessor()'), 'alice');
+});
+
+testUnless(NO_REMOTE_ADDRESS)('a session-token login without TLS from a non-loopback address is refused', async () => {
+  const { firstTicket, over } = await sessionTokenTessera('tessera_tls_token_remote');
+  const refused = await rejection(connect(over(remoteIp!, firstTicket, false)));
+  assert.is(refused.code, '28000');
+  assert.match(refused.message, /^TLS required: a session-token login/);
+  // The same ticket is still good over TLS: the refusal did not spend it.
+  assert.is(await scalar(over(remoteIp!, firstTicket, true), 'select tessera.current_accessor()'), 'alice');
 });
 
 test('server_tls_sslmode=verify-full reaches a hostssl-only PostgreSQL; disable and a wrong CA fail clearly', async () => {
