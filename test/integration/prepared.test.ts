@@ -212,38 +212,89 @@ test('transaction mode: a client\'s SET of a reported parameter stays with it an
   }
 });
 
-test('transaction mode: LISTEN, session advisory locks and SET search_path pin the client to its backend, then the backend is reset', async () => {
+// One test per pin trigger. Each works because, unpinned, the client's backend would go back to
+// the pool after the statement and, being the most recently used, serve b's next query: b would
+// then see a's session state, and a would lose it.
+
+/**
+ * Two clients of one transaction-mode Tessera with two servers; `check(a, b)`; then a leaves and
+ * whoever gets a's backend next must find it reset (`isReset`).
+ */
+async function pinned(check: (a: pg.Client, b: pg.Client) => Promise<void>, isReset: (c: pg.Client) => Promise<boolean>): Promise<void> {
   const t2 = await startTessera({ pool_mode: 'transaction', default_pool_size: 2, databases: { '*': clusterEntry(cluster) } });
   try {
     const a = await connect(t2.conn(user));
     const b = await connect(t2.conn(user));
-    const got: string[] = [];
-    a.on('notification', (n) => got.push(n.payload ?? ''));
-    await a.query('LISTEN tessera_chan');
-    await a.query(`set search_path = pg_catalog`);
-    await a.query('select pg_advisory_lock(4243)');
-    await b.query(`notify tessera_chan, 'hello'`);
-    await until('the notification', async () => got.length > 0);
-    assert.equal(got, ['hello']);
-    assert.is((await a.query(`select current_setting('search_path') as sp`)).rows[0].sp, 'pg_catalog');
-    assert.is((await b.query(`select current_setting('search_path') as sp`)).rows[0].sp, '"$user", public');
-    assert.is((await b.query('select pg_try_advisory_lock(4243) as got')).rows[0].got, false);
-    await a.end();
-    // Reset before reuse: the lock is gone and no one inherits the LISTEN or the search_path.
-    await until('the lock to be released', async () => {
-      const c = await connect(t2.conn(user));
-      try {
-        const r = (await c.query(`select pg_try_advisory_lock(4243) as got, current_setting('search_path') as sp`)).rows[0];
-        if (r.got) await c.query('select pg_advisory_unlock(4243)');
-        return r.got && r.sp === '"$user", public';
-      } finally {
-        await c.end();
+    let pid: number;
+    try {
+      await check(a, b);
+      pid = (await a.query('select pg_backend_pid() as pid')).rows[0].pid;
+    } finally {
+      await a.end();
+    }
+    // Reset before reuse: nobody inherits what pinned a. Two clients each in a transaction hold
+    // both servers, so one of them has a's backend (the other waits for it if needed).
+    const c = [await connect(t2.conn(user)), await connect(t2.conn(user))];
+    try {
+      const pids: number[] = [];
+      for (const x of c) {
+        await x.query('begin');
+        pids.push((await x.query('select pg_backend_pid() as pid')).rows[0].pid);
       }
-    });
+      const heir = c[pids.indexOf(pid!)];
+      assert.ok(heir, `a's backend ${pid!} was not reused (servers now ${pids.join(', ')})`);
+      assert.ok(await isReset(heir), `a's backend ${pid!} was handed on without its reset`);
+    } finally {
+      for (const x of c) await x.end();
+    }
     await b.end();
   } finally {
     await t2.stop();
   }
+}
+
+test('transaction mode: LISTEN pins the client to its backend; the backend is reset before reuse', async () => {
+  await pinned(
+    async (a, b) => {
+      const got: string[] = [];
+      a.on('notification', (n) => got.push(n.payload ?? ''));
+      await a.query('LISTEN tessera_chan');
+      await b.query(`notify tessera_chan, 'hello'`);
+      await until('the notification to reach the listening client', async () => got.length > 0);
+      assert.equal(got, ['hello']);
+    },
+    async (c) => (await c.query('select count(*)::int as n from pg_listening_channels()')).rows[0].n === 0,
+  );
+});
+
+test('transaction mode: a session advisory lock pins the client to its backend; the backend is reset before reuse', async () => {
+  await pinned(
+    async (a, b) => {
+      await a.query('select pg_advisory_lock(4243)');
+      // b sees the lock held by another backend, and a still holds it on its own. (Not
+      // pg_try_advisory_lock from b: that would pin b too, and its own session could take it.)
+      const holders = `select pid = pg_backend_pid() as mine from pg_locks where locktype = 'advisory' and objid = 4243 and granted`;
+      assert.equal((await b.query(holders)).rows, [{ mine: false }]);
+      assert.equal((await a.query(holders)).rows, [{ mine: true }]);
+    },
+    async (c) => {
+      const got = (await c.query('select pg_try_advisory_lock(4243) as got')).rows[0].got;
+      if (got) await c.query('select pg_advisory_unlock(4243)');
+      return got;
+    },
+  );
+});
+
+test('transaction mode: SET search_path (not reported before PostgreSQL 18) pins the client to its backend; reset before reuse', async () => {
+  const sp = async (c: pg.Client) => (await c.query(`select current_setting('search_path') as sp`)).rows[0].sp;
+  await pinned(
+    async (a, b) => {
+      await a.query('set search_path = pg_catalog');
+      assert.is(await sp(b), '"$user", public');
+      assert.is(await sp(a), 'pg_catalog');
+    },
+    async (c) => (await sp(c)) === '"$user", public',
+  );
 });
 
 test('transaction mode with max_prepared_statements = 0: a SET of a reported parameter still follows its client only', async () => {
