@@ -3,7 +3,6 @@
 // load or stalled (SIGSTOP), clients gone mid-result or mid-COPY. What each client sees, that the
 // others are untouched, and that the pool ends up with clean servers.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { serialize } from 'pg-protocol';
 import pg from 'pg';
@@ -12,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, until, run, sendCancel, type RunningTessera } from '../support/tessera.js';
-import { readReply } from '../support/fuzz.js';
+import { WireClient, errorCodes } from '../support/wire.js';
 
 let cluster: Cluster;
 const user = ROLES.trust.user;
@@ -29,19 +28,9 @@ async function pidOf(sqlLike: string): Promise<number> {
   });
 }
 
-/** A raw protocol client: logs in, then lets the test write messages and wait for replies. */
-async function rawClient(port: number, app: string): Promise<{ socket: net.Socket; received: () => Buffer; waitFor: (type: string) => Promise<void>; closed: Promise<void> }> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => {});
-  const got: Buffer[] = [];
-  socket.on('data', (d) => got.push(d));
-  const closed = new Promise<void>((r) => socket.on('close', () => r()));
-  const received = () => Buffer.concat(got);
-  const waitFor = (type: string) => until(`message ${type}`, async () => readReply(received()).types.includes(type) || undefined, 15000).then(() => {});
-  socket.write(serialize.startup({ user, database: TEST_DB, application_name: app }));
-  await until('login', async () => readReply(received()).types.includes('Z') || undefined);
-  got.length = 0;
-  return { socket, received, waitFor, closed };
+/** A raw protocol client, logged in with this application_name. */
+async function rawClient(port: number, app: string): Promise<WireClient> {
+  return (await WireClient.login(port, { user, database: TEST_DB, application_name: app })).client;
 }
 
 for (const mode of ['session', 'transaction'] as const) {
@@ -73,13 +62,13 @@ for (const mode of ['session', 'transaction'] as const) {
     const t = await startTessera({ pool_mode: mode, databases: { '*': clusterEntry(cluster) } });
     try {
       const c = await rawClient(t.port, 'fault-copy-victim');
-      c.socket.write(serialize.query('copy fault_copy from stdin'));
-      await c.waitFor('G');
-      c.socket.write(serialize.copyData(Buffer.from('1\n2\n')));
+      c.send(serialize.query('copy fault_copy from stdin'));
+      await c.readUntil('G');
+      c.send(serialize.copyData(Buffer.from('1\n2\n')));
       const { rows } = await cluster.query(`select pid from pg_stat_activity where application_name = 'fault-copy-victim'`);
       await cluster.query('select pg_terminate_backend($1)', [rows[0].pid]);
       await c.closed;
-      assert.ok(readReply(c.received()).codes.includes('57P01'), `codes: ${readReply(c.received()).codes}`);
+      assert.ok(errorCodes(c.received()).includes('57P01'));
       const other = await connect(t.conn(user));
       assert.is((await other.query('select count(*)::int as n from fault_copy')).rows[0].n, 0);
       await other.end();
@@ -95,12 +84,12 @@ for (const mode of ['session', 'transaction'] as const) {
     try {
       const c = await rawClient(t.port, 'fault-slow');
       c.socket.pause(); // never reads: Tessera's buffers fill and it stops reading the server
-      c.socket.write(serialize.query(`select repeat('x', 1000) from generate_series(1, 2000000)`));
+      c.send(serialize.query(`select repeat('x', 1000) from generate_series(1, 2000000)`));
       await until('the server to block on the client', async () => {
         const { rows } = await cluster.query(`select wait_event from pg_stat_activity where application_name = 'fault-slow'`);
         return rows[0]?.wait_event === 'ClientWrite';
       });
-      c.socket.destroy();
+      c.destroy();
       const next = await connect({ ...t.conn(user), application_name: 'fault-slow' });
       const { rows } = await next.query(`select 1 as one, now() = statement_timestamp() as fresh`);
       assert.equal(rows[0], { one: 1, fresh: true });
@@ -114,12 +103,11 @@ for (const mode of ['session', 'transaction'] as const) {
     const t = await startTessera({ pool_mode: mode, default_pool_size: 1, cancel_wait_timeout: 120, databases: { '*': clusterEntry(cluster) } });
     try {
       const c = await rawClient(t.port, 'fault-copy-vanish');
-      c.socket.write(serialize.query('begin'));
-      c.socket.write(serialize.query('copy fault_copy from stdin'));
-      await c.waitFor('G');
-      c.socket.write(serialize.copyData(Buffer.from('1\n2\n3\n')));
+      c.send(serialize.query('begin'), serialize.query('copy fault_copy from stdin'));
+      await c.readUntil('G');
+      c.send(serialize.copyData(Buffer.from('1\n2\n3\n')));
       const { rows: before } = await cluster.query(`select pid from pg_stat_activity where application_name = 'fault-copy-vanish'`);
-      c.socket.destroy();
+      c.destroy();
       // A COPY waiting for client data ignores cancel; only a CopyFail frees the backend promptly.
       const next = await connect({ ...t.conn(user), application_name: 'fault-copy-vanish' });
       const { rows } = await next.query(`select pg_backend_pid() as pid, (select count(*)::int from fault_copy) as n, now() = statement_timestamp() as fresh`);

@@ -7,6 +7,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { ROLES, TEST_DB, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
 import { needing, tool } from '../support/tools.js';
+import { WireClient, errorFields } from '../support/wire.js';
 import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -95,40 +96,15 @@ test('errors, Close and DEALLOCATE ALL answer as PostgreSQL does', async () => {
   }
 });
 
-/** A raw connection: logs in, then sends `bytes` and returns every message until `count` ReadyForQuerys. */
+/** A raw connection: logs in, then sends each batch and returns its messages up to ReadyForQuery (errors as E:SQLSTATE). */
 async function raw(port: number, batches: Buffer[]): Promise<string[][]> {
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
-  const s = net.connect(port, '127.0.0.1');
+  const { client } = await WireClient.login(port, { user, database: TEST_DB });
   const replies: string[][] = [];
-  let buf = Buffer.alloc(0);
-  let current: string[] = [];
-  let batch = -1;
-  await new Promise<void>((resolve, reject) => {
-    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
-    s.on('error', reject);
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
-        const len = buf.readInt32BE(1);
-        const type = String.fromCharCode(buf[0]);
-        const body = buf.subarray(5, 1 + len);
-        buf = buf.subarray(1 + len);
-        if (type === 'E') current.push(`E:${/C([0-9A-Z]{5})/.exec(body.toString('latin1'))?.[1]}`);
-        else current.push(type);
-        if (type === 'Z') {
-          if (batch >= 0) replies.push(current);
-          current = [];
-          batch++;
-          if (batch < batches.length) s.write(batches[batch]);
-          else {
-            s.end(serialize.end());
-            resolve();
-          }
-        }
-      }
-    });
-  });
+  for (const batch of batches) {
+    client.send(batch);
+    replies.push((await client.readUntil('Z')).map((m) => (m.type === 'E' ? `E:${errorFields(m).C}` : m.type)));
+  }
+  client.end();
   return replies;
 }
 

@@ -8,6 +8,7 @@ import { sharedCluster, type Cluster } from '../support/cluster.js';
 import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, capturedLogs, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
+import { WireClient, authCode, errorCodes, readyStatus } from '../support/wire.js';
 import { SessionCredentials, authentToken } from '../../src/client/index.js';
 
 const DB = 'tessera_token_test';
@@ -109,24 +110,11 @@ test('session credentials sent to a password database are dropped, never forward
 
 test('raw startup parameters tessera.session_id / tessera.nonce / tessera.authent_token', async () => {
   const { creds } = await login('alice');
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
-  const got = await new Promise<Buffer>((resolve, reject) => {
-    const s = net.connect(t.port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    s.on('connect', () => s.write(serialize.startup({ user: 'web', database: 'app', ...creds.asStartupParams() })));
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
-        s.end(serialize.end());
-        resolve(buf);
-      }
-      if (buf[0] === 0x45) reject(new Error(buf.toString('latin1')));
-    });
-    s.on('error', reject);
-  });
-  assert.is(String.fromCharCode(got[0]), 'R'); // AuthenticationOk, straight away
-  assert.is(got.readInt32BE(5), 0);
+  const { client, messages } = await WireClient.login(t.port, { user: 'web', database: 'app', ...creds.asStartupParams() });
+  client.end();
+  assert.equal(errorCodes(messages), []);
+  assert.is(authCode(messages[0]), 0); // AuthenticationOk, straight away
+  assert.is(readyStatus(messages.at(-1)!), 'I');
 });
 
 needing('psql')('psql with PGOPTIONS and with PGPASSWORD', async () => {

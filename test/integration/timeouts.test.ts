@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import keepalive from 'net-keepalive';
 import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, until } from '../support/tessera.js';
+import { WireClient, errorFields } from '../support/wire.js';
 import { applySocketOptions } from '../../src/proxy/socket-options.js';
 
 let cluster: Cluster;
@@ -78,18 +79,15 @@ test('query_wait_timeout: a client waiting for a busy pool gets an error, the ho
 test('client_login_timeout cuts a client that never finishes its login; others still get in', async () => {
   const t = await startTessera({ client_login_timeout: 0.5, databases: { '*': clusterEntry(cluster) } });
   try {
-    const silent = net.connect(t.port, '127.0.0.1');
-    silent.write(Buffer.from([0, 0])); // half a length word, then nothing
-    const closed = new Promise<string>((resolve) => {
-      let got = '';
-      silent.on('data', (d) => (got += d.toString('latin1')));
-      silent.on('close', () => resolve(got));
-    });
+    const silent = await WireClient.connect(t.port);
+    silent.send(Buffer.from([0, 0])); // half a length word, then nothing
     const c = await connect(t.conn(user));
     assert.is((await c.query('select 1 as one')).rows[0].one, 1);
     await c.end();
-    const said = await closed;
-    assert.match(said, 'client_login_timeout');
+    const said = await silent.next();
+    assert.is(said.type, 'E');
+    assert.match(errorFields(said).M, 'client_login_timeout');
+    await silent.closed;
   } finally {
     await t.stop();
   }

@@ -3,7 +3,6 @@
 // rule for non-loopback clients, certificate reload, and Tessera reaching a hostssl-only
 // PostgreSQL with server_tls_sslmode=verify-full. Certificates come from `tessera cert`.
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -15,6 +14,7 @@ import { ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../su
 import { needing, testUnless, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
+import { WireClient, authCode, errorCodes, errorFields } from '../support/wire.js';
 import { writeDevCerts, type DevCerts } from '../../src/tls/cert-command.js';
 import { SessionCredentials } from '../../src/client/index.js';
 
@@ -29,8 +29,6 @@ const remoteIp = Object.values(os.networkInterfaces())
   .flat()
   .find((i) => i && !i.internal && i.family === 'IPv4')?.address;
 const NO_REMOTE_ADDRESS = remoteIp ? undefined : 'this machine has no non-loopback IPv4 address';
-
-const READY = Buffer.from([0x5a, 0, 0, 0, 5]);
 
 function tlsFiles(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { client_tls_key_file: certs.serverKey, client_tls_cert_file: certs.serverCert, ...extra };
@@ -58,20 +56,6 @@ async function scalar(config: pg.ClientConfig, sql: string): Promise<unknown> {
 }
 
 /** Writes bytes on a fresh connection and collects what comes back until `done` or the close. */
-function rawExchange(port: number, bytes: Buffer, done: (got: Buffer) => boolean = () => false): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      if (done(got)) s.destroy();
-    });
-    s.on('close', () => resolve(got));
-    s.on('error', reject);
-  });
-}
-
 function psql(conninfo: string, ...commands: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const args = ['-X', '-At', conninfo, ...commands.flatMap((c) => ['-c', c])];
   return run(tool('psql'), args, { env: { PGCONNECT_TIMEOUT: '10', PGGSSENCMODE: 'disable' } });
@@ -178,57 +162,49 @@ test('auth_type hba: hostssl and hostnossl see the real TLS state, and method ce
 test('garbage after SSLRequest gets an error, not a crash: unencrypted bytes before the handshake, or no TLS after S', async () => {
   const t = await tessera({ client_tls_sslmode: 'prefer', ...tlsFiles() });
   // Bytes sent with the SSLRequest were not encrypted: a man in the middle could have put them there.
-  const injected = await rawExchange(t.port, Buffer.concat([serialize.requestSsl(), serialize.startup({ user: ROLES.trust.user, database: TEST_DB })]));
-  assert.is(String.fromCharCode(injected[0]), 'E');
-  assert.ok(injected.includes(Buffer.from('C08P01\0')), injected.toString());
-  assert.ok(injected.includes(Buffer.from('received unencrypted data after SSL request')));
+  const injected = await WireClient.connect(t.port);
+  injected.send(serialize.requestSsl(), serialize.startup({ user: ROLES.trust.user, database: TEST_DB }));
+  const refused = await injected.next();
+  assert.is(refused.type, 'E');
+  assert.is(errorFields(refused).C, '08P01');
+  assert.is(errorFields(refused).M, 'received unencrypted data after SSL request');
+  await injected.closed;
   // 'S', then plaintext instead of a ClientHello: the handshake fails and only this connection closes.
-  let answered = false;
-  const afterS = await new Promise<Buffer>((resolve, reject) => {
-    const s = net.connect(t.port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    s.on('connect', () => s.write(serialize.requestSsl()));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      if (!answered) {
-        answered = true;
-        s.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
-      }
-    });
-    s.on('close', () => resolve(got));
-    s.on('error', reject);
-  });
-  assert.is(String.fromCharCode(afterS[0]), 'S');
+  const afterS = await WireClient.connect(t.port);
+  afterS.send(serialize.requestSsl());
+  assert.is(await afterS.readByte(), 'S');
+  afterS.send(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  await afterS.closed;
   assert.is(await scalar(sslConn(t, ROLES.trust.user), 'select 1 as one'), 1);
   // Without TLS configured: 'N', and a second SSLRequest is a protocol violation, as in PostgreSQL.
   const plain = await tessera({});
-  const twice = await rawExchange(plain.port, Buffer.concat([serialize.requestSsl(), serialize.requestSsl()]));
-  assert.is(String.fromCharCode(twice[0]), 'N');
-  assert.is(String.fromCharCode(twice[1]), 'E');
-  assert.ok(twice.includes(Buffer.from('C08P01\0')));
+  const twice = await WireClient.connect(plain.port);
+  twice.send(serialize.requestSsl(), serialize.requestSsl());
+  assert.is(await twice.readByte(), 'N');
+  const second = await twice.next();
+  assert.is(second.type, 'E');
+  assert.is(errorFields(second).C, '08P01');
+  await twice.closed;
 });
 
 test('PostgreSQL 17 direct TLS: a ClientHello first, with ALPN "postgresql"; without ALPN it is refused', async () => {
   const t = await tessera({ client_tls_sslmode: 'require', ...tlsFiles() });
-  const direct = (alpn: string[] | undefined) =>
-    new Promise<Buffer>((resolve, reject) => {
-      const s = tls.connect({ host: '127.0.0.1', port: t.port, ca: fs.readFileSync(certs.ca), ALPNProtocols: alpn });
-      let got = Buffer.alloc(0);
-      s.on('secureConnect', () => s.write(serialize.startup({ user: ROLES.trust.user, database: TEST_DB })));
-      s.on('data', (d) => {
-        got = Buffer.concat([got, d]);
-        if (got.includes(READY)) s.end(serialize.end());
-      });
-      s.on('close', () => resolve(got));
-      s.on('error', reject);
-    });
+  const direct = async (alpn: string[] | undefined) => {
+    const c = await WireClient.connectTls({ host: '127.0.0.1', port: t.port, ca: fs.readFileSync(certs.ca), ALPNProtocols: alpn });
+    c.send(serialize.startup({ user: ROLES.trust.user, database: TEST_DB }));
+    return c;
+  };
   const ok = await direct(['postgresql']);
-  assert.is(String.fromCharCode(ok[0]), 'R'); // AuthenticationOk
-  assert.ok(ok.includes(READY));
+  const login = await ok.readUntil('Z');
+  assert.is(authCode(login[0]), 0); // AuthenticationOk
+  assert.equal(errorCodes(login), []);
+  ok.end();
   const noAlpn = await direct(undefined);
-  assert.is(String.fromCharCode(noAlpn[0]), 'E');
-  assert.ok(noAlpn.includes(Buffer.from('C08P01\0')));
-  assert.ok(noAlpn.includes(Buffer.from('without ALPN')));
+  const err = await noAlpn.next();
+  assert.is(err.type, 'E');
+  assert.is(errorFields(err).C, '08P01');
+  assert.match(errorFields(err).M, 'without ALPN');
+  await noAlpn.closed;
 });
 
 test('RELOAD picks up a new certificate; established TLS connections keep going', async () => {
