@@ -46,8 +46,9 @@ for (const mode of ['session', 'transaction'] as const) {
     try {
       const sleeping = c.query('select pg_sleep(30)');
       await until('the query to run', async () => (await backends()).some((b) => b.state === 'active'));
-      const canceller = new pg.Client(conn(t()));
-      canceller.cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery as never);
+      // node-postgres's own cancel path (Client#cancel: a CancelRequest with c's key), untyped in @types/pg.
+      const canceller = new pg.Client(conn(t())) as unknown as { cancel(client: pg.Client, query: unknown): void };
+      canceller.cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery);
       const err = await rejection(sleeping);
       assert.is(err.code, '57014');
       assert.is((await c.query('select 1 as one')).rows[0].one, 1);
