@@ -18,6 +18,7 @@ import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessag
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
+import { outlivesTransaction, rebindsSession, type PinReason } from '../frontend/session-state.js';
 import { resumeReading } from './suspension.js';
 import { idSequence, newCancelKey } from '../workers/identity.js';
 
@@ -58,31 +59,6 @@ const ENCRYPTION_FOLLOWS = Buffer.from('S');
 /** First byte of a TLS handshake record: PostgreSQL 17's direct TLS starts with it, not a startup packet. */
 const TLS_HANDSHAKE = 0x16;
 const STATEMENT = 0x53; // 'S' in Describe/Close
-/**
- * Statements whose effect outlives the transaction, so a transaction-mode client running one keeps
- * its backend (a false positive only pins; it never breaks anything). SET LOCAL, SET TRANSACTION
- * and SET CONSTRAINTS are transaction-scoped; reported parameters follow the client anyway.
- */
-const OUTLIVES_TRANSACTION =
-  /\b(listen|pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b|\bwith\s+hold\b|\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|(?:^|;)\s*set\s+(session\s+)?(?!(local|transaction|constraints|session\s+characteristics|application_name|datestyle|timezone|time\s+zone|client_encoding|intervalstyle|standard_conforming_strings)\b)[a-z_]/i;
-
-/** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
-const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/i;
-
-function outlivesTransaction(text: string, searchPathReported: boolean): boolean {
-  if (!OUTLIVES_TRANSACTION.test(text)) return false;
-  // A reported parameter follows the client to each backend (restoreParameters), unless the
-  // statement also does something else that outlives the transaction.
-  return !(searchPathReported && SETS_SEARCH_PATH.test(text) && !OUTLIVES_TRANSACTION.test(text.replace(SETS_SEARCH_PATH, ';')));
-}
-
-/**
- * Calls that change which session a backend is bound to. A client running one itself leaves the
- * binding unknown, so the backend's next transaction redeems a ticket first (a false positive
- * costs one redemption).
- */
-const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i;
-
 /** What a ticket must look like to be kept (and later put in a text[] literal unquoted). */
 const TICKET = /^[A-Za-z0-9+/=_-]{16,512}$/;
 
@@ -214,9 +190,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   /**
    * The client ran something whose effect outlives its transaction (LISTEN, a session advisory
    * lock, a WITH HOLD cursor, a temp table, SET of an unreported setting): it keeps its backend
-   * until it disconnects, and the backend is reset before anyone else gets it.
+   * until it disconnects, and the backend is reset before anyone else gets it. Null while not
+   * pinned; otherwise the first reason, for SHOW CLIENTS and logs (read through pinReason).
    */
-  private pinned = false;
+  private pinnedFor: PinReason | null = null;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
   private discarding = false;
   private pendingMessages: { type: number; body: Buffer; raw: Buffer }[] = NO_MESSAGES_HELD;
@@ -986,13 +963,25 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient {
   private noteStatement(server: ServerConnection, sql: Buffer): void {
     if (this.pinned && this.ticket === null) return;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
-    if (!this.pinned && outlivesTransaction(text, server.status.has('search_path'))) this.pin();
-    if (this.ticket !== null && REBINDS.test(text)) server.boundSession = null;
+    if (!this.pinned) {
+      const reason = outlivesTransaction(text, server.status.has('search_path'));
+      if (reason !== null) this.pin(reason);
+    }
+    if (this.ticket !== null && rebindsSession(text)) server.boundSession = null;
   }
 
-  private pin(): void {
-    this.pinned = true;
-    log.debug({ client: this.id }, 'client pinned to its server: session state outlives its transaction');
+  /** Why the client keeps its backend (transaction mode), or null when it does not. */
+  get pinReason(): PinReason | null {
+    return this.pinnedFor;
+  }
+
+  private get pinned(): boolean {
+    return this.pinnedFor !== null;
+  }
+
+  private pin(reason: PinReason): void {
+    this.pinnedFor = reason;
+    log.debug({ client: this.id, reason }, 'client pinned to its server: session state outlives its transaction');
   }
 
   onParameterStatus(name: string, value: string): void {
