@@ -166,7 +166,7 @@ it('1,000 pools: top 50 shown, saturated first, search and sort work in the brow
   pools[777] = pool(777, { clients_waiting: 12, servers_active: 10, max_wait_seconds: 3 });
   const snapshot: MetricsSnapshot = {
     processes: 1, stopping: false, listening: true, clients: 3000, clients_logging_in: 0, max_client_conn: 5000, database_limits: {}, user_limits: {},
-    pools, login_failures: {}, client_errors: {}, session_logins: { ok: 0, failed: 0 }, accessors: [],
+    pools, login_failures: {}, client_errors: {}, session_logins: { ok: 0, failed: 0 }, accessors: [], server_closes: {},
   };
   const http = await serveMetrics('127.0.0.1:0', {
     snapshot: async () => snapshot,
