@@ -543,6 +543,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     return this.txRelay?.pinReason ?? null;
   }
 
+  get holding(): boolean {
+    return !this.held.empty;
+  }
+
   holdMessage(type: number, body: Buffer, raw: Buffer): void {
     if (this.held.holdMessage({ type, body, raw })) this.socket.pause();
     this.requestServer();
@@ -560,6 +564,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   onParameterStatus(name: string, value: string): void {
     this.txRelay?.onParameterStatus(name, value);
+  }
+
+  onStalePlan(): void {
+    this.txRelay?.onStalePlan();
   }
 
   /**

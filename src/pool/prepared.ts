@@ -26,8 +26,13 @@ export function readParse(body: Buffer): { name: string; tail: Buffer } {
   return { name: body.toString('utf8', 0, end), tail: body.subarray(end + 1) };
 }
 
+/** A statement's identity on backends: a hash of its query text and parameter types. */
+export function statementKey(tail: Buffer): string {
+  return createHash('sha256').update(tail).digest('hex').slice(0, 24);
+}
+
 export function statementFor(tail: Buffer): Statement {
-  const key = createHash('sha256').update(tail).digest('hex').slice(0, 24);
+  const key = statementKey(tail);
   return { key, serverName: `tessera_${key}`, tail: Buffer.from(tail) };
 }
 
@@ -57,11 +62,25 @@ export const wholeMessage = (type: number, body: Buffer): Buffer => message(type
 
 /** Server responses Tessera makes up for messages it answered itself. */
 export const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+export const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4]);
 export const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);
+export const NO_DATA = Buffer.from([0x6e, 0, 0, 0, 4]);
+/** ParameterDescription of a statement without parameters. */
+export const NO_PARAMETERS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
 
-/** A backend's prepared statements, least recently used first (Map keeps insertion order). */
+/**
+ * A backend's prepared statements, least recently used first (Map keeps insertion order): the
+ * protocol-level ones Tessera names (shared by every client with the same text), and the SQL-level
+ * ones clients PREPAREd under their own names (replayed here when a client EXECUTEs one).
+ */
 export class ServerStatements {
   private readonly byKey = new Map<string, string>();
+  /** Server names to Close before the next use (statements that may be stale or gone); else null. */
+  closing: string[] | null = null;
+  /** The pool's statement epoch these statements were made in (see KnownStatements.epoch). */
+  epoch = 0;
+  /** SQL-level statements on this backend: the client's name -> the PREPARE text that made it. */
+  sql: Map<string, string> | null = null;
 
   has(key: string): boolean {
     return this.byKey.has(key);
@@ -83,7 +102,21 @@ export class ServerStatements {
     this.byKey.delete(key);
   }
 
+  /** The backend has none of Tessera's statements (it was reset with DISCARD ALL). */
   clear(): void {
+    this.byKey.clear();
+    this.closing = null;
+    this.sql = null;
+  }
+
+  /**
+   * Tessera's statements here may be stale (a schema change) or gone (a client's DISCARD ALL or
+   * DEALLOCATE ALL): forget them, and Close each on the server before the next use (closing a
+   * missing statement is no error), so a re-Parse under the same name cannot fail.
+   */
+  invalidate(): void {
+    if (this.byKey.size === 0) return;
+    (this.closing ??= []).push(...this.byKey.values());
     this.byKey.clear();
   }
 
@@ -98,6 +131,32 @@ export class ServerStatements {
     const [key, name] = first.value;
     this.byKey.delete(key);
     return { key, name };
+  }
+}
+
+/**
+ * Per pool: the statement texts some backend has parsed successfully (so a client's Parse of one
+ * can be answered with no backend at all), and the epoch of the pool's statements, raised when a
+ * schema change may have made them stale (every backend re-prepares at its next use).
+ */
+export class KnownStatements {
+  private readonly byKey = new Map<string, Statement>();
+  epoch = 0;
+
+  get(key: string): Statement | undefined {
+    return this.byKey.get(key);
+  }
+
+  /** A statement parsed successfully; at most `bound` are kept, least recently parsed dropped. */
+  add(s: Statement, bound: number): void {
+    this.byKey.delete(s.key);
+    this.byKey.set(s.key, s);
+    if (this.byKey.size > bound) this.byKey.delete(this.byKey.keys().next().value!);
+  }
+
+  /** A schema change may have changed what the statements return. */
+  staled(): void {
+    this.epoch++;
   }
 }
 

@@ -26,10 +26,16 @@ export interface Entry {
   /** Every response up to and including the completing one is Tessera's own (an injected query). */
   swallowAll?: boolean;
   synthetic?: Buffer;
+  /** Synthetic bytes made when they are due (they depend on the transaction status by then). */
+  synthesize?: () => Buffer;
   /** Sees each response swallowed for this entry (Tessera reading its own injected query's answer). */
   inspect?: (type: number, body: Buffer) => void;
   /** Undo bookkeeping when the server never ran the message (an earlier error skipped it). */
   onSkipped?: () => void;
+  /** The message ran: `ok` unless the server answered it (or its query) with an error. */
+  onDone?: (ok: boolean) => void;
+  /** A Ready entry with onDone saw an ErrorResponse before its ReadyForQuery. */
+  failed?: boolean;
 }
 
 const T = (c: string) => c.charCodeAt(0);
@@ -91,8 +97,10 @@ export class ResponseQueue {
       while (this.entries.length > 0 && this.entries[0].expect !== Expect.Ready) this.entries.shift()!.onSkipped?.();
       return NONE;
     }
+    if (type === ERROR && head.onDone) head.failed = true;
     if (!COMPLETES[head.expect].includes(type)) return NONE;
     this.entries.shift();
+    head.onDone?.(head.failed !== true);
     return this.dueSynthetics();
   }
 
@@ -100,7 +108,10 @@ export class ResponseQueue {
     // The common case allocates nothing: this runs once per message on the relay path.
     if (this.entries.length === 0 || this.entries[0].expect !== Expect.Synthetic) return NONE;
     const due: Buffer[] = [];
-    while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) due.push(this.entries.shift()!.synthetic!);
+    while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) {
+      const entry = this.entries.shift()!;
+      due.push(entry.synthetic ?? entry.synthesize!());
+    }
     return due;
   }
 }

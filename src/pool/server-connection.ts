@@ -89,6 +89,8 @@ export interface ServerPeer {
   onceDrained(resume: () => void): void;
   /** A ParameterStatus the client saw (its own SET, in transaction mode). */
   onParameterStatus?(name: string, value: string): void;
+  /** A statement's cached plan met a schema change (0A000) while the client's messages are rewritten. */
+  onStalePlan?(server: ServerConnection): void;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
   /** The server connection is gone; `error` is the server's own ErrorResponse when it sent one. */
@@ -96,6 +98,8 @@ export interface ServerPeer {
 }
 
 const READY_IDLE = 0x49; // 'I'
+/** PostgreSQL's words when a prepared statement's result type changed under it (0A000). */
+const STALE_PLAN = 'cached plan must not change result type';
 
 /** The part of a pool's totals that a server adds to itself. */
 export interface ServerCounters {
@@ -589,6 +593,8 @@ export class ServerConnection implements FrameSink {
   onBody(type: number, body: Buffer): void {
     let dropped = false;
     if (this.responses && this.peer) {
+      // First, so that answers Tessera makes up right after it see the status it reports.
+      if (type === Backend.ReadyForQuery) this.txStatus = body[0];
       if (this.dropping) {
         dropped = true;
         this.dropping = false;
@@ -629,6 +635,7 @@ export class ServerConnection implements FrameSink {
         const err = PgError.fromServer(body);
         if (this.loginDone) return this.finishLogin(err);
         if (this.internalDone) this.internalError ??= err;
+        else if (this.responses && err.fields.code === '0A000' && err.fields.message === STALE_PLAN) this.peer?.onStalePlan?.(this);
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
         if (!this.peer || err.fields.severity === 'FATAL') this.lastError = err;
