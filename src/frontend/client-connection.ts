@@ -566,8 +566,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.txRelay?.onParameterStatus(name, value);
   }
 
-  onStalePlan(): void {
-    this.txRelay?.onStalePlan();
+  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
+    this.txRelay?.onStalePlan(server, statement, error);
   }
 
   /**

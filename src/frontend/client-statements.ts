@@ -10,7 +10,8 @@
  *   or extended, named or unnamed); DISCARD ALL runs on the backend, whose statements Tessera then
  *   forgets and closes, so no other client ever meets a missing statement;
  * - a schema change (DDL through Tessera, or a 0A000 "cached plan must not change result type")
- *   raises the pool's statement epoch: each backend re-prepares its statements at their next use;
+ *   gives new preparations new server statements, while an earlier preparation keeps its own and
+ *   PostgreSQL's verdict on it (see KnownStatements), so drivers recover as they do directly;
  * - a Parse of a text some backend has parsed, and the Sync after it, are answered with no
  *   backend at all (answerAlone), so synchronous preparers cannot wait on a busy pool.
  * The transaction relay owns the wire (StatementWire); this class owns the client's names.
@@ -19,7 +20,7 @@ import * as msg from '../protocol/messages.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
 import { Frontend } from '../protocol/messages.js';
-import { readParse, readBind, readTarget, statementKey, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE, NO_DATA, NO_PARAMETERS, type Statement } from '../pool/prepared.js';
+import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE, NO_DATA, NO_PARAMETERS, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 
 /** How the relay sends and answers for this class. */
@@ -133,7 +134,7 @@ export class ClientStatements {
       const forget = () => commands.get(name) === command && commands.delete(name);
       if (command.kind !== Kind.DiscardAll) return this.wire.answer(PARSE_COMPLETE, forget);
     }
-    const st = statementFor(tail);
+    const st = statementFor(tail, this.pool.knownStatements.keyFor(tail));
     const named = (this.named ??= new Map());
     named.set(name, st);
     const forget = () => named.get(name) === st && named.delete(name);
@@ -158,8 +159,8 @@ export class ClientStatements {
     const st = statement === '' ? undefined : this.named?.get(statement);
     // An unknown name goes through as it is: the server answers 26000 with the client's name.
     if (!st) return this.wire.forward(raw, Expect.Bind);
-    this.ensurePrepared(server, st);
-    this.wire.forward(bindMessage(portal, st.serverName, rest), Expect.Bind);
+    if (!this.ensurePrepared(server, st)) return;
+    this.wire.send(server, bindMessage(portal, st.serverName, rest), 0, (st.bound ??= Object.freeze({ expect: Expect.Bind, statement: st })));
   }
 
   describe(server: ServerConnection, body: Buffer, raw: Buffer): void {
@@ -177,8 +178,8 @@ export class ClientStatements {
     }
     const st = name === '' ? undefined : this.named?.get(name);
     if (!st) return this.wire.forward(raw, Expect.DescribeStatement);
-    this.ensurePrepared(server, st);
-    this.wire.forward(describeStatement(st.serverName), Expect.DescribeStatement);
+    if (!this.ensurePrepared(server, st)) return;
+    this.wire.send(server, describeStatement(st.serverName), 0, (st.described ??= Object.freeze({ expect: Expect.DescribeStatement, statement: st })));
   }
 
   execute(server: ServerConnection, body: Buffer, raw: Buffer): void {
@@ -309,7 +310,7 @@ export class ClientStatements {
       // Still in its transaction: wait for the ReadyForQuery that ends it.
       if (server.txStatus === IDLE && this.schemaChanged) {
         this.schemaChanged = false;
-        this.pool.knownStatements.staled();
+        this.pool.knownStatements.schemaChanged();
       }
       then?.(ok);
     };
@@ -323,9 +324,13 @@ export class ClientStatements {
     if (server.txStatus === IDLE) this.forgetAll();
   }
 
-  /** A 0A000 "cached plan must not change result type": every backend re-prepares. */
-  staled(): void {
-    this.pool.knownStatements.staled();
+  /**
+   * PostgreSQL said `statement`'s result type changed (0A000): its copy there is closed, and the
+   * client's next preparation of the text gets a new one.
+   */
+  staled(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
+    server.statements.discard(statement.key);
+    this.pool.knownStatements.markStale(statement.key, error);
   }
 
   // ---- with no server linked ----
@@ -342,7 +347,7 @@ export class ClientStatements {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
         if (name === '' || this.owns(name) || mayMatter(firstLetter(tail)) || !free(tail)) return false;
-        const known = this.pool.knownStatements.get(statementKey(tail));
+        const known = this.pool.knownStatements.get(this.pool.knownStatements.keyFor(tail));
         if (known === undefined) return false;
         this.pool.counters.clientParses++;
         (this.named ??= new Map()).set(name, known);
@@ -409,14 +414,9 @@ export class ClientStatements {
     this.sql = null;
   }
 
-  /** Before Tessera's statements on `server` are used: stale ones are dropped and closed first. */
+  /** Before Tessera's statements on `server` are used: those it forgot are closed there first. */
   private ready(server: ServerConnection): void {
     const on = server.statements;
-    const epoch = this.pool.knownStatements.epoch;
-    if (on.epoch !== epoch) {
-      on.invalidate();
-      on.epoch = epoch;
-    }
     if (on.closing === null) return;
     const names = on.closing;
     on.closing = null;
@@ -426,10 +426,23 @@ export class ClientStatements {
     }
   }
 
-  private ensurePrepared(server: ServerConnection, st: Statement): void {
+  /**
+   * The statement is on `server` before the client's message that uses it; false (and the error
+   * PostgreSQL gave elsewhere) when it is stale there is no copy to keep it.
+   */
+  private ensurePrepared(server: ServerConnection, st: Statement): boolean {
     this.ready(server);
     if (server.statements.has(st.key)) server.statements.touch(st.key);
-    else this.prepareOn(server, st, true);
+    else {
+      const stale = this.pool.knownStatements.staleError(st.key);
+      if (stale === undefined) this.prepareOn(server, st, true);
+      else {
+        this.wire.skipToSync();
+        this.wire.answer(stale);
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Prepares a statement on the server (evicting its least recently used one when full). */

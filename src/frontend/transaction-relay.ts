@@ -156,8 +156,8 @@ export class TransactionRelay {
   };
 
   /** The server said a statement's cached plan met a schema change (0A000). */
-  onStalePlan(): void {
-    this.statements?.staled();
+  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
+    this.statements?.staled(server, statement, error);
   }
 
   /** Messages held while no server was linked, now that one is. */

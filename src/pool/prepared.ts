@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { BodyReader, ProtocolViolation } from '../protocol/framing.js';
 import { message } from '../protocol/messages.js';
+import type { Entry } from './response-queue.js';
 
 export interface Statement {
   /** Identity on a backend: hash of the query text and parameter types. */
@@ -16,6 +17,9 @@ export interface Statement {
   serverName: string;
   /** The Parse body after the statement name (query, parameter types), replayed on any backend. */
   tail: Buffer;
+  /** Its Bind's and Describe's queue entries, made once (naming it, should the server reject it). */
+  bound?: Entry;
+  described?: Entry;
 }
 
 /** Decodes a Parse body: statement name and everything after it. */
@@ -26,13 +30,13 @@ export function readParse(body: Buffer): { name: string; tail: Buffer } {
   return { name: body.toString('utf8', 0, end), tail: body.subarray(end + 1) };
 }
 
-/** A statement's identity on backends: a hash of its query text and parameter types. */
-export function statementKey(tail: Buffer): string {
+/** A hash of a statement's query text and parameter types. */
+function textHash(tail: Buffer): string {
   return createHash('sha256').update(tail).digest('hex').slice(0, 24);
 }
 
-export function statementFor(tail: Buffer): Statement {
-  const key = statementKey(tail);
+/** `key`: from KnownStatements.keyFor(). */
+export function statementFor(tail: Buffer, key: string): Statement {
   return { key, serverName: `tessera_${key}`, tail: Buffer.from(tail) };
 }
 
@@ -77,8 +81,6 @@ export class ServerStatements {
   private readonly byKey = new Map<string, string>();
   /** Server names to Close before the next use (statements that may be stale or gone); else null. */
   closing: string[] | null = null;
-  /** The pool's statement epoch these statements were made in (see KnownStatements.epoch). */
-  epoch = 0;
   /** SQL-level statements on this backend: the client's name -> the PREPARE text that made it. */
   sql: Map<string, string> | null = null;
 
@@ -120,6 +122,14 @@ export class ServerStatements {
     this.byKey.clear();
   }
 
+  /** One statement here is stale (its result type changed): forget it, and Close it before the next use. */
+  discard(key: string): void {
+    const name = this.byKey.get(key);
+    if (name === undefined) return;
+    this.byKey.delete(key);
+    (this.closing ??= []).push(name);
+  }
+
   get size(): number {
     return this.byKey.size;
   }
@@ -136,12 +146,23 @@ export class ServerStatements {
 
 /**
  * Per pool: the statement texts some backend has parsed successfully (so a client's Parse of one
- * can be answered with no backend at all), and the epoch of the pool's statements, raised when a
- * schema change may have made them stale (every backend re-prepares at its next use).
+ * can be answered with no backend at all), and the epoch in statements' keys. A schema change
+ * raises the epoch, so every new preparation gets a fresh statement on the server, as it would on a
+ * direct connection, while a client's earlier one keeps its server statement (and PostgreSQL's
+ * verdict on it). A statement PostgreSQL said changed its result type is stale: where a backend
+ * lacks it, Tessera gives the client the error PostgreSQL would.
  */
 export class KnownStatements {
   private readonly byKey = new Map<string, Statement>();
-  epoch = 0;
+  /** Stale statements' keys -> PostgreSQL's error about them (drivers read its routine field). */
+  private readonly stale = new Map<string, Buffer>();
+  private epoch = 0;
+  private suffix = '';
+
+  /** The key a statement with this Parse tail gets now. */
+  keyFor(tail: Buffer): string {
+    return textHash(tail) + this.suffix;
+  }
 
   get(key: string): Statement | undefined {
     return this.byKey.get(key);
@@ -154,9 +175,22 @@ export class KnownStatements {
     if (this.byKey.size > bound) this.byKey.delete(this.byKey.keys().next().value!);
   }
 
-  /** A schema change may have changed what the statements return. */
-  staled(): void {
-    this.epoch++;
+  /** The schema changed: new preparations get new statements. */
+  schemaChanged(): void {
+    this.byKey.clear();
+    this.suffix = `_${++this.epoch}`;
+  }
+
+  /** PostgreSQL said this statement's result type changed (0A000). */
+  markStale(key: string, error: Buffer): void {
+    if (this.stale.size >= 4096) this.stale.delete(this.stale.keys().next().value!);
+    this.stale.set(key, error);
+    this.schemaChanged();
+  }
+
+  /** PostgreSQL's error for a stale statement, or undefined. */
+  staleError(key: string): Buffer | undefined {
+    return this.stale.size > 0 ? this.stale.get(key) : undefined;
   }
 }
 

@@ -34,6 +34,8 @@ export interface Entry {
   onSkipped?: () => void;
   /** The message ran: `ok` unless the server answered it (or its query) with an error. */
   onDone?: (ok: boolean) => void;
+  /** The prepared statement a Bind or Describe names (for the server's verdict on it). */
+  statement?: { readonly key: string; readonly serverName: string };
   /** A Ready entry with onDone saw an ErrorResponse before its ReadyForQuery. */
   failed?: boolean;
 }
@@ -60,6 +62,8 @@ export const TRACKED_RESPONSES = new Set([T('1'), T('2'), T('3'), T('T'), T('n')
 
 export class ResponseQueue {
   private readonly entries: Entry[] = [];
+  /** The entry the server's last ErrorResponse answered (an extended message's, not a query's). */
+  failed: Entry | null = null;
 
   get empty(): boolean {
     return this.entries.length === 0;
@@ -90,8 +94,10 @@ export class ResponseQueue {
   onResponse(type: number): readonly Buffer[] {
     const head = this.entries[0];
     if (!head || head.expect === Expect.Synthetic) return NONE;
+    if (type === ERROR) this.failed = null;
     if (type === ERROR && head.expect !== Expect.Ready) {
       // The server skips everything up to the next Sync after an error in an extended batch.
+      this.failed = head;
       this.entries.shift();
       head.onSkipped?.();
       while (this.entries.length > 0 && this.entries[0].expect !== Expect.Ready) this.entries.shift()!.onSkipped?.();

@@ -90,7 +90,7 @@ export interface ServerPeer {
   /** A ParameterStatus the client saw (its own SET, in transaction mode). */
   onParameterStatus?(name: string, value: string): void;
   /** A statement's cached plan met a schema change (0A000) while the client's messages are rewritten. */
-  onStalePlan?(server: ServerConnection): void;
+  onStalePlan?(server: ServerConnection, statement: { readonly key: string; readonly serverName: string }, error: Buffer): void;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
   /** The server connection is gone; `error` is the server's own ErrorResponse when it sent one. */
@@ -635,7 +635,10 @@ export class ServerConnection implements FrameSink {
         const err = PgError.fromServer(body);
         if (this.loginDone) return this.finishLogin(err);
         if (this.internalDone) this.internalError ??= err;
-        else if (this.responses && err.fields.code === '0A000' && err.fields.message === STALE_PLAN) this.peer?.onStalePlan?.(this);
+        else if (this.responses && err.fields.code === '0A000' && err.fields.message === STALE_PLAN) {
+          const statement = this.responses.failed?.statement;
+          if (statement) this.peer?.onStalePlan?.(this, statement, err.toMessage());
+        }
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
         if (!this.peer || err.fields.severity === 'FATAL') this.lastError = err;

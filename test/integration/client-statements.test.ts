@@ -383,7 +383,7 @@ import java.sql.*;
 import java.util.*;
 public class Main {
   public static void main(String[] args) throws Exception {
-    String url = "jdbc:postgresql://127.0.0.1:${t.port}/${TEST_DB}?user=${user}&prepareThreshold=1";
+    String url = "jdbc:postgresql://127.0.0.1:${t.port}/${TEST_DB}?user=${user}&prepareThreshold=1&assumeMinServerVersion=10";
     List<Connection> conns = new ArrayList<>();
     for (int i = 0; i < 5; i++) conns.add(DriverManager.getConnection(url));
     List<PreparedStatement> ps = new ArrayList<>();
