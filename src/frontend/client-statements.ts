@@ -69,14 +69,29 @@ function identifier(word: string): string {
 }
 const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
-/** The first letter of a statement, lower-cased (0 if none): a test that decodes nothing. */
-function firstLetter(sql: Buffer): number {
+/** Offset of a statement's first non-blank byte. */
+function start(sql: Buffer): number {
   let i = 0;
   while (i < sql.length && (sql[i] === 0x20 || (sql[i] >= 0x09 && sql[i] <= 0x0d))) i++;
-  return i < sql.length ? sql[i] | LOWER : 0;
+  return i;
 }
-/** Could this be DEALLOCATE, DISCARD, PREPARE, EXECUTE/EXPLAIN, ALTER, DROP or CREATE OR REPLACE? */
-const mayMatter = (c: number) => c === 0x64 || c === 0x70 || c === 0x65 || c === 0x61 || c === 0x63;
+
+/** Does the statement start with this (lower-case ASCII) word? Compares bytes, decodes nothing. */
+function startsWith(sql: Buffer, at: number, word: string): boolean {
+  if (sql.length < at + word.length) return false;
+  for (let k = 0; k < word.length; k++) if ((sql[at + k] | LOWER) !== word.charCodeAt(k)) return false;
+  const after = sql[at + word.length]; // undefined at the end: a word ends there too
+  const lower = after | LOWER;
+  return !((lower >= 0x61 && lower <= 0x7a) || after === 0x5f || (after >= 0x30 && after <= 0x39));
+}
+
+/** First words of the statements this class reads: everything else goes by without being decoded. */
+const WORDS = ['deallocate', 'discard', 'prepare', 'execute', 'explain', 'alter', 'drop', 'create'];
+function mayMatter(sql: Buffer): boolean {
+  const at = start(sql);
+  for (const word of WORDS) if (startsWith(sql, at, word)) return true;
+  return false;
+}
 
 /** The statement text of a Query body or Parse tail (up to its NUL). */
 function textOf(sql: Buffer): string {
@@ -224,7 +239,7 @@ export class ClientStatements {
   query(server: ServerConnection, body: Buffer, raw: Buffer): void {
     this.inBatch = false;
     // The common case decodes nothing: no statement that matters here, no SQL-level statements.
-    if (!mayMatter(firstLetter(body)) && this.sql === null && server.statements.sql === null) return this.wire.forward(raw, Expect.Ready);
+    if (!mayMatter(body) && this.sql === null && server.statements.sql === null) return this.wire.forward(raw, Expect.Ready);
     const text = textOf(body);
     if (SCHEMA_CHANGE.test(text)) this.schemaChanged = true;
     const dealloc = DEALLOCATE.exec(text);
@@ -346,7 +361,7 @@ export class ClientStatements {
     switch (type) {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
-        if (name === '' || this.owns(name) || mayMatter(firstLetter(tail)) || !free(tail)) return false;
+        if (name === '' || this.owns(name) || mayMatter(tail) || !free(tail)) return false;
         const known = this.pool.knownStatements.get(this.pool.knownStatements.keyFor(tail));
         if (known === undefined) return false;
         this.pool.counters.clientParses++;
@@ -366,7 +381,7 @@ export class ClientStatements {
         write(READY_IDLE);
         return true;
       case Frontend.Query: {
-        if (firstLetter(body) !== 0x64) return false;
+        if (!startsWith(body, start(body), 'deallocate')) return false;
         const dealloc = DEALLOCATE.exec(textOf(body));
         if (!dealloc) return false;
         const all = dealloc[1].toLowerCase() === 'all';
@@ -383,7 +398,7 @@ export class ClientStatements {
   // ---- bookkeeping ----
 
   private commandOf(tail: Buffer, server: ServerConnection | null): Command | null {
-    if (!mayMatter(firstLetter(tail))) return null;
+    if (!mayMatter(tail)) return null;
     const text = textOf(tail);
     if (SCHEMA_CHANGE.test(text)) this.schemaChanged = true;
     if (DISCARD.test(text)) return DISCARD_ALL;

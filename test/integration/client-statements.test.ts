@@ -68,6 +68,27 @@ async function program(cmd: string, args: string[], timeoutMs = 90000): Promise<
   return r.stdout;
 }
 
+/**
+ * Runs a Python program's work(n) in 4 threads, one connection each; any exception it raises
+ * fails the test (with its repr).
+ */
+async function inThreads(program_: string): Promise<void> {
+  const harness = `
+import threading
+errors = []
+def guarded(n):
+    try:
+        work(n)
+    except Exception as e:
+        errors.append(repr(e))
+ts = [threading.Thread(target=guarded, args=(i,)) for i in range(4)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("errors:", errors)
+`;
+  const out = await program(PYTHON, ['-c', program_ + harness]);
+  assert.is(out.trim(), 'errors: []');
+}
+
 /** A fresh table owned by the superuser (so its ALTER can come from outside Tessera). */
 async function table(name: string): Promise<void> {
   await cluster.query(`drop table if exists ${name}; create table ${name} (a int, b text); insert into ${name} select g, 'r' || g from generate_series(1, 5) g; grant select on ${name} to ${user}`, [], TEST_DB);
@@ -249,13 +270,9 @@ test('a schema change made through Tessera never hands a stale statement to a ne
 });
 
 needs('psycopg', 'psycopg 3: a full statement cache (prepared_max) sends DEALLOCATE, and that works', async () => {
-  const out = await program(PYTHON, [
-    '-c',
-    `
-import psycopg, threading, sys
-errors = []
+  await inThreads(`
+import psycopg
 def work(n):
-    try:
         with psycopg.connect(${JSON.stringify(dsn())}, autocommit=True, prepare_threshold=0) as conn:
             conn.prepared_max = 4
             for rnd in range(6):
@@ -266,14 +283,7 @@ def work(n):
                 for k in range(12):
                     conn.execute("select %s::int * " + str(k + 100), (2,))
             assert conn.execute("select %s::int * 101", (2,)).fetchone()[0] == 202
-    except Exception as e:
-        errors.append(repr(e))
-ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-[t.start() for t in ts]; [t.join() for t in ts]
-print("errors:", errors)
-`,
-  ]);
-  assert.is(out.trim(), 'errors: []');
+`);
 });
 
 needs('psycopg', 'psycopg 3: new connections after ALTER TABLE prepare the new shape', async () => {
@@ -297,13 +307,9 @@ for i in range(3):
 });
 
 needs('psycopg2', 'psycopg2: SQL PREPARE / EXECUTE / DEALLOCATE across transactions, 4 connections over 2 backends', async () => {
-  const out = await program(PYTHON, [
-    '-c',
-    `
-import psycopg2, threading
-errors = []
+  await inThreads(`
+import psycopg2
 def work(n):
-    try:
         conn = psycopg2.connect(${JSON.stringify(dsn())})
         conn.autocommit = True
         cur = conn.cursor()
@@ -319,14 +325,7 @@ def work(n):
             if e.pgcode != "26000" or 'prepared statement "mine" does not exist' not in str(e):
                 errors.append(repr(e))
         conn.close()
-    except Exception as e:
-        errors.append(repr(e))
-ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-[t.start() for t in ts]; [t.join() for t in ts]
-print("errors:", errors)
-`,
-  ]);
-  assert.is(out.trim(), 'errors: []');
+`);
 });
 
 needs('ruby', 'ruby-pg: prepare("x1") then exec("deallocate x1"), as PostgreSQL answers', async () => {
