@@ -277,6 +277,7 @@ export class ClientStatements {
         if (sql.get(name) === text) sql.delete(name);
         if (on.sql?.get(name) === text) on.sql.delete(name);
       };
+      this.pool.counters.queries++;
       return this.wire.send(server, raw, 1, { expect: Expect.Ready, onDone: this.schemaChanged ? this.afterSchemaChange(server, undo) : undo });
     }
     this.placeExecuted(server, text);
@@ -317,6 +318,7 @@ export class ClientStatements {
   /** A message answered by ReadyForQuery; after a schema change, the epoch rises once it is committed. */
   private sendReady(server: ServerConnection, raw: Buffer): void {
     if (!this.schemaChanged) return this.wire.forward(raw, Expect.Ready);
+    this.pool.counters.queries++;
     this.wire.send(server, raw, 1, { expect: Expect.Ready, onDone: this.afterSchemaChange(server) });
   }
 
