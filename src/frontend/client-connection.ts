@@ -559,6 +559,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     return this.txRelay?.pinReason ?? null;
   }
 
+  get holding(): boolean {
+    return !this.held.empty;
+  }
+
   holdMessage(type: number, body: Buffer, raw: Buffer): void {
     if (this.held.holdMessage({ type, body, raw })) this.socket.pause();
     this.requestServer();
@@ -576,6 +580,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   onParameterStatus(name: string, value: string): void {
     this.txRelay?.onParameterStatus(name, value);
+  }
+
+  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
+    this.txRelay?.onStalePlan(server, statement, error);
   }
 
   /**

@@ -1,21 +1,21 @@
 /**
  * The transaction-mode relay: the client's messages are read whole, one by one, so that its
- * backend can change between transactions without the client noticing. It maps the client's
- * prepared-statement names to per-backend ones (prepared on whichever backend serves it, just
- * before use), answers what it can itself (a Parse the backend already has, a Close), puts the
- * client's reported parameters back on each backend, and notes what pins the client to its
- * backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What it sends to a
+ * backend can change between transactions without the client noticing. Its prepared statements
+ * are ClientStatements' (client-statements.ts), through the wire this relay gives it; the relay
+ * puts the client's reported parameters back on each backend and notes what pins the client to
+ * its backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What it sends to a
  * backend leaves in one write per incoming chunk.
  *
- * It owns the client's statement map, its parameter overrides and its pin; the client owns the
- * socket and the server link (see RelayLink).
+ * It owns the client's parameter overrides and its pin; the client owns the socket and the server
+ * link (see RelayLink).
  */
 import * as msg from '../protocol/messages.js';
 import { Frontend } from '../protocol/messages.js';
 import type { Framer } from '../protocol/framing.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
-import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
+import { readParse, wholeMessage } from '../pool/prepared.js';
+import { ClientStatements, type StatementWire } from './client-statements.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
 import { outlivesTransaction, rebindsSession } from './session-state.js';
@@ -38,6 +38,8 @@ export interface RelayLink {
   noteSessionState(sql: Buffer): void;
   /** Bytes for the client, in order. */
   writeFromServer(bytes: Buffer): boolean;
+  /** Messages are held for a server not linked yet (anything Tessera answers must wait behind them). */
+  readonly holding: boolean;
   /** Bytes for the server, now (pausing the client while the server's socket is full). */
   sendToServer(server: ServerConnection, bytes: Buffer | Buffer[]): void;
   /** No server is linked: keep the message and ask for one. */
@@ -68,10 +70,8 @@ for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expec
 }
 
 export class TransactionRelay {
-  /** Protocol-level prepared statements are mapped to per-backend ones (max_prepared_statements > 0). */
-  private readonly rewriteStatements: boolean;
-  // Created on first use: an idle client should cost as little as possible.
-  private statements: Map<string, Statement> | null = null;
+  /** The client's prepared statements; null when max_prepared_statements = 0 (they pass through). */
+  private readonly statements: ClientStatements | null;
   /**
    * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
    * other than its session's starting ones: re-applied on whichever backend serves it next, and a
@@ -110,7 +110,15 @@ export class TransactionRelay {
     /** The client's pool: its settings, counters and starting parameter values. */
     private readonly pool: Pool,
   ) {
-    this.rewriteStatements = pool.settings.maxPreparedStatements > 0;
+    const wire: StatementWire = {
+      forward: (bytes, expect) => this.forwardExpecting(bytes, expect),
+      send: (server, bytes, readies, entry) => this.send(server, bytes, readies, entry),
+      answer: (bytes, onSkipped) => this.answer(bytes, onSkipped),
+      skipToSync: () => {
+        this.discarding = true;
+      },
+    };
+    this.statements = pool.settings.maxPreparedStatements > 0 ? new ClientStatements(pool, wire) : null;
   }
 
   get pinned(): boolean {
@@ -151,8 +159,27 @@ export class TransactionRelay {
       this.gated.push({ type, body, raw });
       return;
     }
-    if (!this.link.server) return this.link.holdMessage(type, body, raw);
+    if (!this.link.server) {
+      // What Tessera can answer itself waits for no server (nor makes anyone else wait).
+      if (!this.link.holding && this.statements?.answerAlone(type, body, this.toClient, this.needsNoServer)) return;
+      return this.link.holdMessage(type, body, raw);
+    }
     this.forward(type, body, raw);
+  }
+
+  private readonly toClient = (bytes: Buffer): void => {
+    this.link.writeFromServer(bytes);
+  };
+
+  /** A statement Tessera may answer without a server: nothing in it can pin or re-bind. */
+  private readonly needsNoServer = (sql: Buffer): boolean => {
+    if (this.link.watchingSessionSql || this.link.holdsTicket) return false;
+    return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192)), false) === null;
+  };
+
+  /** The server said a statement's cached plan met a schema change (0A000). */
+  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
+    this.statements?.staled(server, statement, error);
   }
 
   /** Messages held while no server was linked, now that one is. */
@@ -166,72 +193,43 @@ export class TransactionRelay {
   }
 
   /**
-   * Sends one client message to the linked server, with the client's statement names mapped to
-   * Tessera's, the statement prepared first on a server that lacks it, and the messages Tessera
-   * answers itself (Parse of a statement the server has, Close of a statement) answered in order.
+   * Sends one client message to the linked server. Prepared statements (their names, what
+   * Tessera answers itself) are the client's ClientStatements' business.
    */
   private forward(type: number, body: Buffer, raw: Buffer): void {
     const server = this.link.server!;
     const pool = this.pool;
     if (this.discarding && type !== Frontend.Sync) return;
+    const statements = this.statements;
     switch (type) {
       case Frontend.Parse: {
         pool.counters.clientParses++;
         const { name, tail } = readParse(body);
         this.noteStatement(server, tail, null);
-        if (name === '' || !this.rewriteStatements) return this.forwardExpecting(raw, Expect.Parse);
-        if (this.statements?.has(name)) {
-          // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
-          this.discarding = true;
-          return this.answer(msg.errorResponse({ severity: 'ERROR', code: '42P05', message: `prepared statement "${name}" already exists` }));
-        }
-        const st = statementFor(tail);
-        (this.statements ??= new Map()).set(name, st);
-        const forget = () => this.statements?.get(name) === st && this.statements.delete(name);
-        if (server.statements.has(st.key)) {
-          server.statements.touch(st.key);
-          this.answer(PARSE_COMPLETE, forget);
-        } else {
-          this.prepareOn(server, st, false, forget);
-        }
-        return;
+        if (statements === null) return this.forwardExpecting(raw, Expect.Parse);
+        return statements.parse(server, name, tail, raw);
       }
-      case Frontend.Bind: {
+      case Frontend.Bind:
         pool.counters.binds++;
-        const { portal, statement, rest } = readBind(body);
-        const st = statement === '' ? undefined : this.statements?.get(statement);
-        // An unknown name goes through as it is: the server answers 26000 with the client's name.
-        if (!st) return this.forwardExpecting(raw, Expect.Bind);
-        this.ensurePrepared(server, st);
-        return this.forwardExpecting(bindMessage(portal, st.serverName, rest), Expect.Bind);
-      }
-      case Frontend.Describe: {
-        const { kind, name } = readTarget(body);
-        if (kind !== STATEMENT) return this.forwardExpecting(raw, Expect.DescribePortal);
-        const st = name === '' ? undefined : this.statements?.get(name);
-        if (!st) return this.forwardExpecting(raw, Expect.DescribeStatement);
-        this.ensurePrepared(server, st);
-        return this.forwardExpecting(describeStatement(st.serverName), Expect.DescribeStatement);
-      }
-      case Frontend.Close: {
-        const { kind, name } = readTarget(body);
-        if (kind !== STATEMENT || name === '' || !this.rewriteStatements) return this.forwardExpecting(raw, Expect.Close);
-        // Shared on the server and kept for other clients; closing a missing name is no error.
-        this.statements?.delete(name);
-        return this.answer(CLOSE_COMPLETE);
-      }
+        if (statements === null) return this.forwardExpecting(raw, Expect.Bind);
+        return statements.bind(server, body, raw);
+      case Frontend.Describe:
+        if (statements === null) return this.forwardExpecting(raw, body[0] === STATEMENT ? Expect.DescribeStatement : Expect.DescribePortal);
+        return statements.describe(server, body, raw);
+      case Frontend.Close:
+        if (statements === null) return this.forwardExpecting(raw, Expect.Close);
+        return statements.close(body, raw);
       case Frontend.Execute:
-        return this.forwardExpecting(raw, Expect.Execute);
+        if (statements === null) return this.forwardExpecting(raw, Expect.Execute);
+        return statements.execute(server, body, raw);
       case Frontend.Sync:
         this.discarding = false;
-        return this.forwardExpecting(raw, Expect.Ready);
+        if (statements === null) return this.forwardExpecting(raw, Expect.Ready);
+        return statements.sync(server, raw);
       case Frontend.Query:
-        if (dropsAllStatements(body)) {
-          this.statements?.clear();
-          server.statements.clear();
-        }
         if (this.noteStatement(server, body, raw)) return;
-        return this.forwardExpecting(raw, Expect.Ready);
+        if (statements === null) return this.forwardExpecting(raw, Expect.Ready);
+        return statements.query(server, body, raw);
       case Frontend.FunctionCall:
         return this.forwardExpecting(raw, Expect.Ready);
       default:
@@ -252,9 +250,16 @@ export class TransactionRelay {
     this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
 
-  /** A response Tessera gives itself, in its place among the server's. */
-  private answer(bytes: Buffer, onSkipped?: () => void): void {
-    this.deliver(this.link.server!.responses!.push({ expect: Expect.Synthetic, synthetic: bytes, onSkipped }));
+  /** A response Tessera gives itself, in its place among the server's (made when due if a function). */
+  private answer(bytes: Buffer | (() => Buffer), onSkipped?: () => void): void {
+    const entry: Entry = typeof bytes === 'function' ? { expect: Expect.Synthetic, synthesize: bytes, onSkipped } : { expect: Expect.Synthetic, synthetic: bytes, onSkipped };
+    this.deliver(this.link.server!.responses!.push(entry));
+  }
+
+  /** Bytes for the server, completed by `entry` (Tessera's own, or a client message it watches). */
+  private send(server: ServerConnection, bytes: Buffer, readies: number, entry: Entry): void {
+    this.queue(server, bytes, readies);
+    this.deliver(server.responses!.push(entry));
   }
 
   private deliver(due: readonly Buffer[]): void {
@@ -293,32 +298,6 @@ export class TransactionRelay {
     }
     if (batch) queued.push(batch);
     this.link.sendToServer(server, queued);
-  }
-
-  private ensurePrepared(server: ServerConnection, st: Statement): void {
-    if (server.statements.has(st.key)) server.statements.touch(st.key);
-    else this.prepareOn(server, st, true);
-  }
-
-  /** Prepares a statement on the server (evicting its least recently used one when full). */
-  private prepareOn(server: ServerConnection, st: Statement, injected: boolean, forget?: () => void): void {
-    const queue = server.responses!;
-    const pool = this.pool;
-    if (server.statements.size >= pool.settings.maxPreparedStatements) {
-      const old = server.statements.evictOldest();
-      if (old) {
-        this.queue(server, closeStatement(old.name), 0);
-        queue.push({ expect: Expect.Close, swallow: true });
-      }
-    }
-    server.statements.add(st);
-    pool.counters.serverParses++;
-    this.queue(server, parseMessage(st), 0);
-    const onSkipped = () => {
-      server.statements.delete(st.key);
-      forget?.();
-    };
-    this.deliver(queue.push({ expect: Expect.Parse, swallow: injected, onSkipped }));
   }
 
   /**

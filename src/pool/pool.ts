@@ -19,7 +19,7 @@ import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
-import { dropsAllStatements } from './prepared.js';
+import { dropsAllStatements, KnownStatements } from './prepared.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
@@ -197,6 +197,8 @@ export class Pool {
   private readonly waiters: PoolClient[] = [];
   /** ParameterStatus values seen per variant, replayed to clients that log in without a server. */
   readonly statusCache = new Map<string, ReadonlyMap<string, string>>();
+  /** Statement texts a backend has parsed, and their epoch (transaction-mode prepared statements). */
+  readonly knownStatements = new KnownStatements();
   /** The most recent client's parameters: what min_pool_size prefills with. */
   private lastParams: ReadonlyMap<string, string> = new Map();
   private closed = false;

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { BodyReader, ProtocolViolation } from '../protocol/framing.js';
 import { message } from '../protocol/messages.js';
+import type { Entry } from './response-queue.js';
 
 export interface Statement {
   /** Identity on a backend: hash of the query text and parameter types. */
@@ -16,6 +17,9 @@ export interface Statement {
   serverName: string;
   /** The Parse body after the statement name (query, parameter types), replayed on any backend. */
   tail: Buffer;
+  /** Its Bind's and Describe's queue entries, made once (naming it, should the server reject it). */
+  bound?: Entry;
+  described?: Entry;
 }
 
 /** Decodes a Parse body: statement name and everything after it. */
@@ -26,8 +30,13 @@ export function readParse(body: Buffer): { name: string; tail: Buffer } {
   return { name: body.toString('utf8', 0, end), tail: body.subarray(end + 1) };
 }
 
-export function statementFor(tail: Buffer): Statement {
-  const key = createHash('sha256').update(tail).digest('hex').slice(0, 24);
+/** A hash of a statement's query text and parameter types. */
+function textHash(tail: Buffer): string {
+  return createHash('sha256').update(tail).digest('hex').slice(0, 24);
+}
+
+/** `key`: from KnownStatements.keyFor(). */
+export function statementFor(tail: Buffer, key: string): Statement {
   return { key, serverName: `tessera_${key}`, tail: Buffer.from(tail) };
 }
 
@@ -57,11 +66,23 @@ export const wholeMessage = (type: number, body: Buffer): Buffer => message(type
 
 /** Server responses Tessera makes up for messages it answered itself. */
 export const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+export const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4]);
 export const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);
+export const NO_DATA = Buffer.from([0x6e, 0, 0, 0, 4]);
+/** ParameterDescription of a statement without parameters. */
+export const NO_PARAMETERS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
 
-/** A backend's prepared statements, least recently used first (Map keeps insertion order). */
+/**
+ * A backend's prepared statements, least recently used first (Map keeps insertion order): the
+ * protocol-level ones Tessera names (shared by every client with the same text), and the SQL-level
+ * ones clients PREPAREd under their own names (replayed here when a client EXECUTEs one).
+ */
 export class ServerStatements {
   private readonly byKey = new Map<string, string>();
+  /** Server names to Close before the next use (statements that may be stale or gone); else null. */
+  closing: string[] | null = null;
+  /** SQL-level statements on this backend: the client's name -> the PREPARE text that made it. */
+  sql: Map<string, string> | null = null;
 
   has(key: string): boolean {
     return this.byKey.has(key);
@@ -83,8 +104,30 @@ export class ServerStatements {
     this.byKey.delete(key);
   }
 
+  /** The backend has none of Tessera's statements (it was reset with DISCARD ALL). */
   clear(): void {
     this.byKey.clear();
+    this.closing = null;
+    this.sql = null;
+  }
+
+  /**
+   * Tessera's statements here may be stale (a schema change) or gone (a client's DISCARD ALL or
+   * DEALLOCATE ALL): forget them, and Close each on the server before the next use (closing a
+   * missing statement is no error), so a re-Parse under the same name cannot fail.
+   */
+  invalidate(): void {
+    if (this.byKey.size === 0) return;
+    (this.closing ??= []).push(...this.byKey.values());
+    this.byKey.clear();
+  }
+
+  /** One statement here is stale (its result type changed): forget it, and Close it before the next use. */
+  discard(key: string): void {
+    const name = this.byKey.get(key);
+    if (name === undefined) return;
+    this.byKey.delete(key);
+    (this.closing ??= []).push(name);
   }
 
   get size(): number {
@@ -98,6 +141,56 @@ export class ServerStatements {
     const [key, name] = first.value;
     this.byKey.delete(key);
     return { key, name };
+  }
+}
+
+/**
+ * Per pool: the statement texts some backend has parsed successfully (so a client's Parse of one
+ * can be answered with no backend at all), and the epoch in statements' keys. A schema change
+ * raises the epoch, so every new preparation gets a fresh statement on the server, as it would on a
+ * direct connection, while a client's earlier one keeps its server statement (and PostgreSQL's
+ * verdict on it). A statement PostgreSQL said changed its result type is stale: where a backend
+ * lacks it, Tessera gives the client the error PostgreSQL would.
+ */
+export class KnownStatements {
+  private readonly byKey = new Map<string, Statement>();
+  /** Stale statements' keys -> PostgreSQL's error about them (drivers read its routine field). */
+  private readonly stale = new Map<string, Buffer>();
+  private epoch = 0;
+  private suffix = '';
+
+  /** The key a statement with this Parse tail gets now. */
+  keyFor(tail: Buffer): string {
+    return textHash(tail) + this.suffix;
+  }
+
+  get(key: string): Statement | undefined {
+    return this.byKey.get(key);
+  }
+
+  /** A statement parsed successfully; at most `bound` are kept, least recently parsed dropped. */
+  add(s: Statement, bound: number): void {
+    this.byKey.delete(s.key);
+    this.byKey.set(s.key, s);
+    if (this.byKey.size > bound) this.byKey.delete(this.byKey.keys().next().value!);
+  }
+
+  /** The schema changed: new preparations get new statements. */
+  schemaChanged(): void {
+    this.byKey.clear();
+    this.suffix = `_${++this.epoch}`;
+  }
+
+  /** PostgreSQL said this statement's result type changed (0A000). */
+  markStale(key: string, error: Buffer): void {
+    if (this.stale.size >= 4096) this.stale.delete(this.stale.keys().next().value!);
+    this.stale.set(key, error);
+    this.schemaChanged();
+  }
+
+  /** PostgreSQL's error for a stale statement, or undefined. */
+  staleError(key: string): Buffer | undefined {
+    return this.stale.size > 0 ? this.stale.get(key) : undefined;
   }
 }
 

@@ -26,10 +26,18 @@ export interface Entry {
   /** Every response up to and including the completing one is Tessera's own (an injected query). */
   swallowAll?: boolean;
   synthetic?: Buffer;
+  /** Synthetic bytes made when they are due (they depend on the transaction status by then). */
+  synthesize?: () => Buffer;
   /** Sees each response swallowed for this entry (Tessera reading its own injected query's answer). */
   inspect?: (type: number, body: Buffer) => void;
   /** Undo bookkeeping when the server never ran the message (an earlier error skipped it). */
   onSkipped?: () => void;
+  /** The message ran: `ok` unless the server answered it (or its query) with an error. */
+  onDone?: (ok: boolean) => void;
+  /** The prepared statement a Bind or Describe names (for the server's verdict on it). */
+  statement?: { readonly key: string; readonly serverName: string };
+  /** A Ready entry with onDone saw an ErrorResponse before its ReadyForQuery. */
+  failed?: boolean;
 }
 
 const T = (c: string) => c.charCodeAt(0);
@@ -54,6 +62,8 @@ export const TRACKED_RESPONSES = new Set([T('1'), T('2'), T('3'), T('T'), T('n')
 
 export class ResponseQueue {
   private readonly entries: Entry[] = [];
+  /** The entry the server's last ErrorResponse answered (an extended message's, not a query's). */
+  failed: Entry | null = null;
 
   get empty(): boolean {
     return this.entries.length === 0;
@@ -84,15 +94,19 @@ export class ResponseQueue {
   onResponse(type: number): readonly Buffer[] {
     const head = this.entries[0];
     if (!head || head.expect === Expect.Synthetic) return NONE;
+    if (type === ERROR) this.failed = null;
     if (type === ERROR && head.expect !== Expect.Ready) {
       // The server skips everything up to the next Sync after an error in an extended batch.
+      this.failed = head;
       this.entries.shift();
       head.onSkipped?.();
       while (this.entries.length > 0 && this.entries[0].expect !== Expect.Ready) this.entries.shift()!.onSkipped?.();
       return NONE;
     }
+    if (type === ERROR && head.onDone) head.failed = true;
     if (!COMPLETES[head.expect].includes(type)) return NONE;
     this.entries.shift();
+    head.onDone?.(head.failed !== true);
     return this.dueSynthetics();
   }
 
@@ -100,7 +114,10 @@ export class ResponseQueue {
     // The common case allocates nothing: this runs once per message on the relay path.
     if (this.entries.length === 0 || this.entries[0].expect !== Expect.Synthetic) return NONE;
     const due: Buffer[] = [];
-    while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) due.push(this.entries.shift()!.synthetic!);
+    while (this.entries.length > 0 && this.entries[0].expect === Expect.Synthetic) {
+      const entry = this.entries.shift()!;
+      due.push(entry.synthetic ?? entry.synthesize!());
+    }
     return due;
   }
 }

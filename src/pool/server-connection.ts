@@ -92,6 +92,8 @@ export interface ServerPeer {
   onceDrained(resume: () => void): void;
   /** A ParameterStatus the client saw (its own SET, in transaction mode). */
   onParameterStatus?(name: string, value: string): void;
+  /** A statement's cached plan met a schema change (0A000) while the client's messages are rewritten. */
+  onStalePlan?(server: ServerConnection, statement: { readonly key: string; readonly serverName: string }, error: Buffer): void;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
   /**
@@ -104,6 +106,8 @@ export interface ServerPeer {
 }
 
 const READY_IDLE = 0x49; // 'I'
+/** PostgreSQL's words when a prepared statement's result type changed under it (0A000). */
+const STALE_PLAN = 'cached plan must not change result type';
 
 /** The part of a pool's totals that a server adds to itself. */
 export interface ServerCounters {
@@ -607,6 +611,8 @@ export class ServerConnection implements FrameSink {
   onBody(type: number, body: Buffer): void {
     let dropped = false;
     if (this.responses && this.peer) {
+      // First, so that answers Tessera makes up right after it see the status it reports.
+      if (type === Backend.ReadyForQuery) this.txStatus = body[0];
       if (this.dropping) {
         dropped = true;
         this.dropping = false;
@@ -647,6 +653,10 @@ export class ServerConnection implements FrameSink {
         const err = PgError.fromServer(body);
         if (this.loginDone) return this.finishLogin(err);
         if (this.internalDone) this.internalError ??= err;
+        else if (this.responses && err.fields.code === '0A000' && err.fields.message === STALE_PLAN) {
+          const statement = this.responses.failed?.statement;
+          if (statement) this.peer?.onStalePlan?.(this, statement, err.toMessage());
+        }
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
         if (!this.peer || err.fields.severity === 'FATAL') this.lastError = err;

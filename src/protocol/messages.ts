@@ -34,6 +34,7 @@ export const enum Backend {
   CopyOutResponse = 0x48, // H
   CopyBothResponse = 0x57, // W
   DataRow = 0x44, // D
+  CommandComplete = 0x43, // C
 }
 
 export const enum AuthCode {
