@@ -32,6 +32,18 @@ export function buildRegistry(pooler: Pooler): Registry {
     },
   });
   new Gauge({
+    name: 'tessera_pool_servers_by_host',
+    help: 'Server connections by pool, host (host:port) and the role of that host (primary, standby, unknown).',
+    labelNames: ['database', 'user', 'host', 'role'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const pool of pooler.pools.values()) {
+        for (const s of pool.servers) this.inc({ ...labels(pool), host: `${s.target.host}:${s.target.port}`, role: pool.roleOf(s) });
+      }
+    },
+  });
+  new Gauge({
     name: 'tessera_pool_clients',
     help: 'Logged-in clients by pool: active (served or idle) and waiting for a server.',
     labelNames: ['database', 'user', 'state'],

@@ -79,7 +79,13 @@ export type CloseReason =
   | 'pool_closed'
   | 'server_closed'
   | 'login_failed'
-  | 'temp_objects';
+  | 'temp_objects'
+  /** Its host's role no longer fits the entry's target_session_attrs (pool/hosts.ts). */
+  | 'wrong_role'
+  /** Its host, a standby, is further behind than max_replica_lag. */
+  | 'replica_lag'
+  /** prefer-standby: on a primary while a standby can serve again. */
+  | 'standby_available';
 
 /** What a linked client must provide to receive the server's bytes. */
 export interface ServerPeer {
@@ -208,6 +214,11 @@ export class ServerConnection implements FrameSink {
     this.socket.on('data', this.onDataBound);
     this.socket.on('error', this.onErrorBound);
     this.socket.on('close', this.onCloseBound);
+  }
+
+  /** The socket is closed or closing. */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /** The pool list it is on. */

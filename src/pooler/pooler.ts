@@ -27,7 +27,7 @@ import { Runtime } from './runtime.js';
 import { planLogin, type Destination, type LoginContext } from './login-policy.js';
 import { applyToPools, configurationOf, readConfiguration, withSetting, type Configuration } from './reload.js';
 import { poolSettings } from './settings.js';
-import { addressOf, credentialsFor, type Address } from './server-targets.js';
+import { addressesOf, credentialsFor, type Address } from './server-targets.js';
 import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
 
 export { removeStaleSocket } from './runtime.js';
@@ -206,10 +206,9 @@ export class Pooler implements ClientHost {
     const serverUser = entry.user ?? client.user;
     const credentials = credentialsFor(entry, { user: client.user, lookedUpSecret: destination.lookedUpSecret, scramClientKey: client.scramClientKey }, userlist, config.embedded_password);
     const { pool, created } = this.registry.poolFor(name, serverUser, () => {
-      const address = addressOf(entry, this.embedded);
       return new Pool(
         `${name}/${serverUser}`,
-        { host: address.host, port: address.port, database: entry.dbname ?? name, user: serverUser },
+        { hosts: addressesOf(entry, this.embedded), database: entry.dbname ?? name, user: serverUser },
         poolSettings(config, entry, serverUser, tls.server),
         credentials,
         () => this.mayOpen(name, serverUser),

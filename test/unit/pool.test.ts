@@ -63,13 +63,14 @@ const SETTINGS: PoolSettings = {
   loginRetryMs: 1000,
   socket: { keepalive: false, keepIdle: 0, keepInterval: 0, keepCount: 0, userTimeout: 0 } as PoolSettings['socket'],
   tls: { mode: 'disable', context: null } as unknown as PoolSettings['tls'],
+  hosts: { attrs: 'any', balance: 'round-robin', maxLag: null, checkIntervalMs: 0, retryMs: 1000 },
 };
 
 function makePool(settings: Partial<PoolSettings> = {}): { pool: Pool; made: FakeServer[] } {
   const made: FakeServer[] = [];
   const pool = new Pool(
     'db/user',
-    { host: '127.0.0.1', port: 1, database: 'db', user: 'user' },
+    { hosts: [{ host: '127.0.0.1', port: 1 }], database: 'db', user: 'user' },
     { ...SETTINGS, ...settings },
     { kind: 'none' },
     () => true,
