@@ -198,7 +198,9 @@ export class HostSet {
       if (h.downUntil <= now && !h.lagging) up.push(h);
     }
     const facts = (h: HostState) => (p.checkIntervalMs > 0 || h.factsUntil > now ? h.facts : null);
-    if (p.attrs === 'prefer-standby') return up.find((h) => facts(h)?.standby !== false) ?? up[0];
+    // prefer-standby as libpq: standbys first (known, then not yet known), a primary only when no
+    // host can be a standby.
+    if (p.attrs === 'prefer-standby') return up.find((h) => facts(h)?.standby === true) ?? up.find((h) => facts(h) === null) ?? up[0];
     return up.find((h) => {
       const f = facts(h);
       return f === null || acceptsFacts(p.attrs, f);
@@ -253,12 +255,17 @@ export class HostSet {
     const facts = factsFromStatus(server.status) ?? h?.facts ?? null;
     if (facts && !acceptsFacts(p.attrs, facts)) return 'wrong_role';
     if (h?.lagging) return 'replica_lag';
-    if (p.attrs === 'prefer-standby' && facts && !facts.standby && this.standbyAvailable(now)) return 'standby_available';
+    if (p.attrs === 'prefer-standby' && facts && !facts.standby && this.standbyPossible(now)) return 'standby_available';
     return null;
   }
 
-  private standbyAvailable(now: number): boolean {
-    return this.hosts.some((h) => h.facts?.standby === true && !h.lagging && h.downUntil <= now);
+  /** Some host that is up and not lagging is a standby, or has not been asked yet. */
+  private standbyPossible(now: number): boolean {
+    const p = this.policy();
+    return this.hosts.some((h) => {
+      const facts = p.checkIntervalMs > 0 || h.factsUntil > now ? h.facts : null;
+      return facts?.standby !== false && !h.lagging && h.downUntil <= now;
+    });
   }
 
   /** For an error when no host fits: each host and what is known of it. */
