@@ -28,6 +28,7 @@ import { planLogin, type Destination, type LoginContext } from './login-policy.j
 import { applyToPools, configurationOf, readConfiguration, withSetting, type Configuration } from './reload.js';
 import { poolSettings } from './settings.js';
 import { addressesOf, credentialsFor, type Address } from './server-targets.js';
+import { routeCancel, forwardCancel } from './peers.js';
 import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
 
 export { removeStaleSocket } from './runtime.js';
@@ -230,7 +231,19 @@ export class Pooler implements ClientHost {
     return (maxDb === 0 || open.database < maxDb) && (maxUser === 0 || open.user < maxUser);
   }
 
-  cancel(pid: number, secret: number): void {
+  get peerId(): number {
+    return this.config.peer_id;
+  }
+
+  cancel(pid: number, keySecret: number): void {
+    // Another instance's client (peering): sent on to that peer, or dropped.
+    const route = routeCancel(this.config, keySecret);
+    if (route.kind === 'drop') return log.info({ reason: route.reason }, 'cancel request dropped: its key is not one of ours');
+    if (route.kind === 'forward') {
+      log.info({ peer: route.peerId }, 'cancel request for another instance; forwarding it to its peer');
+      return forwardCancel(route, pid);
+    }
+    const secret = route.secret;
     // Another worker's client (workers > 1): the key names the worker; the primary passes it on.
     if (workerOfPid(pid) !== workerIndex) {
       log.info({ worker: workerOfPid(pid) }, 'cancel request for another worker; forwarding it');
