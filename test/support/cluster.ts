@@ -463,15 +463,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         live.delete(entry);
         killNow(entry); // no-op stop if already down; also SIGQUITs a stuck server and removes the folder
       },
-      async query(sql, params, db = 'postgres') {
-        if (stopped) throw new Error('cluster is stopped');
-        const client = await connect(db);
-        try {
-          return await client.query(sql, params as unknown[] | undefined);
-        } finally {
-          await client.end().catch(() => {});
-        }
-      },
+      query: (sql, params, db = 'postgres') => (stopped ? Promise.reject(new Error('cluster is stopped')) : queryOnce(connect, sql, params, db)),
       async restart(mode = 'fast') {
         if (stopped) throw new Error('cluster is stopped');
         const r = await run(
@@ -491,6 +483,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       /* keep the original error */
     }
     throw err;
+  }
+}
+
+/** One statement on a fresh connection, closed afterwards. */
+async function queryOnce(connect: (db: string) => Promise<pg.Client>, sql: string, params: unknown[] | undefined, db: string): Promise<pg.QueryResult> {
+  const client = await connect(db);
+  try {
+    return await client.query(sql, params);
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 
@@ -568,15 +570,7 @@ export async function startStandby(primary: Cluster): Promise<Standby> {
       live.delete(entry);
       killNow(entry);
     },
-    async query(sql, params, db = 'postgres') {
-      if (stopped) throw new Error('cluster is stopped');
-      const client = await connect(db);
-      try {
-        return await client.query(sql, params as unknown[] | undefined);
-      } finally {
-        await client.end().catch(() => {});
-      }
-    },
+    query: (sql, params, db = 'postgres') => (stopped ? Promise.reject(new Error('cluster is stopped')) : queryOnce(connect, sql, params, db)),
     async restart(mode = 'fast') {
       const r = await run(path.join(binDir, 'pg_ctl'), ['restart', '-m', mode, '-w', '-t', '60', '-D', dataDir, '-l', logFile], root);
       if (r.code !== 0) throw new Error(`pg_ctl restart failed (${r.code}):\n${r.output}`);
