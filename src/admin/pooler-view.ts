@@ -18,6 +18,7 @@ import { suspension } from '../net/suspension.js';
 import { describeTls } from '../tls/contexts.js';
 import type { MetricsSnapshot } from '../metrics/snapshot.js';
 import type { Readiness } from '../metrics/health.js';
+import { parseHostList } from '../pool/hosts.js';
 
 const STATS_PERIOD_MS = 60_000;
 
@@ -124,6 +125,7 @@ export class PoolerAdminView implements AdminView, OperationMethods {
         maxwait: seconds,
         maxwait_us: micros,
         pool_mode: pool.settings.mode,
+        load_balance_hosts: pool.target.hosts.length > 1 ? pool.settings.hosts.balance : null,
       };
     });
   }
@@ -180,6 +182,7 @@ export class PoolerAdminView implements AdminView, OperationMethods {
           application_name: s.target.params.get('application_name') ?? '',
           prepared_statements: 0,
           id: s.id,
+          role: pool.roleOf(s),
         });
       }
     }
@@ -193,8 +196,10 @@ export class PoolerAdminView implements AdminView, OperationMethods {
       const limits = databaseLimits(c, d);
       return {
         name,
+        // A host list as written (as PgBouncer shows it); the first host's port (the column is an integer).
         host: d.embedded ? '127.0.0.1' : (d.host ?? null),
-        port: d.port ?? 0,
+        port: d.embedded ? 0 : parseHostList(d.host, d.port)[0]!.port,
+        load_balance_hosts: !d.embedded && d.host.includes(',') ? (d.load_balance_hosts ?? 'round-robin') : null,
         database: d.dbname ?? name,
         force_user: d.user ?? null,
         pool_size: limits.poolSize,

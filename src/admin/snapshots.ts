@@ -82,6 +82,8 @@ export interface ConnectionSnapshot {
   link: string;
   /** Servers: the backend PID from BackendKeyData. Clients: PID over a Unix socket if known, else 0. */
   remote_pid: number;
+  /** SHOW SERVERS only: the role of the server's host (primary, standby, unknown). */
+  role?: string;
   /** TLS description ('TLSv1.3/TLS_AES_256_GCM_SHA384' ...), '' when not TLS. */
   tls: string;
   /** Clients: their application_name. Servers: the linked client's, '' when none. */

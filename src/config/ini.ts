@@ -49,7 +49,7 @@ const USER_PARAMS = new Set(
 // File settings: relative paths resolve against the folder of the ini that names them.
 const PATH_SETTINGS = new Set(['auth_file', 'auth_hba_file', 'auth_ident_file', ...TLS_FILE_SETTINGS]);
 // The sections the object form keeps elsewhere; they cannot be a single [pgbouncer] line.
-const NOT_SETTINGS = new Set(['$schema', 'databases', 'users']);
+const NOT_SETTINGS = new Set(['$schema', 'databases', 'users', 'peers']);
 const SECTIONS = ['pgbouncer', 'databases', 'users', 'peers'];
 const BOOLEANS: Record<string, boolean> = { yes: true, on: true, true: true, no: false, off: false, false: false };
 // PgBouncer's compiled-in unix_socket_dir; distributions that use another set it in the ini.
@@ -155,7 +155,6 @@ function readLine(state: State, line: string, loc: string, dir: string, shown: s
     const section = /^\[([^\]]*)\]\s*(?:[;#].*)?$/.exec(line)?.[1]?.trim();
     if (section === undefined) throw new ConfigError(`${loc}: expected a section header like [pgbouncer]`);
     if (!SECTIONS.includes(section)) throw new ConfigError(`${loc}: unknown section [${section}] (expected [pgbouncer], [databases], [users] or [peers])`);
-    if (section === 'peers') state.warnings.push(`${loc}: section [peers] is not supported by Tessera (no cancel forwarding between processes) and is ignored`);
     state.section = section;
     return;
   }
@@ -174,7 +173,8 @@ function readLine(state: State, line: string, loc: string, dir: string, shown: s
       return database(state, key, value, loc);
     case 'users':
       return user(state, key, value, loc);
-    // [peers] was reported once, at its header.
+    case 'peers':
+      return peer(state, key, value, loc);
   }
 }
 
@@ -212,12 +212,18 @@ function database(state: State, name: string, value: string, loc: string): void 
     if (key === 'reserve_pool') key = 'reserve_pool_size'; // PgBouncer's older name
     const schema = (DatabaseSchema.properties as Record<string, TSchema>)[key];
     if (key === 'host') {
+      // A comma list (a primary and its standbys) stays one string; pool/hosts.ts reads it.
       const hosts = raw.split(',').map((h) => h.trim());
-      raw = hosts[0]!;
-      if (hosts.length > 1) state.warnings.push(`${loc}: ${label}: host list of ${hosts.length} hosts: only the first (${raw}) is used, Tessera does not spread connections over a host list yet`);
-      if (raw === '' || raw.startsWith('@')) throw new ConfigError(`${loc}: ${label}: host: expected a host name, address or socket folder${raw ? ' (abstract "@" sockets are not supported)' : ''}`);
+      const bad = hosts.find((h) => h === '' || h.startsWith('@'));
+      if (bad !== undefined) throw new ConfigError(`${loc}: ${label}: host: expected a host name, address or socket folder${bad ? ' (abstract "@" sockets are not supported)' : ''}`);
+      raw = hosts.join(',');
     }
-    if (schema) entry[key] = convert(schema, raw, loc, `${label}: ${key}`, key === 'password');
+    if (key === 'port') {
+      // One port is a number; a list (one per host) stays text for the loader to pair with the hosts.
+      if (!/^\d+(,\d+)*$/.test(raw)) throw new ConfigError(`${loc}: ${label}: port: expected an integer or a comma list of them, got ${JSON.stringify(raw)}`);
+      if (/^\d+$/.test(raw)) raw = String(Number(raw));
+      entry.port = raw.includes(',') ? raw : Number(raw);
+    } else if (schema) entry[key] = convert(schema, raw, loc, `${label}: ${key}`, key === 'password');
     else if (DATABASE_PARAMS.has(key)) state.warnings.push(`${loc}: ${label}: parameter "${key}" is not supported by Tessera and is ignored`);
     else throw new ConfigError(`${loc}: ${label}: unknown parameter "${key}"`);
     state.where.set(keyPath(['databases', name, key]), loc);
@@ -240,6 +246,22 @@ function user(state: State, name: string, value: string, loc: string): void {
   }
   state.json.users[name] = entry;
   state.where.set(keyPath(['users', name]), loc);
+}
+
+/** `[peers]`: `2 = host=10.0.0.2 port=6432`, PgBouncer's form (its pool_size is not used here). */
+function peer(state: State, id: string, value: string, loc: string): void {
+  const label = `peer "${id}"`;
+  if (!/^[1-9]\d*$/.test(id)) throw new ConfigError(`${loc}: ${label}: expected a peer_id, a number from 1 to 16383`);
+  const entry: Json = {};
+  for (const [key, raw] of connString(value, loc, label)) {
+    if (key === 'host') entry.host = raw;
+    else if (key === 'port') entry.port = /^\d+$/.test(raw) ? Number(raw) : raw;
+    else if (key === 'pool_size') state.warnings.push(`${loc}: ${label}: parameter "pool_size" is not needed (Tessera opens one connection per forwarded cancel) and is ignored`);
+    else throw new ConfigError(`${loc}: ${label}: unknown parameter "${key}"`);
+  }
+  (state.json.peers ??= {}) as Json;
+  (state.json.peers as Json)[id] = entry;
+  state.where.set(keyPath(['peers', id]), loc);
 }
 
 /** Splits `key=value key2='it''s quoted'` as PgBouncer's loader does; errors never quote the text. */

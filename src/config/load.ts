@@ -8,6 +8,7 @@ import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { ConfigSchema, DatabaseSchema, TLS_FILE_SETTINGS, type Config, type DatabaseConfig } from './schema.js';
 import { clientTlsFrom, serverTlsFrom, TlsSettingError } from '../tls/contexts.js';
 import { resolveSessionSql, sessionSqlProblem, hasTickets } from './session-presets.js';
+import { parseHostList, parseReplicaLag, HostListError } from '../pool/hosts.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -74,6 +75,13 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     }
     const resolved = Value.Default(DatabaseSchema, entry) as Record<string, unknown>;
     if (embedded) delete resolved.port;
+    try {
+      if (!embedded) parseHostList(resolved.host as string, resolved.port as number | string);
+      if (entry.max_replica_lag !== undefined) parseReplicaLag(entry.max_replica_lag as string);
+    } catch (err) {
+      if (err instanceof HostListError) fail(`${where}.${err.key}`, err.message);
+      throw err;
+    }
     config.databases[name] = resolved as DatabaseConfig;
   }
 
@@ -167,6 +175,7 @@ function expected(schema: TSchema): string {
       return kind;
     }
     case 'String':
+      if (schema.title) return schema.title;
       return schema.minLength ? 'non-empty string' : 'string';
     case 'Boolean':
       return 'true or false';

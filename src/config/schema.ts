@@ -35,8 +35,28 @@ const UserList = (description: string) =>
 
 export const DatabaseSchema = Type.Object(
   {
-    host: Type.Optional(nonEmpty('Server host name or IP address; give either host or "embedded": true.')),
-    port: Type.Optional(portNumber({ default: 5432, description: 'Server port; not used with "embedded": true.' })),
+    host: Type.Optional(
+      nonEmpty('Server host name, IP address or Unix socket folder, or a comma-separated list of them (a primary and its standbys); give either host or "embedded": true.'),
+    ),
+    port: Type.Optional(
+      Type.Union([portNumber({ description: 'One port for every host.' }), Type.String({ pattern: '^\\s*\\d+\\s*(,\\s*\\d+\\s*)*$', title: 'comma-separated list of ports', description: 'A comma-separated list: one port per host.' })], {
+        default: 5432,
+        description: 'Server port, or a comma-separated list with one port per host; not used with "embedded": true.',
+      }),
+    ),
+    load_balance_hosts: Type.Optional(
+      Type.Union([Type.Literal('disable'), Type.Literal('round-robin')], {
+        description: 'With a host list: round-robin (the default, as PgBouncer) spreads new server connections over the hosts; disable tries them in the order written, as libpq does.',
+      }),
+    ),
+    target_session_attrs: Type.Optional(
+      Type.Union([Type.Literal('any'), Type.Literal('read-write'), Type.Literal('read-only'), Type.Literal('primary'), Type.Literal('standby'), Type.Literal('prefer-standby')], {
+        description: "Which hosts of the list may serve this entry, with libpq's meanings: any (default), read-write, read-only, primary, standby, prefer-standby (a standby, else any host). Checked at every server login and every role_check_interval.",
+      }),
+    ),
+    max_replica_lag: Type.Optional(
+      nonEmpty('A standby further behind than this is not used for new transactions until it catches up: replayed WAL behind received WAL ("16MB", units B, kB, MB, GB) or age of the last replayed commit while replay is behind ("10s", units ms, s, min). Unset: no limit (Tessera setting).'),
+    ),
     embedded: Type.Optional(Type.Boolean({ default: false, description: 'Start an embedded PostgreSQL for this entry instead of connecting to host and port.' })),
     dbname: Type.Optional(nonEmpty('Database name on the server; defaults to the entry name, or for "*" to the name the client asked for.')),
     user: Type.Optional(nonEmpty('Server user every client of this database connects as, whatever user it logged in with.')),
@@ -197,6 +217,26 @@ export const ConfigSchema = Type.Object(
         description: 'Processes sharing the listening port, each with its own pools; limits (pool sizes, max_client_conn, ...) are split between them so the totals stay as configured (Tessera setting, like PgBouncer peering on one host).',
       }),
     ),
+    role_check_interval: seconds(
+      5,
+      'Seconds between checks of each host\'s role and replay lag, for databases with target_session_attrs other than any or with max_replica_lag, over one extra server connection per host and pool; 0 checks only at each server login (Tessera setting).',
+    ),
+    peer_id: setting(
+      Type.Integer({ minimum: 0, maximum: 16383, default: 0, description: 'This instance\'s number among several Tessera (or PgBouncer) instances behind one address; its cancel keys carry it, so a cancel request that lands on another instance is forwarded here. 0: no peering.' }),
+    ),
+    peers: setting(
+      Type.Record(
+        Type.String({ pattern: '^[1-9][0-9]*$' }),
+        Type.Object(
+          {
+            host: nonEmpty('Address of the peer instance (or a Unix socket folder).'),
+            port: Type.Optional(portNumber({ default: 6432, description: 'Its listen_port.' })),
+          },
+          { additionalProperties: false },
+        ),
+        { default: {}, description: 'The other instances by peer_id: { "2": { "host": "10.0.0.2", "port": 6432 } }. A cancel request whose key names one of them is forwarded there; keys naming any other id are dropped.' },
+      ),
+    ),
     shutdown_timeout: seconds(30, 'Seconds SIGTERM waits for clients to leave (and SIGINT for servers to be released) before closing them (Tessera setting, not PgBouncer).'),
 
     session_tokens: setting(
@@ -262,13 +302,14 @@ export type UserConfig = Static<typeof UserSchema>;
 type DatabaseCommon = Omit<DatabaseInput, 'host' | 'port' | 'embedded'>;
 
 /**
- * A resolved database entry: either a real server (host + port) or an embedded one.
+ * A resolved database entry: either real servers (host + port, each possibly a comma list,
+ * checked by the loader to pair up; pool/hosts.ts parseHostList reads them) or an embedded one.
  * dbname stays undefined when not set: it means the entry's name, or for "*" the
  * name the client asked for, which only the caller knows.
  * Pool settings left undefined inherit the global ones.
  */
 export type DatabaseConfig =
-  | (DatabaseCommon & { embedded: false; host: string; port: number })
+  | (DatabaseCommon & { embedded: false; host: string; port: number | string })
   | (DatabaseCommon & { embedded: true; host?: undefined; port?: undefined });
 
 export const TLS_FILE_SETTINGS = ['client_tls_key_file', 'client_tls_cert_file', 'client_tls_ca_file', 'server_tls_ca_file', 'server_tls_key_file', 'server_tls_cert_file'] as const;

@@ -61,6 +61,10 @@ export interface ClientHost {
   /** A session-token login succeeded on `server`: learn the session's accessor, then `done`. */
   identifySession(sessionId: string, server: ServerConnection, done: () => void): void;
   cancel(pid: number, secret: number): void;
+  /** This instance's peer_id (0: no peering); cancel keys carry it. */
+  readonly peerId: number;
+  /** Shutting down: a transaction-mode client is closed as its transaction ends (rolling restarts). */
+  readonly isStopping: boolean;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
   adminQuery(client: ClientConnection, sql: string): Promise<Buffer>;
@@ -176,11 +180,19 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   /** A fresh random cancel key (the proxy draws again when a pid is already taken). */
   rekey(): void {
-    ({ pid: this.pid, secret: this.secret } = newCancelKey());
+    ({ pid: this.pid, secret: this.secret } = newCancelKey(this.host.peerId));
   }
 
   get isWaiting(): boolean {
     return this.waiting;
+  }
+
+  /**
+   * A transaction-mode client between its transactions: no server, nothing sent or held that
+   * waits for one. Closing it now fails nothing (a rolling restart closes clients here).
+   */
+  get betweenTransactions(): boolean {
+    return this.phase === ClientPhase.Ready && !this.admin && this.server === null && !this.waiting && this.held.empty && this.framer.atBoundary && this.pool?.settings.mode === 'transaction';
   }
 
   get mode(): 'session' | 'transaction' {
@@ -699,6 +711,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
       this.releaseServer();
       relay.onIdle();
+      // Shutting down: the FIN follows the ReadyForQuery, so a driver sees the close before it
+      // could start another transaction here, and reconnects (through its load balancer) elsewhere.
+      if (this.host.isStopping && this.betweenTransactions) this.close();
     }
   }
 

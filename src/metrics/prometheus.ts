@@ -101,6 +101,8 @@ export function renderTessera(s: MetricsSnapshot, build: BuildInfo): string {
     out.sample('tessera_pool_servers', { ...poolLabels(p), state: 'active' }, p.servers_active);
     out.sample('tessera_pool_servers', { ...poolLabels(p), state: 'cleanup' }, p.servers_cleanup);
   }
+  out.family('tessera_pool_servers_by_host', 'gauge', 'Server connections by pool, host (host:port) and the role of that host (primary, standby, unknown).');
+  for (const p of pools) for (const h of p.servers_by_host) out.sample('tessera_pool_servers_by_host', { ...poolLabels(p), host: h.host, role: h.role }, h.n);
   out.each('tessera_pool_size', 'gauge', 'Server connections the pool may open (pool_size; summed over the workers that have the pool).', pools, poolLabels, (p) => p.pool_size);
   out.each('tessera_pool_reserve_size', 'gauge', 'Extra server connections the pool may open when clients wait (reserve_pool_size).', pools, poolLabels, (p) => p.reserve_size);
   out.each('tessera_pool_min_size', 'gauge', 'Server connections kept open even when idle (min_pool_size).', pools, poolLabels, (p) => p.min_pool_size);

@@ -19,6 +19,8 @@ export interface PoolFigures {
   servers_idle: number;
   servers_active: number;
   servers_cleanup: number;
+  /** Server connections by "host:port" and the role of that host (primary, standby, unknown). */
+  servers_by_host: { host: string; role: string; n: number }[];
   max_wait_seconds: number;
   /** Limits as this process applies them (its share with workers > 1; the sum is the configured total). */
   pool_size: number;
@@ -118,6 +120,7 @@ export function takeSnapshot(pooler: ObservedPooler): MetricsSnapshot {
       servers_idle: pool.count(ServerState.Idle),
       servers_active: pool.count(ServerState.Active),
       servers_cleanup: pool.count(ServerState.Cleanup),
+      servers_by_host: serversByHost(pool),
       max_wait_seconds: pool.maxWaitMs(now) / 1000,
       pool_size: pool.settings.size,
       reserve_size: pool.settings.reserveSize,
@@ -152,6 +155,20 @@ export function takeSnapshot(pooler: ObservedPooler): MetricsSnapshot {
     accessors: st.accounting.accessorSeries(),
     server_closes: serverCloses,
   };
+}
+
+/** A pool's servers counted by host and that host's role (host lists, issue 19). */
+function serversByHost(pool: Pool): PoolFigures['servers_by_host'] {
+  const counts = new Map<string, PoolFigures['servers_by_host'][number]>();
+  for (const s of pool.servers) {
+    const host = `${s.target.host}:${s.target.port}`;
+    const role = pool.roleOf(s);
+    const key = `${host}\u0000${role}`;
+    const kept = counts.get(key);
+    if (kept) kept.n++;
+    else counts.set(key, { host, role, n: 1 });
+  }
+  return [...counts.values()];
 }
 
 const POOL_SUMS = [
@@ -207,8 +224,13 @@ export function mergeMetrics(snaps: readonly MetricsSnapshot[]): MetricsSnapshot
       const key = `${p.database}\u0000${p.user}`;
       const kept = pools.get(key);
       if (!kept) {
-        pools.set(key, { ...p, transaction_times: [...p.transaction_times], wait_times: [...p.wait_times] });
+        pools.set(key, { ...p, servers_by_host: p.servers_by_host.map((h) => ({ ...h })), transaction_times: [...p.transaction_times], wait_times: [...p.wait_times] });
         continue;
+      }
+      for (const h of p.servers_by_host) {
+        const same = kept.servers_by_host.find((k) => k.host === h.host && k.role === h.role);
+        if (same) same.n += h.n;
+        else kept.servers_by_host.push({ ...h });
       }
       for (const f of POOL_SUMS) kept[f] += p[f];
       kept.max_wait_seconds = Math.max(kept.max_wait_seconds, p.max_wait_seconds);

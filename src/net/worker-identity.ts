@@ -49,15 +49,45 @@ function random8(): Buffer {
   return key;
 }
 
+/** peer_id's place in a peered key's secret: bits 30..17; bit 31 marks a forwarded request. */
+const PEER_SHIFT = 17;
+const PEER_MASK = 0x3fff;
+const SECRET_RANDOM = (1 << PEER_SHIFT) - 1;
+const FORWARDED = 0x80000000;
+
 /**
  * A client's BackendKeyData: 7 bits of the pid name the worker (a cancel request may reach any
- * worker, which forwards it), the other 24 and the whole 32-bit secret are random.
+ * worker, which forwards it), the other 24 and the whole 32-bit secret are random. With peering
+ * (`peerId` > 0) 14 bits of the secret name the instance, so another instance behind the same
+ * load balancer can forward the request; 17 stay random, and bit 31 is left clear for the
+ * forwarded mark. That is 41 random bits with workers, 48 without: each guess costs a TCP
+ * connection, and a wrong key is dropped without an answer.
  */
-export function newCancelKey(): { pid: number; secret: number } {
+export function newCancelKey(peerId = 0): { pid: number; secret: number } {
   const key = random8();
   const random = key.readUInt32BE(0) & 0xffffff;
   const pid = workerCount > 1 ? (workerIndex << 24) | random : key.readInt32BE(0) & 0x7fffffff;
-  return { pid: pid || 1, secret: key.readInt32BE(4) };
+  const secret = peerId > 0 ? ((peerId & PEER_MASK) << PEER_SHIFT) | (key.readInt32BE(4) & SECRET_RANDOM) : key.readInt32BE(4);
+  return { pid: pid || 1, secret };
+}
+
+/** The peer_id a peered key names (meaningful only when this instance has a peer_id). */
+export function peerOfSecret(secret: number): number {
+  return (secret >>> PEER_SHIFT) & PEER_MASK;
+}
+
+/** A forwarded request carries the mark, so it is never forwarded again (no loops between misconfigured peers). */
+export function markForwarded(secret: number): number {
+  return (secret | FORWARDED) | 0;
+}
+
+export function isForwarded(secret: number): boolean {
+  return (secret & FORWARDED) !== 0;
+}
+
+/** The key as it was issued. */
+export function withoutForwardMark(secret: number): number {
+  return secret & 0x7fffffff;
 }
 
 export function workerOfPid(pid: number, workers = workerCount): number {

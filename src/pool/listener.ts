@@ -178,20 +178,10 @@ export class PoolListener implements ServerPeer, FrameSink {
 
   private connect(): void {
     const pool = this.pool;
-    const s = pool.settings;
+    const target = pool.targetForOwnConnection(new Map([['application_name', LISTENER_APPLICATION_NAME]]));
+    if (!target) return this.retryLater(); // no host may serve now (host lists)
     this.connecting = true;
-    const server = new ServerConnection(
-      {
-        ...pool.target,
-        credentials: pool.credentials,
-        params: new Map([['application_name', LISTENER_APPLICATION_NAME]]),
-        connectTimeoutMs: s.connectTimeoutMs,
-        socket: s.socket,
-        tls: s.tls,
-      },
-      'listener',
-      () => {},
-    );
+    const server = new ServerConnection(target, 'listener', () => {});
     server.login().then(
       () => {
         this.connecting = false;

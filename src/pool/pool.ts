@@ -23,6 +23,7 @@ import { dropsAllStatements, KnownStatements } from './prepared.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
+import { HostSet, HostMonitor, factsFromStatus, ROLE_QUERY, type HostAddress, type HostPolicy } from './hosts.js';
 
 /**
  * What DISCARD ALL does except DISCARD PLANS (PostgreSQL's documentation of DISCARD lists DISCARD
@@ -85,6 +86,8 @@ export interface PoolSettings {
   socket: SocketOptions;
   /** server_tls_sslmode and its context (a RELOAD swaps it for new servers). */
   tls: ServerTls;
+  /** target_session_attrs, load_balance_hosts, max_replica_lag and the role check's interval. */
+  hosts: HostPolicy;
 }
 
 export interface TicketQueries {
@@ -98,10 +101,9 @@ export interface TicketQueries {
 
 export type ServerFactory = (target: ServerTarget, variant: string, onClosed: (server: ServerConnection) => void, counters: PoolCounters) => ServerConnection;
 
-/** Where the pool's servers live and who they log in as. */
+/** Where the pool's servers live (one host or a list, see hosts.ts) and who they log in as. */
 export interface PoolTarget {
-  host: string;
-  port: number;
+  hosts: readonly HostAddress[];
   database: string;
   user: string;
 }
@@ -211,10 +213,14 @@ export class Pool {
   private readonly revocations: string[] = [];
   private revoking = false;
 
+  /** What is known of each host of the target: the one owner of roles, lag and failures. */
+  private hostSet!: HostSet;
+  private monitor: HostMonitor | null = null;
+  private currentTarget!: PoolTarget;
+
   constructor(
     readonly name: string,
-    /** Changed by RELOAD when the database entry's address changes (with reconnect()). */
-    public target: PoolTarget,
+    target: PoolTarget,
     public settings: PoolSettings,
     /** How the pool's servers authenticate; updated when a client proves SCRAM keys. */
     public credentials: ServerCredentials,
@@ -222,7 +228,27 @@ export class Pool {
     private readonly mayOpen: () => boolean = () => true,
     /** Makes a server connection (a test gives one that runs no PostgreSQL). */
     private readonly newServer: ServerFactory = (target, variant, onClosed, counters) => new ServerConnection(target, variant, onClosed, counters),
-  ) {}
+  ) {
+    this.target = target;
+  }
+
+  get target(): PoolTarget {
+    return this.currentTarget;
+  }
+
+  /** RELOAD with a changed address: a fresh host set (what was known was of other hosts); then reconnect(). */
+  set target(target: PoolTarget) {
+    this.currentTarget = target;
+    this.monitor?.stop();
+    const policy = () => this.settings.hosts;
+    this.hostSet = new HostSet(target.hosts, policy);
+    this.monitor = new HostMonitor(this.hostSet, policy, (address) => this.newServer(this.serverTarget(address, new Map([['application_name', 'tessera role check']])), '', () => {}, zeroPoolCounters()), () => this.onHostsChanged());
+  }
+
+  /** SHOW SERVERS / metrics: the role of the server's host (primary, standby or unknown). */
+  roleOf(server: ServerConnection): string {
+    return this.hostSet.roleOf(server);
+  }
 
   /** How many servers are on a list (SHOW POOLS, metrics). */
   count(state: ServerState): number {
@@ -266,7 +292,8 @@ export class Pool {
   /** Gives the client a server now or when one is free; answers through the client's callbacks. */
   acquire(client: PoolClient): void {
     this.lastParams = client.serverParams;
-    const server = this.paused ? null : this.takeIdle(client.variant, client.sessionId);
+    let server = this.paused ? null : this.takeIdle(client.variant, client.sessionId);
+    while (server && this.letGoIfMisplaced(server)) server = this.takeIdle(client.variant, client.sessionId);
     if (server && this.needsCheck(server)) {
       // Long idle: make sure it still answers before anyone relies on it; the client waits.
       client.waitingSince = Date.now();
@@ -474,6 +501,16 @@ export class Pool {
       const tooOld = s.lifetimeMs > 0 && now - server.createdAt > s.lifetimeMs;
       if (tooIdle || tooOld) this.retire(server, tooOld ? 'lifetime' : 'idle_timeout');
     }
+    this.monitor?.tick(now);
+    // No host fits target_session_attrs (or every one is down): after server_connect_timeout a
+    // waiting client hears so, instead of waiting out query_wait_timeout for nothing.
+    if (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.connectTimeoutMs && !this.hostSet.hasCandidate(now)) {
+      const error = PgError.fatal(
+        SqlState.ConnectionFailure,
+        `no server for "${this.name}" matches target_session_attrs "${s.hosts.attrs}" (${this.hostSet.describe()})`,
+      );
+      while (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.connectTimeoutMs) this.waiters.shift()!.onServerFailed(error);
+    }
     // Clients that waited too long get PgBouncer's error.
     if (s.queryWaitTimeoutMs > 0) {
       while (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.queryWaitTimeoutMs) {
@@ -484,7 +521,7 @@ export class Pool {
     // Keep min_pool_size servers, started with the parameters the latest client used.
     if (!this.closed) {
       const variant = variantOf(this.lastParams);
-      while (this.servers.size < s.minSize && !this.recentLoginFailure(variant, now) && this.mayOpen()) this.launch(this.lastParams);
+      while (this.servers.size < s.minSize && !this.recentLoginFailure(variant, now) && this.mayOpen() && this.launch(this.lastParams));
     }
     this.grow(now);
   }
@@ -492,6 +529,7 @@ export class Pool {
   /** Closes every server not in use; waiting clients get an error; servers in use close when released. */
   close(): void {
     this.closed = true;
+    this.monitor?.stop();
     for (const w of this.waiters.splice(0)) {
       w.onServerFailed(PgError.fatal(SqlState.AdminShutdown, 'the pooler is shutting down'));
     }
@@ -576,6 +614,7 @@ export class Pool {
     const now = Date.now();
     if (this.settings.lifetimeMs > 0 && now - server.createdAt > this.settings.lifetimeMs) return this.closeServer(server, 'lifetime');
     if (server.createdAt < this.retireBefore) return this.closeServer(server, 'reconnect');
+    if (this.letGoIfMisplaced(server)) return;
     if (this.revocations.length > 0 && !this.revoking && !this.paused && this.settings.tickets) return this.revokeOn(server);
     for (let i = 0; !this.paused && i < this.waiters.length; i++) {
       const client = this.waiters[i];
@@ -585,6 +624,22 @@ export class Pool {
       }
     }
     this.move(server, ServerState.Idle);
+    this.grow();
+  }
+
+  /** A server whose host no longer fits the entry (role, lag) is closed; true if it was. */
+  private letGoIfMisplaced(server: ServerConnection): boolean {
+    if (!this.hostSet.roleSensitive) return false;
+    const mismatch = this.hostSet.mismatch(server);
+    if (mismatch === null) return false;
+    log.info({ pool: this.name, server: server.id, host: server.target.host, port: server.target.port, reason: mismatch }, 'server closed: its host no longer fits target_session_attrs / max_replica_lag');
+    this.closeServer(server, mismatch);
+    return true;
+  }
+
+  /** The monitor saw a host change role or lag state: idle servers that no longer fit go now. */
+  private onHostsChanged(): void {
+    for (const server of [...this.idle]) this.letGoIfMisplaced(server);
     this.grow();
   }
 
@@ -611,7 +666,7 @@ export class Pool {
         this.retire(victim, 'made_room');
         if (!this.mayOpen()) return;
       }
-      this.launch(client.serverParams);
+      if (!this.launch(client.serverParams)) return; // no host may serve now
     }
   }
 
@@ -628,22 +683,44 @@ export class Pool {
     return false;
   }
 
-  private launch(params: ReadonlyMap<string, string>): void {
-    const variant = variantOf(params);
-    const target: ServerTarget = {
-      ...this.target,
+  /**
+   * Where a connection of the pool's own (not a pooled server: the LISTEN connection) logs in:
+   * the host the host set would pick now, as the pool's servers log in; null when none may serve.
+   */
+  targetForOwnConnection(params: ReadonlyMap<string, string>): ServerTarget | null {
+    const address = this.hostSet.next();
+    return address ? this.serverTarget(address, params) : null;
+  }
+
+  private serverTarget(address: HostAddress, params: ReadonlyMap<string, string>): ServerTarget {
+    return {
+      host: address.host,
+      port: address.port,
+      database: this.target.database,
+      user: this.target.user,
       credentials: this.credentials,
       params,
       connectTimeoutMs: this.settings.connectTimeoutMs,
       socket: this.settings.socket,
       tls: this.settings.tls,
     };
-    const server = this.newServer(target, variant, (s) => this.onServerClosed(s), this.counters);
+  }
+
+  /** Opens a server on the host the host set picks; false when no host may serve now. */
+  private launch(params: ReadonlyMap<string, string>): boolean {
+    const variant = variantOf(params);
+    const address = this.hostSet.next();
+    if (!address) return false;
+    const server = this.newServer(this.serverTarget(address, params), variant, (s) => this.onServerClosed(s), this.counters);
     this.move(server, ServerState.Login, true);
     this.counters.connects++;
     server.login().then(
+      () => this.learnRole(server),
+    ).then(
       () => {
         this.loginFailures.delete(variant);
+        // Logged in to a host of the wrong role (or one lagging): close it, try the next host.
+        if (this.letGoIfMisplaced(server)) return;
         const status = new Map(server.status);
         this.statusCache.set(variant, status);
         log.debug({ pool: this.name, server: server.id }, 'server connection ready');
@@ -660,12 +737,17 @@ export class Pool {
       },
       (err: PgError) => {
         this.retire(server, 'login_failed');
-        log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
+        log.warn({ pool: this.name, host: address.host, port: address.port, code: err.code, reason: err.message }, 'server login failed');
         // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
         // already waiting keep their place for up to server_connect_timeout, retried soon, and
         // are served by the restarted server. Any other refusal is final for them.
         const now = Date.now();
         const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
+        // One host of several is down: the others are tried at once, nobody is told.
+        if (transient && this.hostSet.noteFailure(address, err, now)) {
+          this.grow();
+          return;
+        }
         const retryMs = transient ? Math.min(this.settings.loginRetryMs, TRANSIENT_RETRY_MS) : this.settings.loginRetryMs;
         this.loginFailures.set(variant, { until: now + retryMs, error: err });
         // The client this connection was opened for hears why, in the server's own words; so do
@@ -690,6 +772,22 @@ export class Pool {
         this.grow();
       },
     );
+    return true;
+  }
+
+  /**
+   * What the new server's host is, for the host set: from its ParameterStatus (PostgreSQL 14+),
+   * else by asking. Only when the entry cares (target_session_attrs, max_replica_lag).
+   */
+  private async learnRole(server: ServerConnection): Promise<void> {
+    if (!this.hostSet.roleSensitive) return;
+    let facts = factsFromStatus(server.status);
+    if (!facts) {
+      const [row] = await server.query(ROLE_QUERY, []);
+      const standby = row?.[0] === 'true';
+      facts = { standby, readOnly: standby || row?.[1] === 'on' };
+    }
+    if (this.hostSet.noteFacts(server.target, facts)) log.info({ pool: this.name, host: server.target.host, port: server.target.port, role: facts.standby ? 'standby' : 'primary' }, 'server host role learned');
   }
 
   /** The server's socket closed by itself (PostgreSQL went away, or a close finished). */

@@ -81,6 +81,12 @@ export const CLOSE_REASONS = [
   'server_closed',
   'login_failed',
   'temp_objects',
+  /** Its host's role no longer fits the entry's target_session_attrs (pool/hosts.ts). */
+  'wrong_role',
+  /** Its host, a standby, is further behind than max_replica_lag. */
+  'replica_lag',
+  /** prefer-standby: on a primary while a standby can serve again. */
+  'standby_available',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
 
@@ -224,6 +230,11 @@ export class ServerConnection implements FrameSink {
     this.socket.on('data', this.onDataBound);
     this.socket.on('error', this.onErrorBound);
     this.socket.on('close', this.onCloseBound);
+  }
+
+  /** The socket is closed or closing. */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /** The pool list it is on. */

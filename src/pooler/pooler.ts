@@ -28,7 +28,8 @@ import { Runtime } from './runtime.js';
 import { planLogin, type Destination, type LoginContext } from './login-policy.js';
 import { applyToPools, configurationOf, readConfiguration, withSetting, type Configuration } from './reload.js';
 import { poolSettings } from './settings.js';
-import { addressOf, credentialsFor, type Address } from './server-targets.js';
+import { addressesOf, credentialsFor, type Address } from './server-targets.js';
+import { routeCancel, forwardCancel } from './peers.js';
 import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
 import { PoolerStats } from '../metrics/pooler-stats.js';
 import type { ClientAccount } from '../metrics/accessors.js';
@@ -133,7 +134,7 @@ export class Pooler implements ClientHost {
 
   /** Where a database entry's server is (the embedded one's address for "embedded": true). */
   address(entry: DatabaseConfig): Address {
-    return addressOf(entry, this.embedded);
+    return addressesOf(entry, this.embedded)[0];
   }
 
   /** workers > 1: the channel to the primary (cancel forwarding, the console across workers). */
@@ -227,10 +228,9 @@ export class Pooler implements ClientHost {
     const serverUser = entry.user ?? client.user;
     const credentials = credentialsFor(entry, { user: client.user, lookedUpSecret: destination.lookedUpSecret, scramClientKey: client.scramClientKey }, userlist, config.embedded_password);
     const { pool, created } = this.registry.poolFor(name, serverUser, () => {
-      const address = addressOf(entry, this.embedded);
       return new Pool(
         `${name}/${serverUser}`,
-        { host: address.host, port: address.port, database: entry.dbname ?? name, user: serverUser },
+        { hosts: addressesOf(entry, this.embedded), database: entry.dbname ?? name, user: serverUser },
         poolSettings(config, entry, serverUser, tls.server),
         credentials,
         () => this.mayOpen(name, serverUser),
@@ -252,7 +252,19 @@ export class Pooler implements ClientHost {
     return (maxDb === 0 || open.database < maxDb) && (maxUser === 0 || open.user < maxUser);
   }
 
-  cancel(pid: number, secret: number): void {
+  get peerId(): number {
+    return this.config.peer_id;
+  }
+
+  cancel(pid: number, keySecret: number): void {
+    // Another instance's client (peering): sent on to that peer, or dropped.
+    const route = routeCancel(this.config, keySecret);
+    if (route.kind === 'drop') return log.info({ reason: route.reason }, 'cancel request dropped: its key is not one of ours');
+    if (route.kind === 'forward') {
+      log.info({ peer: route.peerId }, 'cancel request for another instance; forwarding it to its peer');
+      return forwardCancel(route, pid);
+    }
+    const secret = route.secret;
     // Another worker's client (workers > 1): the key names the worker; the primary passes it on.
     if (workerOfPid(pid) !== workerIndex) {
       log.info({ worker: workerOfPid(pid) }, 'cancel request for another worker; forwarding it');

@@ -15,7 +15,7 @@ import { tlsContextsFrom, TlsSettingError, type ClientTls, type ServerTls } from
 import type { Registry } from './registry.js';
 import { databaseEntryFor } from '../config/effective.js';
 import { poolSettings } from './settings.js';
-import { addressOf, type Address } from './server-targets.js';
+import { addressesOf, type Address } from './server-targets.js';
 
 /** Everything read from the configuration files, as one value that is swapped whole. */
 export interface Configuration {
@@ -65,9 +65,9 @@ export function applyToPools(registry: Registry, configuration: Configuration, e
       continue;
     }
     pool.settings = poolSettings(config, entry, pool.target.user, configuration.tls.server);
-    const address = addressOf(entry, embedded);
-    const target = { host: address.host, port: address.port, database: entry.dbname ?? name, user: pool.target.user };
-    if (target.host !== pool.target.host || target.port !== pool.target.port || target.database !== pool.target.database) {
+    const target = { hosts: addressesOf(entry, embedded), database: entry.dbname ?? name, user: pool.target.user };
+    const moved = target.hosts.length !== pool.target.hosts.length || target.hosts.some((h, i) => h.host !== pool.target.hosts[i]!.host || h.port !== pool.target.hosts[i]!.port);
+    if (moved || target.database !== pool.target.database) {
       pool.target = target;
       pool.reconnect();
     }

@@ -17,6 +17,9 @@ import type { Registry } from './registry.js';
 import type { Janitor } from './janitor.js';
 import { socketOptions } from './settings.js';
 
+/** Shutting down, a transaction-mode client quiet this long between transactions is closed. */
+const QUIET_CLOSE_MS = 1000;
+
 export class Runtime {
   private readonly listeners: net.Server[] = [];
   private stopping = false;
@@ -101,6 +104,8 @@ export class Runtime {
     this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
     if (mode === 'wait_for_servers') this.waitForClients = false;
     if (this.stopping) return this.stopped;
+    // First, so a readiness check reading isStopping (issue 17's endpoint) goes unready before
+    // anything else changes.
     this.stopping = true;
     this.waitForClients = mode === 'wait_for_clients';
     for (const server of this.listeners) server.close();
@@ -109,6 +114,10 @@ export class Runtime {
       while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
         // Idle servers are not needed by anyone new; close them early.
         for (const pool of pools.values()) pool.closeIdle();
+        // SIGTERM under a load balancer: a transaction-mode client leaves at its next transaction
+        // boundary and reconnects elsewhere; session-mode clients are waited for as before.
+        // (Clients inside a transaction are closed by themselves as it ends: ClientConnection.onServerReady.)
+        if (this.waitForClients) this.closeBetweenTransactions();
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const client of [...this.registry.clients]) {
@@ -122,6 +131,18 @@ export class Runtime {
       await new Promise((r) => setTimeout(r, 50));
     })();
     return this.stopped;
+  }
+
+  /**
+   * Transaction-mode clients that have been quiet a while (idle in an application's pool): a
+   * busy one is closed as its transaction ends instead, which no driver can race, while closing
+   * one that has just finished could meet the next transaction it is sending.
+   */
+  private closeBetweenTransactions(): void {
+    const quietSince = Date.now() - QUIET_CLOSE_MS;
+    for (const client of [...this.registry.clients]) {
+      if (client.betweenTransactions && client.lastActiveAt < quietSince) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+    }
   }
 
   private stillBusy(): boolean {

@@ -7,17 +7,23 @@ import type { DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
+import { parseHostList, type HostAddress } from '../pool/hosts.js';
 
-export interface Address {
-  host: string;
-  port: number;
+export type Address = HostAddress;
+
+/** The entry's servers (a host list, see pool/hosts.ts); the embedded one's address when it says "embedded": true. */
+export function addressesOf(entry: DatabaseConfig, embedded: Address | undefined): Address[] {
+  if (!entry.embedded) return parseHostList(entry.host, entry.port);
+  if (!embedded) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
+  return [embedded];
 }
 
-/** The entry's server; the embedded one's address when it says "embedded": true. */
+/**
+ * Where a one-off connection goes (auth_query, KILL_SESSION): the first host of a list, which
+ * by convention is the primary; pools use every host (addressesOf).
+ */
 export function addressOf(entry: DatabaseConfig, embedded: Address | undefined): Address {
-  const address = entry.embedded ? embedded : { host: entry.host!, port: entry.port! };
-  if (!address) throw PgError.fatal(SqlState.ConnectionFailure, 'the embedded PostgreSQL is not running');
-  return address;
+  return addressesOf(entry, embedded)[0]!;
 }
 
 /** What a client brings to the server login: its name, and the secrets its own login produced. */

@@ -11,6 +11,21 @@ import { sessionReset } from '../config/session-presets.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { shareOf } from '../net/worker-identity.js';
 import type { ServerTls } from '../tls/contexts.js';
+import { parseReplicaLag, type HostPolicy } from '../pool/hosts.js';
+
+/** A down host of a list is skipped this long at most (a refused connection costs little). */
+const HOST_RETRY_CAP_MS = 1000;
+
+/** How the entry's host list is used (pool/hosts.ts); the loader has checked max_replica_lag. */
+export function hostPolicy(c: Readonly<Config>, entry: DatabaseConfig): HostPolicy {
+  return {
+    attrs: entry.target_session_attrs ?? 'any',
+    balance: entry.load_balance_hosts ?? 'round-robin',
+    maxLag: entry.max_replica_lag === undefined ? null : parseReplicaLag(entry.max_replica_lag),
+    checkIntervalMs: c.role_check_interval * 1000,
+    retryMs: Math.min(c.server_login_retry * 1000, HOST_RETRY_CAP_MS),
+  };
+}
 
 /** The TCP settings every socket gets, client and server side alike. */
 export function socketOptions(c: Readonly<Config>): SocketOptions {
@@ -59,5 +74,6 @@ export function poolSettings(c: Readonly<Config>, entry: DatabaseConfig, user: s
     maxPreparedStatements: c.max_prepared_statements,
     socket: socketOptions(c),
     tls,
+    hosts: hostPolicy(c, entry),
   };
 }

@@ -75,7 +75,8 @@ export async function endSession(ctx: TokenDatabaseContext, sessionId: string): 
   // "*" entries: the databases clients have asked for so far.
   for (const pool of ctx.registry.pools.values()) {
     const entry = databaseEntryFor(c, ctx.registry.databaseNameOf(pool));
-    if (entry?.auth_type === 'session_token') add(pool.target.host, pool.target.port, pool.target.database, pool.target.user, pool.credentials);
+    const first = pool.target.hosts[0]!; // one-off statements go to the first host (see addressOf)
+    if (entry?.auth_type === 'session_token') add(first.host, first.port, pool.target.database, pool.target.user, pool.credentials);
   }
   const results = await Promise.all(
     [...targets.values()].map(async (target) => {

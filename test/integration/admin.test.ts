@@ -20,7 +20,7 @@ const COLUMNS: Record<string, string[]> = {
   USERS: ['name', 'pool_size', 'reserve_pool_size', 'pool_mode', 'max_user_connections', 'current_connections', 'max_user_client_connections', 'current_client_connections'],
   CONFIG: ['key', 'value', 'default', 'changeable'],
 };
-COLUMNS.SERVERS = COLUMNS.CLIENTS;
+COLUMNS.SERVERS = [...COLUMNS.CLIENTS, 'role'];
 const STATS = ['database', ...['server_assignment_count', 'xact_count', 'query_count', 'received', 'sent', 'xact_time', 'query_time', 'wait_time', 'client_parse_count', 'server_parse_count', 'bind_count'].map((c) => `total_${c}`), ...['server_assignment_count', 'xact_count', 'query_count', 'recv', 'sent', 'xact_time', 'query_time', 'wait_time', 'client_parse_count', 'server_parse_count', 'bind_count'].map((c) => `avg_${c}`)];
 
 const admin = (who = 'admin') => connect({ ...t.conn(who, undefined, 'pgbouncer') });

@@ -155,7 +155,7 @@ it('under load: the charts draw, the numbers move, the saturated pool is highlig
 function pool(i: number, extra: Partial<PoolFigures> = {}): PoolFigures {
   return {
     database: `db${String(i).padStart(4, '0')}`, user: 'app', mode: 'transaction', clients_active: i % 7, clients_waiting: 0, servers_login: 0, servers_idle: 1,
-    servers_active: i % 5, servers_cleanup: 0, max_wait_seconds: 0, pool_size: 10, reserve_size: 0, min_pool_size: 0, transactions: i * 10, queries: i * 10,
+    servers_active: i % 5, servers_cleanup: 0, servers_by_host: [], max_wait_seconds: 0, pool_size: 10, reserve_size: 0, min_pool_size: 0, transactions: i * 10, queries: i * 10,
     received_bytes: 0, sent_bytes: 0, server_assignments: i * 10, server_connects: 1, transaction_us: i * 1000, query_us: i * 1000, wait_us: 0,
     transaction_times: zeroDurationCounts(), wait_times: zeroDurationCounts(), ...extra,
   };

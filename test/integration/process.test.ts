@@ -171,8 +171,9 @@ test('bad config: an unknown key exits 2 naming its key path', async () => {
 test('bad config: a wrong type exits 2 naming its key path', async () => {
   const top = await refused({ auth_type: 'trust', default_pool_size: 'twenty' });
   assert.match(top, /proxy\.config\.json: default_pool_size: expected integer >= 0, got "twenty"$/);
-  const nested = await refused({ auth_type: 'trust', databases: { main: { host: '127.0.0.1', port: '5432' } } });
-  assert.match(nested, /proxy\.config\.json: databases\.main\.port: expected integer from 1 to 65535, got "5432"$/);
+  // "5432" is a one-port list now (issue 19: port may be a comma list); "abc" is neither.
+  const nested = await refused({ auth_type: 'trust', databases: { main: { host: '127.0.0.1', port: 'abc' } } });
+  assert.match(nested, /proxy\.config\.json: databases\.main\.port: expected integer from 1 to 65535 or comma-separated list of ports, got "abc"$/);
 });
 
 test('bad config: a missing auth_file exits 2 naming auth_file and the path', async () => {

@@ -463,15 +463,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         live.delete(entry);
         killNow(entry); // no-op stop if already down; also SIGQUITs a stuck server and removes the folder
       },
-      async query(sql, params, db = 'postgres') {
-        if (stopped) throw new Error('cluster is stopped');
-        const client = await connect(db);
-        try {
-          return await client.query(sql, params as unknown[] | undefined);
-        } finally {
-          await client.end().catch(() => {});
-        }
-      },
+      query: (sql, params, db = 'postgres') => (stopped ? Promise.reject(new Error('cluster is stopped')) : queryOnce(connect, sql, params, db)),
       async restart(mode = 'fast') {
         if (stopped) throw new Error('cluster is stopped');
         const r = await run(
@@ -494,6 +486,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
 }
 
+/** One statement on a fresh connection, closed afterwards. */
+async function queryOnce(connect: (db: string) => Promise<pg.Client>, sql: string, params: unknown[] | undefined, db: string): Promise<pg.QueryResult> {
+  const client = await connect(db);
+  try {
+    return await client.query(sql, params);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 let shared: Promise<Cluster> | undefined;
 /**
  * One cluster per process (uvu runs every test file in one process). A failed start
@@ -507,4 +509,76 @@ export async function sharedCluster(): Promise<Cluster> {
   }
   shared = startCluster();
   return shared;
+}
+
+export interface Standby extends Cluster {
+  /** pg_ctl promote, waiting until it accepts writes. */
+  promote(): Promise<void>;
+}
+
+/**
+ * A streaming standby of `primary`, made as a Patroni-style pair is: pg_basebackup -R (which
+ * writes primary_conninfo and standby.signal) over the primary's Unix socket, then started on a
+ * port of its own. The primary gets `local replication all trust` for it. Hot standby, so it
+ * answers read-only queries; torn down like any cluster.
+ */
+export async function startStandby(primary: Cluster): Promise<Standby> {
+  const binDir = primary.binDir;
+  const ids = serverIds();
+  const hba = path.join(primary.dataDir, 'pg_hba.conf');
+  const rules = await fsp.readFile(hba, 'utf8');
+  if (!rules.includes('local replication all trust')) {
+    await fsp.writeFile(hba, `local replication all trust\n${rules}`);
+    await primary.query('select pg_reload_conf()');
+  }
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), DIR_PREFIX));
+  const dataDir = path.join(root, 'data');
+  const logFile = path.join(root, 'postgres.log');
+  const entry: Live = { root, dataDir, binDir };
+  live.add(entry);
+  await fsp.writeFile(path.join(root, 'owner.json'), JSON.stringify({ pid: process.pid, ...entry }));
+  if (ids) {
+    ensureTraversable(root, ids);
+    await fsp.chown(root, ids.uid, ids.gid);
+  }
+  const backup = await run(path.join(binDir, 'pg_basebackup'), ['-h', primary.dataDir, '-p', String(primary.port), '-U', 'postgres', '-D', dataDir, '-R', '-X', 'stream', '-c', 'fast', '--no-sync'], root);
+  if (backup.code !== 0) throw new Error(`pg_basebackup failed (${backup.code}):\n${backup.output}`);
+  const port = await freePort();
+  // The copied postgresql.conf names the primary's port and socket folder; the last setting wins.
+  await fsp.appendFile(path.join(dataDir, 'postgresql.conf'), `\nport = ${port}\nunix_socket_directories = '${dataDir}'\nhot_standby = on\n`);
+  const start = await run(path.join(binDir, 'pg_ctl'), ['start', '-w', '-t', '60', '-D', dataDir, '-l', logFile], root);
+  if (start.code !== 0) throw new Error(`standby start failed (${start.code}):\n${start.output}\n${tail(logFile)}`);
+  const connect = async (db: string): Promise<pg.Client> => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: primary.superPassword, database: db });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  };
+  let stopped = false;
+  const standby: Standby = {
+    host: '127.0.0.1',
+    port,
+    dataDir,
+    binDir,
+    superuser: 'postgres',
+    superPassword: primary.superPassword,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      stoppedClusters.add(standby);
+      await run(path.join(binDir, 'pg_ctl'), ['stop', '-m', 'fast', '-w', '-t', '60', '-D', dataDir], root);
+      live.delete(entry);
+      killNow(entry);
+    },
+    query: (sql, params, db = 'postgres') => (stopped ? Promise.reject(new Error('cluster is stopped')) : queryOnce(connect, sql, params, db)),
+    async restart(mode = 'fast') {
+      const r = await run(path.join(binDir, 'pg_ctl'), ['restart', '-m', mode, '-w', '-t', '60', '-D', dataDir, '-l', logFile], root);
+      if (r.code !== 0) throw new Error(`pg_ctl restart failed (${r.code}):\n${r.output}`);
+    },
+    async promote() {
+      const r = await run(path.join(binDir, 'pg_ctl'), ['promote', '-w', '-t', '60', '-D', dataDir], root);
+      if (r.code !== 0) throw new Error(`pg_ctl promote failed (${r.code}):\n${r.output}\n${tail(logFile)}`);
+    },
+  };
+  return standby;
 }

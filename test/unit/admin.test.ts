@@ -196,7 +196,7 @@ const HEADERS: Record<string, string[]> = {
     'query_time', 'wait_time', 'avg_client_parse_count', 'avg_server_parse_count', 'avg_bind_count',
   ],
   CLIENTS: SOCKET_COLUMNS,
-  SERVERS: SOCKET_COLUMNS,
+  SERVERS: [...SOCKET_COLUMNS, 'role'],
   SOCKETS: [...SOCKET_COLUMNS, 'recv_pos', 'pkt_pos', 'pkt_remain', 'send_pos', 'send_remain', 'pkt_avail', 'send_avail'],
   DATABASES: [
     'name', 'host', 'port', 'database', 'force_user', 'pool_size', 'min_pool_size', 'reserve_pool_size',

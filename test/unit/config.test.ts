@@ -59,7 +59,7 @@ test('unknown keys are rejected, naming the path', () => {
 test('wrong types name the path and the expectation', () => {
   assert.is(
     errorOf(() => parse({ databases: { app: { host: 'db', port: 'abc' } } })),
-    `${FILE}: databases.app.port: expected integer from 1 to 65535, got "abc"`,
+    `${FILE}: databases.app.port: expected integer from 1 to 65535 or comma-separated list of ports, got "abc"`,
   );
   assert.is(errorOf(() => parse({ pool_mode: 'statement' })), `${FILE}: pool_mode: expected one of "session", "transaction", got "statement"`);
   assert.is(errorOf(() => parse({ tcp_keepalive: 1 })), `${FILE}: tcp_keepalive: expected true or false, got 1`);
@@ -67,7 +67,7 @@ test('wrong types name the path and the expectation', () => {
   assert.is(errorOf(() => parse({ databases: [] })), `${FILE}: databases: expected object, got an array`);
   assert.is(
     errorOf(() => parse({ databases: { 'my.db': { host: 'db', port: 0 } } })),
-    `${FILE}: databases["my.db"].port: expected integer from 1 to 65535, got 0`,
+    `${FILE}: databases["my.db"].port: expected integer from 1 to 65535 or comma-separated list of ports, got 0`,
   );
 });
 

@@ -124,7 +124,7 @@ test('unsupported settings are warnings naming file:line, kinder for ignore_star
   assert.is(warnings.length, 3, warnings.join('\n'));
 });
 
-test('warnings for database and user parameters Tessera lacks, host lists and [peers]', () => {
+test('warnings for database and user parameters Tessera lacks; host lists and [peers] are read', () => {
   const path = file(
     'warn.ini',
     `[pgbouncer]
@@ -141,18 +141,17 @@ bob = pool_size=4 query_timeout=10 query_wait_timeout=5
 `,
   );
   const { config, warnings } = loadAnyConfig(path);
-  assert.is(config.databases.db!.host, 'a.example');
+  assert.is(config.databases.db!.host, 'a.example,b.example');
+  assert.equal(config.peers, { 1: { host: '/tmp/pgbouncer-1' } });
   assert.is(config.databases.db!.connect_query, 'SELECT 1');
   assert.equal(config.users.bob, { pool_size: 4, query_timeout: 10 });
   const expected = [
     `${path}:4: setting "verbose" is not supported by Tessera and is ignored`,
     `${path}:5: setting "max_cilent_conn" is not a PgBouncer or Tessera setting (a typo?) and is ignored`,
-    `${path}:7: database "db": host list of 2 hosts: only the first (a.example) is used, Tessera does not spread connections over a host list yet`,
     `${path}:7: database "db": parameter "client_encoding" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "datestyle" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "timezone" is not supported by Tessera and is ignored`,
     `${path}:9: user "bob": parameter "query_wait_timeout" is not supported by Tessera and is ignored`,
-    `${path}:10: section [peers] is not supported by Tessera (no cancel forwarding between processes) and is ignored`,
   ];
   assert.equal(warnings, expected);
   assert.not.ok(warnings.join('\n').includes('topsecret'));
@@ -202,7 +201,7 @@ test('each malformed line is a ConfigError naming file:line, never showing a pas
     ["[databases]\na = host=h password='topsecret\n", ':2: database "a": unterminated quote in the value of "password"'],
     ["[databases]\na = host=h password='top'secret\n", ':2: database "a": expected a space after the closing quote of "password"'],
     ["[databases]\na = host='' password=topsecret\n", ':2: database "a": "host" has an empty value'],
-    ['[databases]\na = host=h port=abc password=topsecret\n', ':2: database "a": port: expected an integer, got "abc"'],
+    ['[databases]\na = host=h port=abc password=topsecret\n', ':2: database "a": port: expected an integer or a comma list of them, got "abc"'],
     ['[databases]\na = host=h colour=red password=topsecret\n', ':2: database "a": unknown parameter "colour"'],
     ['[databases]\npgbouncer = host=h\n', ':2: database "pgbouncer": the name is reserved for the admin console'],
     ['[databases]\na = host=@pgsock\n', ':2: database "a": host: expected a host name, address or socket folder (abstract "@" sockets are not supported)'],
@@ -224,7 +223,7 @@ test('schema errors from the converted config land on their ini line', () => {
   const mode = file('mode.ini', '[pgbouncer]\nauth_type = trust\n\npool_mode = statement\n');
   assert.is(errorOf(() => loadAnyConfig(mode)), `${mode}:4: pool_mode: expected one of "session", "transaction", got "statement"`);
   const port = file('port.ini', '[pgbouncer]\nauth_type = trust\n[databases]\napp = host=h port=70000 password=topsecret\n');
-  assert.is(errorOf(() => loadAnyConfig(port)), `${port}:4: databases.app.port: expected integer from 1 to 65535, got 70000`);
+  assert.is(errorOf(() => loadAnyConfig(port)), `${port}:4: databases.app.port: expected integer from 1 to 65535 or comma-separated list of ports, got 70000`);
   const auth = file('auth.ini', '[pgbouncer]\nauth_file = missing.txt\n');
   assert.is(errorOf(() => loadAnyConfig(auth)), `${auth}:2: auth_file: file not found (${join(dir, 'missing.txt')})`);
   const hba = file('hba.ini', '[pgbouncer]\nauth_type = pam\n');

@@ -65,13 +65,14 @@ const SETTINGS: PoolSettings = {
   loginRetryMs: 1000,
   socket: { tcp_keepalive: false, tcp_keepidle: 0, tcp_keepintvl: 0, tcp_keepcnt: 0, tcp_user_timeout: 0 },
   tls: { mode: 'disable', context: null } as unknown as PoolSettings['tls'],
+  hosts: { attrs: 'any', balance: 'round-robin', maxLag: null, checkIntervalMs: 0, retryMs: 1000 },
 };
 
 function makePool(settings: Partial<PoolSettings> = {}): { pool: Pool; made: FakeServer[] } {
   const made: FakeServer[] = [];
   const pool = new Pool(
     'db/user',
-    { host: '127.0.0.1', port: 1, database: 'db', user: 'user' },
+    { hosts: [{ host: '127.0.0.1', port: 1 }], database: 'db', user: 'user' },
     { ...SETTINGS, ...settings },
     { kind: 'none' },
     () => true,

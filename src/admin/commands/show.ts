@@ -42,7 +42,8 @@ export const SHOW_COLUMNS = {
     'maxwait', 'maxwait_us', 'pool_mode', 'load_balance_hosts',
   ),
   clients: columns('ssssssisiTTiiississii', ...SOCKET_NAMES),
-  servers: columns('ssssssisiTTiiississii', ...SOCKET_NAMES),
+  // Tessera adds the server's host role (primary, standby, unknown) after PgBouncer's columns.
+  servers: columns('ssssssisiTTiiississiis', ...SOCKET_NAMES, 'role'),
   sockets: columns('ssssssisiTTiiississiiiiiiiii', ...SOCKET_NAMES, ...SOCKET_DEBUG_NAMES),
   users: columns(
     'ssssiiii',
@@ -266,7 +267,7 @@ const showClients: CommandHandler = ({ view }) =>
   resultSet(SHOW_COLUMNS.clients, view.clients().map((c) => socketCells('C', c, shownState(c))));
 
 const showServers: CommandHandler = ({ view }) =>
-  resultSet(SHOW_COLUMNS.servers, view.servers().map((s) => socketCells('S', s, shownState(s))));
+  resultSet(SHOW_COLUMNS.servers, view.servers().map((s) => [...socketCells('S', s, shownState(s)), s.role ?? 'unknown']));
 
 /** SHOW SOCKETS names the list a socket is on: cl_active, sv_idle, sv_login ... */
 const CLIENT_LIST: Record<string, string> = { active: 'cl_active', idle: 'cl_active', waiting: 'cl_waiting' };
