@@ -10,7 +10,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import type { ShutdownMode } from '../admin/operations.js';
 import type { ClientConnection } from '../frontend/client-connection.js';
 import { applySocketOptions } from '../net/socket-options.js';
-import { suspension } from '../net/suspension.js';
+import { beginSuspension, endSuspension } from '../net/suspension.js';
 import { workerCount } from '../net/worker-identity.js';
 import { log } from '../log.js';
 import type { Registry } from './registry.js';
@@ -79,9 +79,8 @@ export class Runtime {
   private accept(socket: net.Socket): void {
     applySocketOptions(socket, socketOptions(this.config()));
     const client = this.newClient(socket);
+    // Under SUSPEND it is let in (the console must stay reachable); its login waits for RESUME.
     this.registry.addClient(client);
-    // Under SUSPEND a new client waits, unread, until RESUME (as PgBouncer).
-    if (suspension.active) socket.pause();
     log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
   }
 
@@ -94,7 +93,11 @@ export class Runtime {
   async shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
     const deadline = mode === 'immediate' ? Date.now() : Date.now() + graceMs;
     this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
-    if (mode === 'wait_for_servers') this.waitForClients = false;
+    if (mode === 'wait_for_servers') {
+      this.waitForClients = false;
+      // As PAUSE: no server for a new transaction; running ones finish (stillBusy waits for them).
+      for (const pool of this.registry.pools.values()) void pool.pause();
+    }
     if (this.stopping) return this.stopped;
     this.stopping = true;
     this.waitForClients = mode === 'wait_for_clients';
@@ -104,6 +107,10 @@ export class Runtime {
       while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
         // Idle servers are not needed by anyone new; close them early.
         for (const pool of pools.values()) pool.closeIdle();
+        // WAIT_FOR_SERVERS: a client waiting for a server would wait for nothing; tell it now.
+        if (!this.waitForClients) {
+          for (const client of this.registry.clients) if (client.isWaiting) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+        }
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const client of [...this.registry.clients]) {
@@ -130,7 +137,7 @@ export class Runtime {
    * all their output has been sent. One that has not flushed within suspend_timeout is closed.
    */
   async suspend(): Promise<void> {
-    suspension.active = true;
+    beginSuspension();
     const sockets = this.suspendableSockets();
     for (const s of sockets) s.pause();
     const deadline = Date.now() + this.config().suspend_timeout * 1000;
@@ -141,7 +148,7 @@ export class Runtime {
 
   /** RESUME after SUSPEND. */
   unsuspend(): void {
-    suspension.active = false;
+    endSuspension();
     for (const s of this.suspendableSockets()) s.resume();
     log.info('resumed after SUSPEND');
   }
