@@ -19,6 +19,7 @@ import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
+import { serverClosed, serverConnected, serverLoginFailed } from '../log/events.js';
 import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
@@ -41,8 +42,14 @@ export function isDiscardAll(query: string): boolean {
 
 export type PoolMode = 'session' | 'transaction';
 
-/** How soon a connection refused or cut by a restarting server is tried again for waiting clients. */
-const TRANSIENT_RETRY_MS = 500;
+/**
+ * The "server connection closed" log line's reason: the CloseReason, but in PgBouncer's own words
+ * (its setting names) where a PgBouncer admin will grep for them.
+ */
+const LOGGED_REASON: Partial<Record<CloseReason, string>> = {
+  idle_timeout: 'server_idle_timeout',
+  lifetime: 'server_lifetime',
+};
 
 const COPY_FAIL = serialize.copyFail('client disconnected during COPY');
 
@@ -428,6 +435,8 @@ export class Pool {
     this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
     this.move(server, ServerState.Closed);
     server.close();
+    // Only a server that logged in was announced (serverConnected); a failed login is logged by launch().
+    if (server.pid !== 0) serverClosed(this.name, server, LOGGED_REASON[reason] ?? reason);
   }
 
   /**
@@ -632,7 +641,7 @@ export class Pool {
         this.loginFailures.delete(variant);
         const status = new Map(server.status);
         this.statusCache.set(variant, status);
-        log.debug({ pool: this.name, server: server.id }, 'server connection ready');
+        serverConnected(this.name, server);
         // Clients that were only waiting to log in can finish now; they need a server at their
         // first query, not before.
         for (let i = 0; i < this.waiters.length; ) {
@@ -646,13 +655,15 @@ export class Pool {
       },
       (err: PgError) => {
         this.retire(server, 'login_failed');
-        log.warn({ pool: this.name, code: err.code, reason: err.message }, 'server login failed');
         // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
-        // already waiting keep their place for up to server_connect_timeout, retried soon, and
-        // are served by the restarted server. Any other refusal is final for them.
+        // already waiting keep their place for up to server_connect_timeout, are retried after
+        // server_login_retry (as PgBouncer: not sooner, so a server that is down is not hammered
+        // and the log not flooded), and are served by the restarted server. Any other refusal
+        // is final for them.
         const now = Date.now();
         const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
-        const retryMs = transient ? Math.min(this.settings.loginRetryMs, TRANSIENT_RETRY_MS) : this.settings.loginRetryMs;
+        const retryMs = this.settings.loginRetryMs;
+        serverLoginFailed(this.name, err, retryMs / 1000);
         this.loginFailures.set(variant, { until: now + retryMs, error: err });
         // The client this connection was opened for hears why, in the server's own words; so do
         // the others with the same parameters when no server is left to serve them before
@@ -682,10 +693,7 @@ export class Pool {
   private onServerClosed(server: ServerConnection): void {
     // A login that fails is handled where it is awaited (launch), with its error and retry.
     if (server.state === ServerState.Login) return;
-    if (server.state !== ServerState.Closed) {
-      server.closeReason ??= 'server_closed';
-      this.move(server, ServerState.Closed);
-    }
+    this.retire(server, 'server_closed');
     if (this.waiters.length > 0) this.grow();
   }
 }
