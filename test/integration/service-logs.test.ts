@@ -138,7 +138,7 @@ test('log_connections = 0 and log_disconnections = 0 silence logins and closes; 
     await c.end();
     await rejection(connect(t.conn(ROLES.md5.user, SECRET)));
     // A line that is always written, as a marker that the quiet ones had their chance.
-    await t.proxy.admin.reconnect();
+    await t.proxy.adminView.reconnect();
     await new Promise((r) => setTimeout(r, 200));
     const msgs = linesSince(from).map((l) => l.msg);
     for (const quiet of ['client logged in', 'client closed', 'login refused', 'server connection opened']) assert.not.ok(msgs.includes(quiet), `${quiet} was logged: ${capturedLogs.slice(from).filter((l) => l.includes(quiet)).join(' ')}`);
