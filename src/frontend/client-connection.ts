@@ -31,6 +31,7 @@ import { log } from '../log.js';
 import { clientClosed, clientLoggedIn, loginRefused, poolerError } from '../log/events.js';
 import { resumeReading } from '../net/suspension.js';
 import { idSequence, newCancelKey } from '../net/worker-identity.js';
+import type { ClientAccount } from '../metrics/accessors.js';
 
 export const enum ClientPhase {
   Startup = 'startup',
@@ -54,6 +55,12 @@ export interface ClientHost {
   onSessionLogin(client: ClientConnection, ok: boolean): void;
   /** Counts a refused login by reason (metrics). */
   onLoginFailed(client: ClientConnection, reason: string): void;
+  /** Counts an error Tessera itself sends a logged-in client (metrics). */
+  onClientError(client: ClientConnection, err: PgError): void;
+  /** A client finished logging in: its end user's account (session token, connect_query), else null. */
+  openAccount(client: ClientConnection): ClientAccount | null;
+  /** A session-token login succeeded on `server`: learn the session's accessor, then `done`. */
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void;
   cancel(pid: number, secret: number): void;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
@@ -120,6 +127,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   lookedUpSecret: StoredSecret | undefined;
   /** A session-token client's part of the session protocol (credentials, session id, ticket). */
   private token: TokenLogin | null = null;
+  /** Session-token and connect_query logins: the end user's counts (see metrics/accessors.ts). */
+  account: ClientAccount | null = null;
   /** Session SQL a client can disturb (releaseRule): the schemas to watch, until something does. */
   private watchSchemas: readonly string[] | null = null;
   /** What this client ran that can disturb the session SQL's state: its backend is closed, not reused. */
@@ -186,8 +195,11 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (this.phase === ClientPhase.Closed) return;
     const fatal = err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC';
     if (this.phase !== ClientPhase.Ready) loginRefused(this, err);
-    else if (fatal) this.closeReason ??= { reason: err.message, byPooler: true, code: err.code };
-    else poolerError(this, err);
+    else {
+      if (!this.admin) this.host.onClientError(this, err);
+      if (fatal) this.closeReason ??= { reason: err.message, byPooler: true, code: err.code };
+      else poolerError(this, err);
+    }
     if (this.socket.writable) this.socket.write(err.toMessage());
     if (fatal) this.close();
   }
@@ -462,6 +474,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.host.onSessionLogin(this, ok);
   }
 
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void {
+    this.host.identifySession(sessionId, server, done);
+  }
+
   refuse(reason: string, err: PgError): void {
     this.host.onLoginFailed(this, reason);
     this.fail(err);
@@ -478,6 +494,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
+    if (!this.admin) this.account = this.host.openAccount(this);
     clientLoggedIn(this);
     const early = this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
@@ -498,6 +515,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.scanTerminateAt = -2;
     this.framer.push(chunk);
     this.pool!.counters.queries += this.scanReadies;
+    if (this.account !== null) this.account.noteQueries(this.scanReadies);
 
     // Forward everything but a trailing partial header (kept until its type is known) and
     // anything from a Terminate on.
@@ -676,12 +694,24 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   onServerReady(server: ServerConnection): void {
     if (this.token?.lost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    if (!this.txRelay || this.txRelay.pinned) return;
+    const relay = this.txRelay;
+    if (!relay) return;
+    if (relay.pinned) {
+      if (server.atTransactionBoundary) relay.onIdle();
+      return;
+    }
     if (this.mode !== 'transaction') {
       server.markSessionState('session mode');
       return;
     }
-    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) this.releaseServer();
+    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
+      this.releaseServer();
+      relay.onIdle();
+    }
+  }
+
+  onTransactionEnded(server: ServerConnection, us: number, errors: number): void {
+    if (this.account !== null) this.account.transactionEnded(server.lastReadyAt, us, errors);
   }
 
   onServerLost(_server: ServerConnection, error: PgError | null): void {
@@ -714,6 +744,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       clientClosed(this, why.reason, why.byPooler, why.code);
     }
     this.phase = ClientPhase.Closed;
+    this.txRelay?.close();
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
     const orphaned = this.terminated && !this.held.empty;
     if (this.waiting && !orphaned) this.pool?.cancelWait(this);

@@ -22,6 +22,7 @@ import { log } from '../log.js';
 import { serverClosed, serverConnected, serverLoginFailed } from '../log/events.js';
 import { dropsAllStatements } from './prepared.js';
 import type { SocketOptions } from '../net/socket-options.js';
+import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 /**
@@ -128,7 +129,7 @@ export interface PoolClient {
 }
 
 export function zeroPoolCounters(): PoolCounters {
-  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0 };
+  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0, xactTimes: zeroDurationCounts(), waitTimes: zeroDurationCounts() };
 }
 
 /** The canonical form of a set of startup parameters: servers are reused only within one. */
@@ -177,6 +178,9 @@ export interface PoolCounters {
   clientParses: number;
   serverParses: number;
   binds: number;
+  /** Transactions and server waits by duration (histogram buckets, see histogram.ts). */
+  xactTimes: DurationCounts;
+  waitTimes: DurationCounts;
 }
 
 export class Pool {
@@ -432,11 +436,15 @@ export class Pool {
   private retire(server: ServerConnection, reason: CloseReason): void {
     if (server.state === ServerState.Closed) return;
     server.closeReason = reason;
-    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
+    this.countClose(reason);
     this.move(server, ServerState.Closed);
     server.close();
     // Only a server that logged in was announced (serverConnected); a failed login is logged by launch().
     if (server.pid !== 0) serverClosed(this.name, server, LOGGED_REASON[reason] ?? reason);
+  }
+
+  private countClose(reason: CloseReason): void {
+    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
   }
 
   /**
@@ -519,10 +527,15 @@ export class Pool {
     return found;
   }
 
-  /** Hands a server to a client: it is the client's until the client calls release(). */
-  private assign(server: ServerConnection, client: PoolClient): void {
+  /**
+   * Hands a server to a client: it is the client's until the client calls release(). `waitedUs`:
+   * how long the client waited for it (0: served at once).
+   */
+  private assign(server: ServerConnection, client: PoolClient, waitedUs = 0): void {
     this.move(server, ServerState.Active);
     this.counters.assignments++;
+    this.counters.waitUs += waitedUs;
+    observeDuration(this.counters.waitTimes, waitedUs);
     client.onServerAssigned(server);
   }
 
@@ -575,8 +588,7 @@ export class Pool {
       const client = this.waiters[i];
       if (client.variant === server.variant) {
         this.waiters.splice(i, 1);
-        this.counters.waitUs += (now - client.waitingSince) * 1000;
-        return this.assign(server, client);
+        return this.assign(server, client, (now - client.waitingSince) * 1000);
       }
     }
     this.move(server, ServerState.Idle);
@@ -693,7 +705,8 @@ export class Pool {
   private onServerClosed(server: ServerConnection): void {
     // A login that fails is handled where it is awaited (launch), with its error and retry.
     if (server.state === ServerState.Login) return;
-    this.retire(server, 'server_closed');
+    // Not closed by the pool (that counted already): the server hung up, or its socket failed.
+    this.retire(server, server.closeReason ?? 'server_closed');
     if (this.waiters.length > 0) this.grow();
   }
 }

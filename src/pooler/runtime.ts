@@ -37,6 +37,11 @@ export class Runtime {
     return this.stopping;
   }
 
+  /** Some listen_addr address or the Unix socket accepts clients (/readyz). */
+  get isListening(): boolean {
+    return this.listeners.some((s) => s.listening);
+  }
+
   /**
    * Starts listening on every listen_addr address and on the Unix socket, and the janitor;
    * resolves with the first TCP address (or null when there is none).

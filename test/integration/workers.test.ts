@@ -110,16 +110,37 @@ test('a cancel request reaches the worker that owns the client, whichever worker
   }
 });
 
-test('the metrics endpoint sums the workers; the status page lists the pool', async () => {
-  const c = await connect(conn());
-  await c.query('select 1');
-  await c.end();
-  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const line = metrics.split('\n').find((l) => l.startsWith('tessera_transactions_total{') && l.includes(`database="${TEST_DB}"`));
-  assert.ok(line && Number(line.split(' ').pop()) > 0, line);
-  const page = await (await fetch(`http://127.0.0.1:${metricsPort}/`)).text();
-  assert.match(page, `<td>${TEST_DB}</td><td>${user}</td>`);
-  assert.match(page, 'across 2 workers');
+test('the metrics endpoint sums the workers: /metrics, the dashboard\'s data, /readyz', async () => {
+  const admin = await connect({ ...conn('pgbouncer'), user: 'admin' });
+  const clients = await clientsOnBothWorkers(admin);
+  const base = `http://127.0.0.1:${metricsPort}`;
+  const sample = (text: string, name: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{database="${TEST_DB}",user="${user}"}`) || l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.split(' ').pop());
+  };
+  try {
+    const before = sample(await (await fetch(`${base}/metrics`)).text(), 'tessera_transactions_total') ?? 0;
+    for (const c of clients) for (let i = 0; i < 3; i++) await c.query('select 1');
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    assert.is(sample(metrics, 'tessera_workers'), 2);
+    assert.ok(sample(metrics, 'tessera_transactions_total')! >= before + clients.length * 3);
+    // Each worker's pool has its share; summed, the configured default_pool_size.
+    assert.is(sample(metrics, 'tessera_pool_size'), 4);
+    assert.ok(/^process_resident_memory_bytes \d/m.test(metrics));
+    const dashboard = await until('the dashboard to see the pool', async () => {
+      const d = (await (await fetch(`${base}/api/dashboard`)).json()) as { info: { workers: number }; pools: { rows: { database: string; user: string; pool_size: number; clients_active: number }[] } };
+      return d.pools.rows.some((r) => r.database === TEST_DB && r.clients_active >= clients.length) && d;
+    });
+    assert.is(dashboard.info.workers, 2);
+    assert.is(dashboard.pools.rows.find((r) => r.database === TEST_DB && r.user === user)!.pool_size, 4);
+    const ready = await fetch(`${base}/readyz`);
+    assert.is(ready.status, 200, await ready.clone().text());
+    assert.is(((await ready.json()) as { ready: boolean }).ready, true);
+    assert.is((await admin.query('SHOW SESSIONS')).rows.length, 0);
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    await admin.end();
+  }
 });
 
 test('SIGTERM stops both workers and the process exits 0', async () => {
