@@ -15,39 +15,81 @@ import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
 import { removeStaleSocket } from './pooler/pooler.js';
 import { TlsSettingError } from './tls/contexts.js';
-import { log, setLogLevel } from './log.js';
+import { log, configureLogOutput, reopenLogfile, type LogOutput } from './log.js';
+import { tesseraVersion } from './admin/commands/show.js';
+import { dropPrivileges, writePidfile, ServiceError } from './service.js';
+import { newWarnings } from './config/warnings.js';
+import { startStatsLog } from './log/stats-line.js';
 
-const USAGE = `Usage: tessera [--config FILE]
+const USAGE = `Usage: tessera [OPTIONS] [--config] FILE
        tessera token --session-id ID --nonce N    (psql lines for a session-token login)
        tessera cert DIR                           (a development CA and certificate for TLS)
 
-  --config FILE   proxy.config.json or pgbouncer.ini to load (default: ./proxy.config.json)
-  --help          show this help
+  FILE, --config FILE  proxy.config.json or pgbouncer.ini to load (default: ./proxy.config.json)
+  -u, --user USER      switch to this OS user once listening (when started as root); as "user"
+  -v, --verbose        more log detail (debug; twice: trace); adds to "verbose"
+  -q, --quiet          nothing on standard output (the logfile still gets every line)
+  -V, --version        print the version and exit
+  -h, --help           show this help
+
+Tessera runs in the foreground; to run it as a daemon, use systemd (README: "Running it as a
+service") or another supervisor.
 `;
 
-function parseArgs(argv: string[]): { config: string } {
-  let config = 'proxy.config.json';
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === '--help' || arg === '-h') {
-      process.stdout.write(USAGE);
-      process.exit(0);
-    } else if (arg === '--config' || arg === '-c') {
-      const value = argv[++i];
-      if (!value) fatalUsage('--config needs a file name');
-      config = value;
-    } else if (arg.startsWith('--config=')) {
-      config = arg.slice('--config='.length);
-    } else {
-      fatalUsage(`unknown argument "${arg}"`);
-    }
-  }
-  return { config };
+export interface CliArgs {
+  config: string;
+  user?: string;
+  verbose: number;
+  quiet: boolean;
 }
 
-function fatalUsage(message: string): never {
-  process.stderr.write(`tessera: ${message}\n${USAGE}`);
-  process.exit(2);
+/** PgBouncer's command line (\`pgbouncer [-d][-R][-v][-u user] [-q] FILE\`, -V, -h) plus --config. */
+export function parseArgs(argv: string[]): CliArgs | { exit: number; out: string } {
+  const args: CliArgs = { config: '', verbose: 0, quiet: false };
+  const usage = (message: string) => ({ exit: 2, out: `tessera: ${message}\n${USAGE}` });
+  const setConfig = (file: string | undefined) => {
+    if (!file) return usage('--config needs a file name');
+    if (args.config) return usage(`one config file, not both "${args.config}" and "${file}"`);
+    args.config = file;
+    return null;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    let problem: { exit: number; out: string } | null = null;
+    if (arg === '--help' || arg === '-h') return { exit: 0, out: USAGE };
+    else if (arg === '--version' || arg === '-V') return { exit: 0, out: `Tessera ${tesseraVersion()}\n` };
+    else if (arg === '--config' || arg === '-c') problem = setConfig(argv[++i]);
+    else if (arg.startsWith('--config=')) problem = setConfig(arg.slice('--config='.length));
+    else if (arg === '--user' || arg === '-u') {
+      const value = argv[++i];
+      if (!value) return usage(`${arg} needs a user name`);
+      args.user = value;
+    } else if (/^-v+$/.test(arg)) args.verbose += arg.length - 1;
+    else if (arg === '--verbose') args.verbose++;
+    else if (arg === '-q' || arg === '--quiet') args.quiet = true;
+    else if (arg === '-d' || arg === '--daemon') {
+      return { exit: 2, out: 'tessera: -d is not supported: Tessera stays in the foreground; run it under systemd (README: "Running it as a service") or another supervisor\n' };
+    } else if (arg === '-R' || arg === '--reboot') {
+      return { exit: 2, out: 'tessera: -R (online restart) is not supported; use SHUTDOWN WAIT_FOR_CLIENTS and a second instance on another port\n' };
+    } else if (arg.startsWith('-')) return usage(`unknown option "${arg}"`);
+    else problem = setConfig(arg);
+    if (problem) return problem;
+  }
+  args.config ||= 'proxy.config.json';
+  return args;
+}
+
+/** log_level, made more detailed by verbose (and -v); TESSERA_LOG_LEVEL wins for a one-off run. */
+function effectiveLevel(config: Config, cliVerbose: number): string {
+  if (process.env.TESSERA_LOG_LEVEL) return process.env.TESSERA_LOG_LEVEL;
+  const verbose = config.verbose + cliVerbose;
+  if (verbose >= 2) return 'trace';
+  if (verbose === 1 && !['debug', 'trace'].includes(config.log_level)) return 'debug';
+  return config.log_level;
+}
+
+function logOutput(config: Config, args: CliArgs): LogOutput {
+  return { level: effectiveLevel(config, args.verbose), format: config.log_format, logfile: config.logfile, quiet: args.quiet };
 }
 
 async function main(): Promise<void> {
@@ -63,8 +105,13 @@ async function main(): Promise<void> {
     (code === 0 ? process.stdout : process.stderr).write(out);
     process.exit(code);
   }
-  const args = parseArgs(process.argv.slice(2));
-  let config;
+  const parsed = parseArgs(process.argv.slice(2));
+  if ('exit' in parsed) {
+    (parsed.exit === 0 ? process.stdout : process.stderr).write(parsed.out);
+    process.exit(parsed.exit);
+  }
+  const args = parsed;
+  let config: Readonly<Config>;
   let warnings: string[] = [];
   let userlist: ReadonlyMap<string, StoredSecret> = new Map();
   try {
@@ -78,10 +125,18 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  // TESSERA_LOG_LEVEL in the environment wins over the file, for a one-off debug run.
-  setLogLevel(process.env.TESSERA_LOG_LEVEL ?? config.log_level);
+  if (args.user !== undefined) config = Object.freeze({ ...config, user: args.user });
+  try {
+    configureLogOutput(logOutput(config, args));
+    // Before anything is started: a second Tessera on the same pidfile stops here.
+    // workers > 1: the primary's pid (the workers run this too, and must not).
+    if (config.pidfile && cluster.isPrimary) writePidfile(config.pidfile);
+  } catch (err) {
+    process.stderr.write(`tessera: ${err instanceof ServiceError ? err.message : `logfile: cannot open ${config.logfile}: ${(err as Error).message}`}\n`);
+    process.exit(2);
+  }
   // Settings Tessera does not implement are named, never silently ignored.
-  for (const warning of warnings) log.warn({ config: args.config }, warning);
+  for (const warning of newWarnings(warnings)) log.warn({ config: args.config }, warning);
 
   // Only an entry that says "embedded": true starts a server; a config naming real hosts never does.
   // With workers, the primary starts it and tells the workers where it is.
@@ -117,6 +172,13 @@ async function main(): Promise<void> {
     userlist,
     embedded,
     configPath: args.config,
+    onReload: (reloaded) => {
+      try {
+        configureLogOutput(logOutput(reloaded, args));
+      } catch (err) {
+        log.error({ logfile: reloaded.logfile, err: (err as Error).message }, 'logfile: cannot open; logging where it did');
+      }
+    },
     // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
     onShutdown: (mode) => void stop(mode, `SHUTDOWN ${mode}`),
     });
@@ -144,6 +206,19 @@ async function main(): Promise<void> {
     const { startMetrics } = await import('./metrics/metrics.js');
     await startMetrics(config.metrics_listen, pooler, path.resolve(args.config));
   }
+  // Everything that needs root (ports below 1024, files) is open: become `user`.
+  if (config.user) {
+    try {
+      dropPrivileges(config.user);
+      log.info({ user: config.user, uid: process.getuid?.() }, 'switched user');
+    } catch (err) {
+      log.fatal({ err: (err as Error).message }, 'cannot switch user');
+      await pooler.shutdown(0, 'immediate');
+      await embedded?.stop();
+      process.exit(2);
+    }
+  }
+  startStatsLog(pooler.adminView, () => pooler.currentConfig);
 
   let stopping = false;
   stop = async (mode: ShutdownMode, why: string) => {
@@ -165,7 +240,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('wait_for_servers', 'SIGINT'));
   process.on('SIGQUIT', () => void stop('immediate', 'SIGQUIT'));
   process.on('SIGHUP', () => {
-    pooler.reload().catch((err) => log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration'));
+    // logrotate moved the file away: write to a new one at the same path.
+    reopenLogfile();
+    // A failed reload is logged by reload() itself.
+    pooler.reload().catch(() => {});
   });
   process.on('SIGUSR1', () => void pooler.adminView.pause());
   process.on('SIGUSR2', () => pooler.adminView.resume());

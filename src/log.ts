@@ -1,20 +1,24 @@
 /**
- * One pino logger for the process: one JSON line per event. Callers log ids, addresses, users and
- * databases; never passwords, tokens or query text at info level.
+ * One pino logger for the process, and where its lines go: standard output (JSON, or readable text
+ * on a terminal) and the `logfile`, reopened on SIGHUP for logrotate. Callers log ids, addresses,
+ * users and databases; never passwords, tokens or query text at info level. The named events an
+ * admin acts on (logins, refusals, disconnects, server connections, stats) are in log/events.ts.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type Logger, type DestinationStream } from 'pino';
+import { textLines } from './log/text-format.js';
 
 export type { Logger };
 
-export let log: Logger = pino({
-  level: process.env.TESSERA_LOG_LEVEL ?? 'info',
+const OPTIONS = {
   base: { pid: process.pid },
   // Belt and braces: even if a secret-bearing field slips into a log call, it is censored.
   redact: {
     paths: ['password', '*.password', 'secret', '*.secret', 'token', '*.token', 'authent_token', '*.authent_token'],
     censor: '[redacted]',
   },
-});
+};
+
+export let log: Logger = pino({ level: process.env.TESSERA_LOG_LEVEL ?? 'info', ...OPTIONS });
 
 export function setLogLevel(level: string): void {
   log.level = level;
@@ -23,4 +27,52 @@ export function setLogLevel(level: string): void {
 /** Replaces the process logger (tests capture log lines this way). */
 export function setLogger(logger: Logger): void {
   log = logger;
+}
+
+export interface LogOutput {
+  level: string;
+  /** json, text, or auto: text when standard output is a terminal. */
+  format: 'auto' | 'json' | 'text';
+  /** Also append to this file; '' for none. */
+  logfile: string;
+  /** -q: nothing on standard output (the logfile still gets every line). */
+  quiet: boolean;
+}
+
+let file: ReturnType<typeof pino.destination> | null = null;
+let current: LogOutput | null = null;
+
+/**
+ * Points the process logger at standard output and/or the logfile. Called at start-up, and on
+ * RELOAD when a log setting changed; throws (before changing anything) when the logfile cannot be
+ * opened, so the caller can name the setting.
+ */
+export function configureLogOutput(out: LogOutput): void {
+  if (current && current.format === out.format && current.logfile === out.logfile && current.quiet === out.quiet) {
+    log.level = out.level;
+    current = out;
+    return;
+  }
+  const text = (stream: { isTTY?: boolean }) => out.format === 'text' || (out.format === 'auto' && stream.isTTY === true);
+  const streams: { stream: DestinationStream; level: pino.Level }[] = [];
+  let opened: ReturnType<typeof pino.destination> | null = null;
+  if (out.logfile) {
+    // Opened synchronously so that a bad path is an error now, not a crash later.
+    opened = pino.destination({ dest: out.logfile, append: true, mkdir: false, sync: true });
+    streams.push({ stream: out.format === 'text' ? textLines(opened) : opened, level: 'trace' });
+  }
+  if (!out.quiet) {
+    const stdout = pino.destination({ dest: 1, sync: true });
+    streams.push({ stream: text(process.stdout) ? textLines(stdout) : stdout, level: 'trace' });
+  }
+  const previous = file;
+  file = opened;
+  current = out;
+  log = pino({ level: out.level, ...OPTIONS }, pino.multistream(streams));
+  previous?.end();
+}
+
+/** SIGHUP: the logfile was moved away (logrotate); write to a fresh file at the same path. */
+export function reopenLogfile(): void {
+  file?.reopen();
 }

@@ -81,7 +81,7 @@ export const ADMIN_OPERATIONS = {
    * off its own clients.
    */
   killSession: { commands: ['kill_session'], reach: 'every-worker', optional: true, signature: signature<[sessionId: string], KillSessionResult>(), combine: combineKillSession },
-  /** KILL: pause the database(s) and close all their client and server connections at once. */
+  /** KILL: close all client and server connections of the database(s) at once; they stay paused until RESUME. */
   kill: { commands: ['kill'], reach: 'every-worker', optional: false, signature: signature<[db?: string]>(), combine: nothing },
   /** RECONNECT: close each server connection of the database(s) as soon as it is released. */
   reconnect: { commands: ['reconnect'], reach: 'every-worker', optional: false, signature: signature<[db?: string]>(), combine: nothing },

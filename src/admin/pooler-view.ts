@@ -325,7 +325,11 @@ export class PoolerAdminView implements AdminView, OperationMethods {
         client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to KILL from the admin console'));
       }
     }
-    for (const p of this.poolsOf(db)) p.reconnect();
+    // As PgBouncer: the killed database stays paused; new clients wait until RESUME.
+    for (const p of this.poolsOf(db)) {
+      p.reconnect();
+      void p.pause();
+    }
   }
 
   reconnect(db?: string): void {

@@ -191,8 +191,24 @@ export const ConfigSchema = Type.Object(
         { default: 'info', description: 'Least severe log level that is written.' },
       ),
     ),
+    log_format: setting(
+      Type.Union([Type.Literal('auto'), Type.Literal('json'), Type.Literal('text')], {
+        default: 'auto',
+        description: 'Log line format: json (one JSON object a line), text (readable lines with local time), or auto (text when standard output is a terminal, else json) (Tessera setting).',
+      }),
+    ),
+    logfile: setting(Type.String({ default: '', description: 'File the log is also written to (appended; reopened on SIGHUP, for logrotate); empty writes to standard output only.' })),
+    pidfile: setting(Type.String({ default: '', description: 'File Tessera writes its process id to at start-up and removes at exit; empty writes none.' })),
+    user: setting(Type.String({ default: '', description: 'When started as root: the OS user Tessera switches to once it listens and has opened its files (as PgBouncer\'s -u); empty stays as started.' })),
+    log_connections: setting(Type.Boolean({ default: true, description: 'Log every client login and every server connection opened.' })),
+    log_disconnections: setting(Type.Boolean({ default: true, description: 'Log every client and server connection closed, with the reason.' })),
+    log_pooler_errors: setting(Type.Boolean({ default: true, description: 'Log every error Tessera itself sends to a client, refused logins included (never the secret).' })),
+    log_stats: setting(Type.Boolean({ default: true, description: 'Log a line of per-database averages (transactions, queries, bytes, wait) every stats_period.' })),
+    stats_period: seconds(60, 'Seconds between log_stats lines.'),
+    verbose: count(0, 'More log detail: 1 logs at debug level, 2 at trace (log_level still applies when lower; -v on the command line adds one).'),
+    autodb_idle_timeout: seconds(3600, 'Seconds after which a pool made through the "*" database entry, unused (no client, no server in use), is removed; 0 keeps them.'),
     embedded_password: setting(
-      Type.String({ default: 'postgres', description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting).' }),
+      Type.String({ default: 'postgres', writeOnly: true, description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting); never shown by SHOW CONFIG.' }),
     ),
     metrics_listen: setting(Type.String({ default: '', description: 'host:port for the Prometheus /metrics endpoint, the live dashboard at /, /healthz and /readyz; empty disables it (Tessera setting).' })),
     metrics_format: setting(

@@ -28,6 +28,7 @@ import { HeldInput } from './held-input.js';
 import { sessionStateDisturbance } from '../pool/session-sql.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
+import { clientClosed, clientLoggedIn, loginRefused, poolerError } from '../log/events.js';
 import { resumeReading } from '../net/suspension.js';
 import { idSequence, newCancelKey } from '../net/worker-identity.js';
 import type { ClientAccount } from '../metrics/accessors.js';
@@ -165,6 +166,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private txRelay: TransactionRelay | null = null;
   /** Destroys the socket if the client never finishes closing (see close()). */
   private closeTimer: NodeJS.Timeout | null = null;
+  /** Why a logged-in client's connection ends, for its log line; unset: it went away. */
+  private closeReason: { reason: string; byPooler: boolean; code?: string } | null = null;
 
   constructor(
     /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
@@ -202,14 +205,21 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
   fail(err: PgError): void {
     if (this.phase === ClientPhase.Closed) return;
-    if (this.phase === ClientPhase.Ready && !this.admin) this.host.onClientError(this, err);
+    const fatal = err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC';
+    if (this.phase !== ClientPhase.Ready) loginRefused(this, err);
+    else {
+      if (!this.admin) this.host.onClientError(this, err);
+      if (fatal) this.closeReason ??= { reason: err.message, byPooler: true, code: err.code };
+      else poolerError(this, err);
+    }
     if (this.socket.writable) this.socket.write(err.toMessage());
-    if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
+    if (fatal) this.close();
   }
 
   /** The client said Terminate: queries it sent before are finished, not cancelled. */
   terminate(): void {
     this.terminated = true;
+    this.closeReason ??= { reason: 'client close request', byPooler: false };
     this.close();
   }
 
@@ -244,7 +254,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       }
     } catch (err) {
       if (err instanceof PgError) return this.fail(err);
-      if (err instanceof ProtocolViolation) return this.fail(PgError.fatal(SqlState.ProtocolViolation, err.message));
+      if (err instanceof ProtocolViolation) return this.fail(PgError.fatal(err.sqlstate, err.message));
       log.error({ client: this.id, err }, 'unexpected error handling client data');
       this.fail(PgError.fatal('XX000', 'internal error in the pooler'));
     }
@@ -269,6 +279,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   setCertificateName(name: string | null): void {
     this.certificateName = name;
+  }
+
+  /** Not a startup packet at all: closed without a reply, as PostgreSQL does (negotiate logs it). */
+  drop(): void {
+    this.socket.destroy();
+    this.teardown();
   }
 
   onCancelRequest(pid: number, secret: number): void {
@@ -491,7 +507,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
     if (!this.admin) this.account = this.host.openAccount(this);
-    log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
+    clientLoggedIn(this);
     const early = this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
     else resumeReading(this.socket);
@@ -725,8 +741,9 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.server = null;
     // The server's own FATAL (57P01 and friends) was already relayed when it arrived in a chunk;
     // if it came with nothing, say what happened.
-    if (!error) this.fail(PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'));
-    else this.close();
+    if (!error) return this.fail(PgError.fatal(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'));
+    this.closeReason ??= { reason: `server connection lost: ${error.message}`, byPooler: true, code: error.code };
+    this.close();
   }
 
   private releaseServer(): void {
@@ -745,6 +762,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   private teardown(): void {
     if (this.phase === ClientPhase.Closed) return;
+    if (this.phase === ClientPhase.Ready) {
+      const why = this.closeReason ?? { reason: 'client unexpected eof', byPooler: false };
+      clientClosed(this, why.reason, why.byPooler, why.code);
+    }
     this.phase = ClientPhase.Closed;
     this.txRelay?.close();
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.

@@ -10,11 +10,12 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { ProtocolViolation } from '../protocol/framing.js';
-import { StartupReader, type StartupPacket } from '../protocol/startup.js';
+import { InvalidStartupPacket, StartupReader, type StartupPacket } from '../protocol/startup.js';
 import * as msg from '../protocol/messages.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ALPN, clientCertVerified, type ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
+import { invalidStartupPacket } from '../log/events.js';
 
 /** The one-byte answers to SSLRequest and GSSENCRequest. */
 const NO_ENCRYPTION = Buffer.from('N');
@@ -30,6 +31,9 @@ export interface NegotiatingClient {
   readonly socket: Socket;
   /** The client closed or failed meanwhile. */
   readonly closed: boolean;
+  /** Read from the startup packet, so that a refusal before the login names them in its log line. */
+  user: string;
+  database: string;
   fail(err: PgError): void;
   /** TLS goes on the socket: stop listening to the plaintext one. */
   unlistenPlaintext(): void;
@@ -37,6 +41,8 @@ export interface NegotiatingClient {
   useTls(secure: tls.TLSSocket): void;
   /** A verified client certificate's CN, once the handshake is done (null: none). */
   setCertificateName(name: string | null): void;
+  /** Closes at once, without a reply: the other end does not speak the protocol. */
+  drop(): void;
   /** A CancelRequest: the connection carries nothing else. */
   onCancelRequest(pid: number, secret: number): void;
   /** The startup packet (after any NegotiateProtocolVersion was sent); `leftover` came after it. */
@@ -64,7 +70,15 @@ export class Negotiation {
       this.sslAnswered = true;
       return this.upgrade(this.clientTls, chunk);
     }
-    const packet = this.startup.push(chunk);
+    let packet: StartupPacket | null;
+    try {
+      packet = this.startup.push(chunk);
+    } catch (err) {
+      if (!(err instanceof InvalidStartupPacket)) throw err;
+      // As PostgreSQL: logged, and closed without an ErrorResponse.
+      invalidStartupPacket(this.client.remoteAddress, err.message);
+      return this.client.drop();
+    }
     if (packet) this.onPacket(packet);
   }
 
@@ -94,6 +108,8 @@ export class Negotiation {
       case 'cancel':
         return client.onCancelRequest(packet.pid, packet.secret);
       case 'startup': {
+        client.user = packet.params.get('user') ?? '';
+        client.database = packet.params.get('database') || client.user;
         if (!this.encrypted && !local && (this.clientTls?.mode === 'require' || this.clientTls?.requireCert)) {
           // As PgBouncer words it; SQLSTATE as PostgreSQL's hostssl-only rejection.
           throw PgError.fatal(SqlState.InvalidAuthorization, 'SSL required');

@@ -19,6 +19,7 @@ import { serialize } from 'pg-protocol';
 import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
+import { serverClosed, serverConnected, serverLoginFailed } from '../log/events.js';
 import { dropsAllStatements, KnownStatements } from './prepared.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
@@ -43,8 +44,14 @@ export function isDiscardAll(query: string): boolean {
 
 export type PoolMode = 'session' | 'transaction';
 
-/** How soon a connection refused or cut by a restarting server is tried again for waiting clients. */
-const TRANSIENT_RETRY_MS = 500;
+/**
+ * The "server connection closed" log line's reason: the CloseReason, but in PgBouncer's own words
+ * (its setting names) where a PgBouncer admin will grep for them.
+ */
+const LOGGED_REASON: Partial<Record<CloseReason, string>> = {
+  idle_timeout: 'server_idle_timeout',
+  lifetime: 'server_lifetime',
+};
 
 const COPY_FAIL = serialize.copyFail('client disconnected during COPY');
 
@@ -461,6 +468,8 @@ export class Pool {
     this.countClose(reason);
     this.move(server, ServerState.Closed);
     server.close();
+    // Only a server that logged in was announced (serverConnected); a failed login is logged by launch().
+    if (server.pid !== 0) serverClosed(this.name, server, LOGGED_REASON[reason] ?? reason);
   }
 
   private countClose(reason: CloseReason): void {
@@ -723,7 +732,7 @@ export class Pool {
         if (this.letGoIfMisplaced(server)) return;
         const status = new Map(server.status);
         this.statusCache.set(variant, status);
-        log.debug({ pool: this.name, server: server.id }, 'server connection ready');
+        serverConnected(this.name, server);
         // Clients that were only waiting to log in can finish now; they need a server at their
         // first query, not before.
         for (let i = 0; i < this.waiters.length; ) {
@@ -737,18 +746,21 @@ export class Pool {
       },
       (err: PgError) => {
         this.retire(server, 'login_failed');
-        log.warn({ pool: this.name, host: address.host, port: address.port, code: err.code, reason: err.message }, 'server login failed');
         // PostgreSQL restarting (57P03) or not answering (08006) may be back in a moment: clients
-        // already waiting keep their place for up to server_connect_timeout, retried soon, and
-        // are served by the restarted server. Any other refusal is final for them.
+        // already waiting keep their place for up to server_connect_timeout, are retried after
+        // server_login_retry (as PgBouncer: not sooner, so a server that is down is not hammered
+        // and the log not flooded), and are served by the restarted server. Any other refusal
+        // is final for them.
         const now = Date.now();
         const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
         // One host of several is down: the others are tried at once, nobody is told.
         if (transient && this.hostSet.noteFailure(address, err, now)) {
+          log.info({ pool: this.name, host: address.host, port: address.port, code: err.code, reason: err.message }, 'server login failed on one host of the list; trying the others');
           this.grow();
           return;
         }
-        const retryMs = transient ? Math.min(this.settings.loginRetryMs, TRANSIENT_RETRY_MS) : this.settings.loginRetryMs;
+        const retryMs = this.settings.loginRetryMs;
+        serverLoginFailed(this.name, err, retryMs / 1000);
         this.loginFailures.set(variant, { until: now + retryMs, error: err });
         // The client this connection was opened for hears why, in the server's own words; so do
         // the others with the same parameters when no server is left to serve them before
@@ -794,12 +806,8 @@ export class Pool {
   private onServerClosed(server: ServerConnection): void {
     // A login that fails is handled where it is awaited (launch), with its error and retry.
     if (server.state === ServerState.Login) return;
-    if (server.state !== ServerState.Closed) {
-      // Not closed by the pool (that counted already): the server hung up, or its socket failed.
-      server.closeReason ??= 'server_closed';
-      this.countClose(server.closeReason);
-      this.move(server, ServerState.Closed);
-    }
+    // Not closed by the pool (that counted already): the server hung up, or its socket failed.
+    this.retire(server, server.closeReason ?? 'server_closed');
     if (this.waiters.length > 0) this.grow();
   }
 }

@@ -1,26 +1,31 @@
 /**
  * The janitor: a few times a second (as PgBouncer's), instead of a timer per connection, it lets
  * each pool close idle and aged servers, forgets expired login bans and long-unused sessions (SHOW
- * SESSIONS), and cuts off clients past client_login_timeout, client_idle_timeout, query_timeout or
- * idle_transaction_timeout.
+ * SESSIONS), cuts off clients past client_login_timeout, client_idle_timeout, query_timeout or
+ * idle_transaction_timeout, and removes pools made through "*" that autodb_idle_timeout says are
+ * no longer used (autodb.ts).
  */
 import type { Config } from '../config/schema.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ClientPhase } from '../frontend/client-connection.js';
 import type { Registry } from './registry.js';
 import { clientTimeouts, type ClientTimeouts } from '../config/effective.js';
+import { AutodbJanitor } from './autodb.js';
 
 const JANITOR_INTERVAL_MS = 500;
 
 export class Janitor {
   private timer: NodeJS.Timeout | null = null;
+  private readonly autodb: AutodbJanitor;
 
   constructor(
     private readonly registry: Registry,
     /** What forgets old entries as time passes: the login limiter's bans, the session accounting. */
     private readonly forgetting: readonly { prune(now: number): void }[],
     private readonly config: () => Readonly<Config>,
-  ) {}
+  ) {
+    this.autodb = new AutodbJanitor(registry);
+  }
 
   start(): void {
     this.timer ??= setInterval(() => this.sweep(Date.now()), JANITOR_INTERVAL_MS);
@@ -36,6 +41,7 @@ export class Janitor {
     for (const pool of this.registry.pools.values()) pool.tick(now);
     for (const f of this.forgetting) f.prune(now);
     const c = this.config();
+    this.autodb.sweep(now, c);
     const loginTimeout = c.client_login_timeout * 1000;
     // A [users] entry may set its own timeouts, as in PgBouncer: worked out once per user per sweep.
     const timeoutsOf = new Map<string, ClientTimeouts>();

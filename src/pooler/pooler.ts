@@ -14,13 +14,17 @@ import { ClientConnection, type ClientHost } from '../frontend/client-connection
 import type { Authenticator } from '../frontend/client-auth.js';
 import type { ClientTls } from '../tls/contexts.js';
 import type { ServerConnection } from '../pool/server-connection.js';
-import { runAdminQuery } from '../admin/console.js';
+import { runAdminQuery, type AdminView } from '../admin/console.js';
 import type { ShutdownMode } from '../admin/operations.js';
 import { PoolerAdminView } from '../admin/pooler-view.js';
 import { openClusterView } from '../workers/cluster-view.js';
 import type { WorkerLink } from '../workers/worker-link.js';
 import { shareOf, workerIndex, workerOfPid } from '../net/worker-identity.js';
 import { log } from '../log.js';
+import { applyLogSwitches } from '../log/events.js';
+import { keepRestartOnly } from '../config/restart-only.js';
+import { newWarnings } from '../config/warnings.js';
+import { suspension, whenResumed } from '../net/suspension.js';
 import { Registry } from './registry.js';
 import { LoginLimiter } from './login-limiter.js';
 import { Janitor } from './janitor.js';
@@ -42,6 +46,8 @@ export interface PoolerOptions {
   config: Readonly<Config>;
   /** Where the config came from, for RELOAD and SIGHUP. */
   configPath?: string;
+  /** After a RELOAD applied `config` (the CLI re-points the log output). */
+  onReload?: (config: Readonly<Config>) => void;
   /** What SHUTDOWN from the admin console does (the CLI exits the process). */
   onShutdown?: (mode: ShutdownMode) => void;
   /** auth_file's secrets by user name. */
@@ -63,11 +69,14 @@ export class Pooler implements ClientHost {
   private readonly destinations = new WeakMap<ClientConnection, Destination>();
   private readonly consoleView: PoolerAdminView;
   private workerLink: WorkerLink | undefined;
+  /** The console connection that ran SUSPEND: when it goes, the pooler resumes (onClientClosed). */
+  private suspendedBy: ClientConnection | null = null;
   /** Refused logins, client errors, session logins and the per-accessor accounting (metrics). */
   readonly stats: PoolerStats;
 
   constructor(private readonly options: PoolerOptions) {
     this.configuration = configurationOf(options.config, options.userlist);
+    applyLogSwitches(options.config);
     this.embedded = options.embedded;
     const st = options.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
@@ -87,7 +96,7 @@ export class Pooler implements ClientHost {
       },
       disabled: this.disabled,
       suspend: () => this.runtime.suspend(),
-      unsuspend: () => this.runtime.unsuspend(),
+      unsuspend: () => this.unsuspend(),
       reload: () => this.reload(),
       set: (key, value) => this.set(key, value),
       shutdown: (mode) => (options.onShutdown ? options.onShutdown(mode) : void this.shutdown(this.config.shutdown_timeout * 1000, mode)),
@@ -160,6 +169,7 @@ export class Pooler implements ClientHost {
   }
 
   unsuspend(): void {
+    this.suspendedBy = null;
     this.runtime.unsuspend();
   }
 
@@ -168,11 +178,23 @@ export class Pooler implements ClientHost {
    * A bad file leaves everything as it was (see reload.ts).
    */
   async reload(): Promise<void> {
-    if (!this.options.configPath) throw new Error('no config file to reload');
-    const { configuration, warnings } = readConfiguration(this.options.configPath);
-    for (const w of warnings) log.warn(w);
-    this.applyConfiguration(configuration);
-    log.info({ config: this.options.configPath }, 'configuration reloaded');
+    const configPath = this.options.configPath;
+    if (!configPath) throw new Error('no config file to reload');
+    let read: ReturnType<typeof readConfiguration>;
+    try {
+      read = readConfiguration(configPath);
+    } catch (err) {
+      // The console says "see logs" and SIGHUP has no one to tell: the reason is here.
+      log.error({ config: configPath, err: (err as Error).message }, 'reload failed; keeping the running configuration');
+      throw err;
+    }
+    for (const w of newWarnings(read.warnings)) log.warn({ config: configPath }, w);
+    // listen_port, metrics_listen, ...: SHOW CONFIG keeps showing what is in effect.
+    const { config, notApplied } = keepRestartOnly(this.config, read.configuration.config);
+    for (const setting of notApplied) log.warn({ setting }, 'setting changed in the config file needs a restart; not applied');
+    this.applyConfiguration({ ...read.configuration, config });
+    log.info({ config: configPath }, 'configuration reloaded');
+    this.options.onReload?.(config);
   }
 
   /** SET key = value from the admin console: the running config with one setting changed. */
@@ -183,6 +205,7 @@ export class Pooler implements ClientHost {
 
   private applyConfiguration(configuration: Configuration): void {
     this.configuration = configuration;
+    applyLogSwitches(configuration.config);
     applyToPools(this.registry, configuration, this.embedded);
     this.stats.configure(configuration.config);
     // A changed pool role may now defeat row-level security: say so (as at start-up).
@@ -211,7 +234,12 @@ export class Pooler implements ClientHost {
     if (plan.database) client.database = plan.database;
     if (plan.admin) client.admin = true;
     if (plan.destination) this.destinations.set(client, plan.destination);
-    return plan.authenticator;
+    // Under SUSPEND a login (but the console's) waits, unread, for RESUME, as in PgBouncer.
+    if (!suspension.active || client.admin) return plan.authenticator;
+    client.socket.pause();
+    const auth = plan.authenticator;
+    const resumed = whenResumed();
+    return { start: () => ({ kind: 'later', next: resumed.then(() => auth.start()) }), receive: (body) => auth.receive(body) };
   }
 
   private loginContext(): LoginContext {
@@ -282,7 +310,12 @@ export class Pooler implements ClientHost {
   onClientClosed(client: ClientConnection): void {
     this.registry.removeClient(client);
     if (client.account) this.stats.accounting.close(client.account);
-    log.debug({ client: client.id }, 'client closed');
+    if (client === this.suspendedBy && suspension.active) {
+      log.warn({ client: client.id, user: client.user }, 'admin disappeared when suspended, doing RESUME');
+      // The console's own RESUME, so that with workers every worker resumes.
+      this.suspendedBy = null;
+      void this.consoleOperations().then((view) => view.resume(), () => this.consoleView.resume());
+    }
   }
 
   onLoginFailed(client: ClientConnection, reason: string): void {
@@ -329,11 +362,21 @@ export class Pooler implements ClientHost {
   adminQuery(client: ClientConnection, sql: string): Promise<Buffer> {
     const c = this.config;
     const who = { user: client.user, isAdmin: c.admin_users.includes(client.user), isStats: c.stats_users.includes(client.user) };
-    if (!this.workerLink) return runAdminQuery(sql, this.consoleView, who);
-    // workers > 1: SHOW sums every worker, and each command runs where admin/operations.ts says.
-    return openClusterView(this.workerLink, () => this.config, () => this.consoleView.version()).then(
-      (view) => runAdminQuery(sql, view, who),
-      (err: PgError) => err.toMessage(),
-    );
+    const wasSuspended = suspension.active;
+    return this.consoleOperations()
+      .then(
+        (view) => runAdminQuery(sql, view, who),
+        (err: PgError) => err.toMessage(),
+      )
+      .finally(() => {
+        // Who suspended: when that connection goes, the pooler resumes (onClientClosed).
+        if (!wasSuspended && suspension.active) this.suspendedBy = client;
+      });
+  }
+
+  /** What the console's commands run against: this process, or (workers > 1) every worker as admin/operations.ts says. */
+  private consoleOperations(): Promise<AdminView> {
+    if (!this.workerLink) return Promise.resolve(this.consoleView);
+    return openClusterView(this.workerLink, () => this.config, () => this.consoleView.version());
   }
 }

@@ -42,6 +42,18 @@ export class Registry {
     return { pool, created: true };
   }
 
+  /** A pool no longer kept (autodb_idle_timeout); the caller closes it. */
+  removePool(pool: Pool): void {
+    for (const [key, p] of this.pools) if (p === pool) this.pools.delete(key);
+  }
+
+  /** The pools some client (logged in or logging in) belongs to. */
+  poolsWithClients(): Set<Pool> {
+    const pools = new Set<Pool>();
+    for (const client of this.clients) if (client.pool) pools.add(client.pool);
+    return pools;
+  }
+
   databaseNameOf(pool: Pool): string {
     return this.databaseOfPool.get(pool) ?? pool.name;
   }

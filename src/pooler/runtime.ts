@@ -10,7 +10,7 @@ import { PgError, SqlState } from '../protocol/messages.js';
 import type { ShutdownMode } from '../admin/operations.js';
 import type { ClientConnection } from '../frontend/client-connection.js';
 import { applySocketOptions } from '../net/socket-options.js';
-import { suspension } from '../net/suspension.js';
+import { beginSuspension, endSuspension } from '../net/suspension.js';
 import { workerCount } from '../net/worker-identity.js';
 import { log } from '../log.js';
 import type { Registry } from './registry.js';
@@ -87,9 +87,8 @@ export class Runtime {
   private accept(socket: net.Socket): void {
     applySocketOptions(socket, socketOptions(this.config()));
     const client = this.newClient(socket);
+    // Under SUSPEND it is let in (the console must stay reachable); its login waits for RESUME.
     this.registry.addClient(client);
-    // Under SUSPEND a new client waits, unread, until RESUME (as PgBouncer).
-    if (suspension.active) socket.pause();
     log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
   }
 
@@ -102,7 +101,11 @@ export class Runtime {
   async shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
     const deadline = mode === 'immediate' ? Date.now() : Date.now() + graceMs;
     this.shutdownDeadline = Math.min(this.shutdownDeadline, deadline);
-    if (mode === 'wait_for_servers') this.waitForClients = false;
+    if (mode === 'wait_for_servers') {
+      this.waitForClients = false;
+      // As PAUSE: no server for a new transaction; running ones finish (stillBusy waits for them).
+      for (const pool of this.registry.pools.values()) void pool.pause();
+    }
     if (this.stopping) return this.stopped;
     // First, so a readiness check reading isStopping (issue 17's endpoint) goes unready before
     // anything else changes.
@@ -118,6 +121,10 @@ export class Runtime {
         // boundary and reconnects elsewhere; session-mode clients are waited for as before.
         // (Clients inside a transaction are closed by themselves as it ends: ClientConnection.onServerReady.)
         if (this.waitForClients) this.closeBetweenTransactions();
+        // WAIT_FOR_SERVERS: a client waiting for a server would wait for nothing; tell it now.
+        if (!this.waitForClients) {
+          for (const client of this.registry.clients) if (client.isWaiting) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+        }
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const client of [...this.registry.clients]) {
@@ -156,7 +163,7 @@ export class Runtime {
    * all their output has been sent. One that has not flushed within suspend_timeout is closed.
    */
   async suspend(): Promise<void> {
-    suspension.active = true;
+    beginSuspension();
     const sockets = this.suspendableSockets();
     for (const s of sockets) s.pause();
     const deadline = Date.now() + this.config().suspend_timeout * 1000;
@@ -167,7 +174,7 @@ export class Runtime {
 
   /** RESUME after SUSPEND. */
   unsuspend(): void {
-    suspension.active = false;
+    endSuspension();
     for (const s of this.suspendableSockets()) s.resume();
     log.info('resumed after SUSPEND');
   }

@@ -124,7 +124,16 @@ export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
             );
           }
         },
-        (err: PgError) => log.info({ db: name, role, code: err.code }, 'could not check the session_token pool role'),
+        (err: PgError) => {
+          if (err.code !== SqlState.InvalidPassword && err.code !== SqlState.InvalidAuthorization) {
+            return log.info({ db: name, role, code: err.code, reason: err.message }, 'could not check the session_token pool role');
+          }
+          // First start: the pool role of the walkthrough does not exist yet.
+          log.warn(
+            { db: name, role, code: err.code, reason: err.message },
+            `session_token database "${name}": its pool role "${role}" cannot log in; create it (sql/tessera.sql and sql/demo.sql set up the walkthrough's, see README "Walkthrough", step 1) or fix the entry's user and password`,
+          );
+        },
       )
       .finally(() => server.close());
   }

@@ -8,7 +8,15 @@
  * everything else streams through untouched, so a 1 GB DataRow costs nothing here.
  */
 
-export class ProtocolViolation extends Error {}
+export class ProtocolViolation extends Error {
+  constructor(
+    message: string,
+    /** The SQLSTATE the client is told: protocol_violation unless PostgreSQL says otherwise. */
+    readonly sqlstate = '08P01',
+  ) {
+    super(message);
+  }
+}
 
 export interface FrameSink {
   /**

@@ -4,6 +4,12 @@
  */
 import { ProtocolViolation } from './framing.js';
 
+/**
+ * Not a startup packet at all (a length out of range): PostgreSQL logs it and closes the socket
+ * without a reply (COMMERROR), since whatever is at the other end does not speak the protocol.
+ */
+export class InvalidStartupPacket extends ProtocolViolation {}
+
 /** PostgreSQL refuses startup packets longer than this (MAX_STARTUP_PACKET_LENGTH). */
 export const MAX_STARTUP_PACKET = 10000;
 
@@ -35,7 +41,7 @@ export class StartupReader {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     if (this.buf.length < 4) return null;
     const length = this.buf.readInt32BE(0);
-    if (length < 8 || length > MAX_STARTUP_PACKET) throw new ProtocolViolation(`invalid length of startup packet`);
+    if (length < 8 || length > MAX_STARTUP_PACKET) throw new InvalidStartupPacket(`invalid length of startup packet`);
     if (this.buf.length < length) return null;
     const packet = this.buf.subarray(0, length);
     this.leftover = this.buf.subarray(length);
@@ -49,13 +55,14 @@ export function decodeStartup(packet: Buffer): StartupPacket {
   if (code === SSL_REQUEST && packet.length === 8) return { kind: 'ssl' };
   if (code === GSSENC_REQUEST && packet.length === 8) return { kind: 'gssenc' };
   if (code === CANCEL_REQUEST) {
-    if (packet.length !== 16) throw new ProtocolViolation('invalid length of cancel request');
+    if (packet.length !== 16) throw new InvalidStartupPacket('invalid length of cancel request');
     return { kind: 'cancel', pid: packet.readInt32BE(8), secret: packet.readInt32BE(12) };
   }
   const major = code >>> 16;
   const minor = code & 0xffff;
   if (major !== PROTOCOL_3) {
-    throw new ProtocolViolation(`unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`);
+    // PostgreSQL's answer, FATAL 0A000, so a client can tell it is talking to the wrong version.
+    throw new ProtocolViolation(`unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`, '0A000');
   }
   const params = new Map<string, string>();
   const unknownOptions: string[] = [];

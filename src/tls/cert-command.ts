@@ -8,12 +8,14 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-export const CERT_USAGE = `Usage: tessera cert DIR [--host NAME]... [--client USER]...
+export const CERT_USAGE = `Usage: tessera cert DIR [--host NAME]... [--client USER]... [--force]
 
 Writes into DIR (created if missing) a development CA (ca.crt, ca.key) and a key and certificate
 for Tessera (server.key, server.crt) valid for localhost, 127.0.0.1 and ::1 (and every --host),
-signed by that CA. A CA already in DIR is reused. --client USER adds USER.key and USER.crt, a
-client certificate with CN=USER for auth_type cert. Needs the openssl command.
+signed by that CA. --client USER adds USER.key and USER.crt, a client certificate with CN=USER
+for auth_type cert. Files already in DIR are kept (a running Tessera may use them): a key is
+never replaced, and a certificate only when --host asks for other names; --force makes
+everything new. Needs the openssl command.
 `;
 
 const DAYS_CA = 3650;
@@ -25,6 +27,8 @@ export interface DevCertOptions {
   clients?: string[];
   /** The openssl binary (default: openssl on PATH). */
   openssl?: string;
+  /** Make new keys and certificates even where DIR has them. */
+  force?: boolean;
 }
 
 export interface DevCerts {
@@ -34,6 +38,9 @@ export interface DevCerts {
   serverCert: string;
   /** Client certificate and key files by user name. */
   clients: Record<string, { cert: string; key: string }>;
+  /** Files made by this run, and files that were there and left as they were. */
+  written: string[];
+  kept: string[];
 }
 
 /** Writes the CA (unless present), the server certificate and any client certificates. */
@@ -53,22 +60,37 @@ export function writeDevCerts(dirArg: string, opts: DevCertOptions = {}): DevCer
     // PostgreSQL and libpq refuse key files that others can read.
     fs.chmodSync(out, 0o600);
   };
+  const written: string[] = [];
+  const kept: string[] = [];
   const ca = file('ca.crt');
   const caKey = file('ca.key');
-  if (!fs.existsSync(ca) || !fs.existsSync(caKey)) {
+  if (opts.force || !fs.existsSync(ca) || !fs.existsSync(caKey)) {
     newKey(caKey);
+    written.push(caKey, ca);
     run([
       'req', '-new', '-x509', '-key', caKey, '-out', ca, '-days', String(DAYS_CA), '-subj', '/CN=Tessera development CA',
       '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
     ]);
-  }
+  } else kept.push(caKey, ca);
   // One leaf: a key, a request, and the CA's signature with the extensions that say what it is for.
-  const leaf = (name: string, cn: string, extensions: string[]) => {
+  // An existing key is kept (a new one would silently break whatever uses it); its certificate
+  // too, unless `reissue` (other names asked for) or a new CA signs.
+  const leaf = (name: string, cn: string, extensions: string[], reissue: boolean) => {
     const key = file(`${name}.key`);
     const cert = file(`${name}.crt`);
     const csr = file(`${name}.csr.tmp`);
     const ext = file(`${name}.ext.tmp`);
-    newKey(key);
+    const newCa = written.includes(ca);
+    if (!opts.force && !newCa && fs.existsSync(key)) kept.push(key);
+    else {
+      newKey(key);
+      written.push(key);
+    }
+    if (!reissue && !written.includes(key) && fs.existsSync(cert)) {
+      kept.push(cert);
+      return { cert, key };
+    }
+    written.push(cert);
     try {
       run(['req', '-new', '-key', key, '-out', csr, '-subj', `/CN=${cn}`]);
       fs.writeFileSync(ext, extensions.join('\n') + '\n');
@@ -85,13 +107,13 @@ export function writeDevCerts(dirArg: string, opts: DevCertOptions = {}): DevCer
     'keyUsage=critical,digitalSignature',
     'extendedKeyUsage=serverAuth',
     `subjectAltName=${[...new Set(names)].join(',')}`,
-  ]);
+  ], (opts.hosts ?? []).length > 0);
   const clients: DevCerts['clients'] = {};
   for (const user of opts.clients ?? []) {
     if (!/^[\w.@-]+$/.test(user) || ['ca', 'server'].includes(user)) throw new Error(`--client ${JSON.stringify(user)}: expected a user name of letters, digits and . _ @ -, other than ca and server`);
-    clients[user] = leaf(user, user, ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth']);
+    clients[user] = leaf(user, user, ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'], false);
   }
-  return { dir, ca, serverKey: server.key, serverCert: server.cert, clients };
+  return { dir, ca, serverKey: server.key, serverCert: server.cert, clients, written, kept };
 }
 
 /** The CLI form: parses arguments, writes the files, prints how to turn TLS on. */
@@ -99,9 +121,14 @@ export function certCommand(argv: string[]): { out: string; code: number } {
   let dir: string | undefined;
   const hosts: string[] = [];
   const clients: string[] = [];
+  let force = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--help' || a === '-h') return { out: CERT_USAGE, code: 0 };
+    if (a === '--force') {
+      force = true;
+      continue;
+    }
     if (a === '--host' || a === '--client') {
       const value = argv[++i];
       if (!value) return { out: `tessera cert: ${a} needs a value\n${CERT_USAGE}`, code: 2 };
@@ -113,7 +140,7 @@ export function certCommand(argv: string[]): { out: string; code: number } {
   if (dir === undefined) return { out: `tessera cert: expected a folder\n${CERT_USAGE}`, code: 2 };
   let certs: DevCerts;
   try {
-    certs = writeDevCerts(dir, { hosts, clients });
+    certs = writeDevCerts(dir, { hosts, clients, force });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
     if (e.code === 'ENOENT' && e.path === 'openssl') return { out: 'tessera cert: the openssl command is needed and was not found on PATH\n', code: 1 };
@@ -121,15 +148,16 @@ export function certCommand(argv: string[]): { out: string; code: number } {
     return { out: `tessera cert: ${detail}\n`, code: 1 };
   }
   const rel = (p: string) => (p.startsWith(process.cwd() + path.sep) ? path.relative(process.cwd(), p) : p);
+  const list = (files: string[]) => files.map(rel).join(', ');
   const out = [
-    `Wrote ${rel(certs.ca)} (development CA), ${rel(certs.serverCert)} and ${rel(certs.serverKey)}` +
-      Object.values(certs.clients).map((c) => `, ${rel(c.cert)}, ${rel(c.key)}`).join('') + '.',
+    certs.written.length ? `Wrote ${list(certs.written)}.` : 'Wrote nothing new.',
+    ...(certs.kept.length ? [`Kept ${list(certs.kept)} (already there; --force makes new ones).`] : []),
     'Turn TLS on with these settings in proxy.config.json (client_tls_* in a pgbouncer.ini):',
     '  "client_tls_sslmode": "require",',
     `  "client_tls_key_file": ${JSON.stringify(certs.serverKey)},`,
     `  "client_tls_cert_file": ${JSON.stringify(certs.serverCert)},`,
     'then connect with the CA as the trusted root:',
-    `  psql "host=localhost port=6432 sslmode=verify-full sslrootcert=${certs.ca}"`,
+    `  psql "host=localhost port=6432 user=postgres dbname=postgres sslmode=verify-full sslrootcert=${rel(certs.ca)}"`,
     '',
   ].join('\n');
   return { out, code: 0 };

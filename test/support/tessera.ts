@@ -92,10 +92,10 @@ export interface TesseraProcess {
 }
 
 /** Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens. */
-export async function spawnTessera(settings: Record<string, unknown>, userlist?: string): Promise<TesseraProcess> {
+export async function spawnTessera(settings: Record<string, unknown>, userlist?: string, cliArgs: (configFile: string) => string[] = (file) => ['--config', file]): Promise<TesseraProcess & { file: string }> {
   const port = await freePort();
   const { dir, file } = writeConfig(settings, userlist, port);
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', file], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...cliArgs(file)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -110,6 +110,7 @@ export async function spawnTessera(settings: Record<string, unknown>, userlist?:
   }
   return {
     port,
+    file,
     child,
     output: () => out,
     exited,

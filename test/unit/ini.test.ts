@@ -71,6 +71,8 @@ sockdb =
 
 // What the same setup looks like as proxy.config.json.
 const EQUIVALENT_JSON = {
+  logfile: '/var/log/pgbouncer/pgbouncer.log',
+  pidfile: '/var/run/pgbouncer/pgbouncer.pid',
   listen_addr: '127.0.0.1',
   listen_port: 6432,
   auth_type: 'md5',
@@ -114,14 +116,14 @@ test('loadIni converts types and makes auth_file absolute', () => {
   assert.equal((json.databases as Record<string, unknown>).forcedb, EQUIVALENT_JSON.databases.forcedb);
 });
 
-test('unsupported settings are warnings naming file:line, kinder for ignore_startup_parameters', () => {
-  const { warnings } = loadIni(MAIN);
-  assert.ok(warnings.includes(`${MAIN}:15: setting "logfile" is not supported by Tessera and is ignored`), warnings.join('\n'));
-  assert.ok(warnings.includes(`${MAIN}:16: setting "pidfile" is not supported by Tessera and is ignored`));
+test('logfile and pidfile are read; ignore_startup_parameters is a kinder warning naming file:line', () => {
+  const { json, warnings } = loadIni(MAIN);
+  assert.is(json.logfile, '/var/log/pgbouncer/pgbouncer.log');
+  assert.is(json.pidfile, '/var/run/pgbouncer/pgbouncer.pid');
   const ignore = warnings.find((w) => w.includes('ignore_startup_parameters'));
   assert.ok(ignore?.startsWith(`${MAIN}:32: `));
   assert.match(ignore!, /not needed: Tessera honours every startup parameter/);
-  assert.is(warnings.length, 3, warnings.join('\n'));
+  assert.is(warnings.length, 1, warnings.join('\n'));
 });
 
 test('warnings for database and user parameters Tessera lacks; host lists and [peers] are read', () => {
@@ -130,7 +132,7 @@ test('warnings for database and user parameters Tessera lacks; host lists and [p
     `[pgbouncer]
 listen_addr = *
 auth_type = trust
-verbose = 2
+syslog = 1
 max_cilent_conn = 5
 [databases]
 db = host=a.example,b.example auth_user=pgb connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC password=topsecret
@@ -146,7 +148,7 @@ bob = pool_size=4 query_timeout=10 query_wait_timeout=5
   assert.is(config.databases.db!.connect_query, 'SELECT 1');
   assert.equal(config.users.bob, { pool_size: 4, query_timeout: 10 });
   const expected = [
-    `${path}:4: setting "verbose" is not supported by Tessera and is ignored`,
+    `${path}:4: setting "syslog" is not supported by Tessera and is ignored`,
     `${path}:5: setting "max_cilent_conn" is not a PgBouncer or Tessera setting (a typo?) and is ignored`,
     `${path}:7: database "db": parameter "client_encoding" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "datestyle" is not supported by Tessera and is ignored`,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { noticeResponse, SqlState } from '../../protocol/messages.js';
 import { ConfigSchema } from '../../config/schema.js';
+import { RESTART_ONLY_SETTINGS as NOT_CHANGEABLE } from '../../config/restart-only.js';
 import { columns, commandComplete, resultSet, type Cell, type Column } from '../wire.js';
 import { AdminError, LIST_NAMES, type ConnectionSnapshot, type StatCounters, type StatsSnapshot } from '../view.js';
 import { invalidCommand, requireAdmin, type CommandContext, type CommandHandler } from './context.js';
@@ -155,18 +156,18 @@ const showVersion: CommandHandler = ({ view }) => {
 
 interface SchemaProp {
   default?: unknown;
+  /** A secret (embedded_password): listed, never shown. */
+  writeOnly?: boolean;
   type?: string;
   properties?: Record<string, SchemaProp>;
 }
 
-/** Settings that only take effect at start-up (PgBouncer prints changeable = no for these). */
-const NOT_CHANGEABLE = new Set([
-  'listen_addr', 'listen_port', 'listen_backlog', 'unix_socket_dir', 'unix_socket_mode', 'unix_socket_group',
-  'user', 'pidfile', 'pkt_buf', 'so_reuseport', 'peer_id', 'embedded_password', 'metrics_listen', 'workers',
-]);
 
 /** Not settings: the schema reference and the [databases]/[users] sections. */
 const NOT_SETTINGS = new Set(['$schema', 'databases', 'users']);
+
+/** What SHOW CONFIG shows for a secret, set or not. */
+const HIDDEN = '(hidden)';
 
 function configValue(v: unknown): string {
   if (v === undefined || v === null) return '';
@@ -203,6 +204,10 @@ export function configRows(config: object): ConfigRow[] {
           changeable: !NOT_CHANGEABLE.has(key),
         });
       }
+      continue;
+    }
+    if (prop.writeOnly) {
+      rows.push({ key, value: HIDDEN, default: HIDDEN, changeable: !NOT_CHANGEABLE.has(key) });
       continue;
     }
     rows.push({ key, value: configValue(current[key]), default: configValue(prop.default), changeable: !NOT_CHANGEABLE.has(key) });
