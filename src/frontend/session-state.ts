@@ -1,35 +1,61 @@
 /**
- * Which statements leave state beyond their transaction (so a transaction-mode client running one
- * keeps its backend), and which re-bind a backend's session. Pure: text in, answer out. A false
- * positive only pins; it never breaks anything.
+ * What a transaction-mode client's statement leaves beyond its transaction, read from its text.
+ * Pure: text in, answer out. Three answers:
+ * - outlivesTransaction: state no other backend can be given (a pin, with the reason SHOW CLIENTS
+ *   and the logs give). A false positive only pins; it never breaks anything.
+ * - changesSettings: the statement may change session settings (SET, RESET, set_config, DISCARD
+ *   ALL), which follow the client instead: the relay reads them back from the server once the
+ *   transaction is over. A false positive costs one small query.
+ * - resetsToStartup: the settings a RESET (or SET ... TO DEFAULT, RESET ALL, DISCARD ALL) returns
+ *   to their session-start values, which for a client on a shared backend are its own startup
+ *   values, not the backend's: the relay puts those back right after the statement.
  */
 
+/** The pin reason of temporary objects: such a backend is closed on release, never reused. */
+export const TEMP_OBJECTS = 'temp_objects';
+
 /** Each trigger README promises, with the reason SHOW CLIENTS and the logs give. */
-const TRIGGERS: readonly { reason: string; pattern: RegExp }[] = [
+const PINS: readonly { reason: string; pattern: RegExp }[] = [
   { reason: 'listen', pattern: /\blisten\b/i },
   { reason: 'advisory_lock', pattern: /\b(pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b/i },
   { reason: 'with_hold_cursor', pattern: /\bwith\s+hold\b/i },
-  { reason: 'temp_object', pattern: /\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b/i },
-  // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS are transaction-scoped; reported parameters
-  // follow the client to each backend anyway.
-  {
-    reason: 'set_unreported',
-    pattern:
-      /(?:^|;)\s*set\s+(session\s+)?(?!(local|transaction|constraints|session\s+characteristics|application_name|datestyle|timezone|time\s+zone|client_encoding|intervalstyle|standard_conforming_strings)\b)[a-z_]/i,
-  },
+  // A temp table, or anything that names pg_temp (a search_path through it creates the backend's
+  // temp namespace, which outlives DISCARD ALL): the backend is closed when the client leaves.
+  { reason: TEMP_OBJECTS, pattern: /\bcreate\s+(or\s+replace\s+)?(global\s+|local\s+)?(temp|temporary)\b|\bpg_temp\b/i },
+  // Superuser only, and not a setting set_config can carry back.
+  { reason: 'session_authorization', pattern: /(?:^|;)\s*set\s+(session\s+)?session\s+authorization\b/i },
 ];
 
-/** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
-const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/gi;
+/** Why `text` leaves state that cannot follow its client to another backend, or null. */
+export function outlivesTransaction(text: string): string | null {
+  for (const { reason, pattern } of PINS) if (pattern.test(text)) return reason;
+  return null;
+}
 
 /**
- * Why `text` outlives its transaction, or null. `searchPathReported`: the server reports
- * search_path, so a SET of it follows the client like any reported parameter.
+ * A statement that can change a session setting. SET LOCAL, SET TRANSACTION, SET CONSTRAINTS
+ * and SET SESSION CHARACTERISTICS... are transaction-scoped or read back like any other (the
+ * last one sets default_transaction_*), so only the first three are left out.
  */
-export function outlivesTransaction(text: string, searchPathReported: boolean): string | null {
-  const scanned = searchPathReported ? text.replace(SETS_SEARCH_PATH, ';') : text;
-  for (const { reason, pattern } of TRIGGERS) if (pattern.test(scanned)) return reason;
-  return null;
+const CHANGES_SETTINGS = /(?:^|;)\s*(set\s+(?!(local|transaction|constraints)\b)[a-z_"]|reset\b|discard\s+all\b)|\bset_config\s*\(/i;
+
+export function changesSettings(text: string): boolean {
+  return CHANGES_SETTINGS.test(text);
+}
+
+/** RESET name / RESET ALL / SET [SESSION] name {TO | =} DEFAULT / DISCARD ALL, statement by statement. */
+const RESETS = /(?:^|;)\s*(?:reset\s+(all\b|time\s+zone\b|[a-z_][a-z0-9_.]*|"[^"]+")|discard\s+(all)\b|set\s+(?:session\s+)?(?:([a-z_][a-z0-9_.]*|"[^"]+")\s*(?:to|=)\s*default|(time\s+zone)\s+(?:default|local))\s*(?=;|$))/gi;
+
+/** What a RESET-like statement returns to its session-start value: 'all', the names (lower case), or null. */
+export function resetsToStartup(text: string): 'all' | string[] | null {
+  let names: string[] | null = null;
+  for (const m of text.matchAll(RESETS)) {
+    const word = m[1] ?? m[2] ?? m[3] ?? m[4];
+    if (/^all$/i.test(word) && m[3] === undefined) return 'all';
+    const name = (word.startsWith('"') ? word.slice(1, -1) : word).toLowerCase();
+    (names ??= []).push(/^time\s+zone$/.test(name) ? 'timezone' : name);
+  }
+  return names;
 }
 
 /**

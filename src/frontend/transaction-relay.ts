@@ -3,10 +3,10 @@
  * backend can change between transactions without the client noticing. It maps the client's
  * prepared-statement names to per-backend ones (prepared on whichever backend serves it, just
  * before use), answers what it can itself (a Parse the backend already has, a Close), puts the
- * client's reported parameters back on each backend, and notes what pins the client to its
- * backend. What it sends to a backend leaves in one write per incoming chunk.
+ * client's session settings on each backend (session-settings.ts), and notes what pins the
+ * client to its backend. What it sends to a backend leaves in one write per incoming chunk.
  *
- * It owns the client's statement map, its parameter overrides and its pin; the client owns the
+ * It owns the client's statement map, its session settings and its pin; the client owns the
  * socket and the server link (see RelayLink).
  */
 import * as msg from '../protocol/messages.js';
@@ -17,7 +17,9 @@ import type { Pool } from '../pool/pool.js';
 import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, wholeMessage, dropsAllStatements, PARSE_COMPLETE, CLOSE_COMPLETE, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
-import { outlivesTransaction, rebindsSession } from './session-state.js';
+import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, TEMP_OBJECTS } from './session-state.js';
+import { restoreSql, readBackSql, withReported, SettingsReader, type Settings } from './session-settings.js';
+import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
 
 /** What the relay needs from the client it serves. */
 export interface RelayLink {
@@ -43,14 +45,7 @@ export interface RelayLink {
 const STATEMENT = 0x53; // 'S' in Describe/Close
 const NO_BYTES = Buffer.alloc(0);
 
-/** Reported parameters no session can set. */
-const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
-
-/** A SQL string literal (standard_conforming_strings on; E'' when a backslash needs escaping). */
-function quoteLiteral(value: string): string {
-  const body = value.replace(/'/g, "''");
-  return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
-}
+const NO_RESETS: ReadonlySet<string> = new Set();
 
 /** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
 const PLAIN_ENTRIES: Entry[] = [];
@@ -63,16 +58,22 @@ export class TransactionRelay {
   private readonly rewriteStatements: boolean;
   // Created on first use: an idle client should cost as little as possible.
   private statements: Map<string, Statement> | null = null;
+  /** The client's startup values a session can set (canonical), what RESET returns to. */
+  private startup: Settings = NO_SESSION_SETTINGS;
   /**
-   * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
-   * other than its session's starting ones: re-applied on whichever backend serves it next, and a
-   * backend left with another client's values is put back first.
+   * The session settings this client should see beyond a fresh backend's (its startup values, then
+   * what its SETs left): applied on whichever backend serves it next, a backend left with another
+   * client's values being put back first.
    */
-  private overrides: Map<string, string> | null = null;
+  private settings: Settings = NO_SESSION_SETTINGS;
+  /** A statement may have changed the settings: they are read back when the transaction is over. */
+  private settingsUnsure = false;
+  /** Startup values a RESET returned to the backend's defaults since the last read-back. */
+  private resets: 'all' | Set<string> | null = null;
   /**
    * Why the client keeps its backend until it disconnects (LISTEN, a session advisory lock, a WITH
-   * HOLD cursor, a temp object, SET of an unreported setting); null while it is pooled per
-   * transaction. The backend is reset before anyone else gets it.
+   * HOLD cursor, temp objects); null while it is pooled per transaction. The backend is reset
+   * before anyone else gets it (closed, for temp objects).
    */
   pinReason: string | null = null;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
@@ -97,6 +98,11 @@ export class TransactionRelay {
 
   get pinned(): boolean {
     return this.pinReason !== null;
+  }
+
+  /** The client's checked startup values (login): its settings until it changes them. */
+  startWith(startup: Settings): void {
+    this.startup = this.settings = startup;
   }
 
   /** One chunk of client bytes: the client's framer calls back (onHeader, onMessage) per message. */
@@ -303,8 +309,9 @@ export class TransactionRelay {
     if (this.pinReason !== null && !holdsTicket) return;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
     if (this.pinReason === null) {
-      const reason = outlivesTransaction(text, server.status.has('search_path'));
+      const reason = outlivesTransaction(text);
       if (reason) this.pinTo(server, reason);
+      else if (changesSettings(text)) this.noteSettingsChange(server, resetsToStartup(text));
     }
     if (holdsTicket && rebindsSession(text)) server.boundSession = null;
   }
@@ -314,39 +321,74 @@ export class TransactionRelay {
     if (this.pinReason !== null) return;
     this.pinReason = reason;
     server.markSessionState(reason);
+    // Pinned for good: its settings stay where they are, and the pool's reset clears them.
+    server.sessionSettings = null;
+    if (reason === TEMP_OBJECTS) server.holdsTempObjects = true;
     log.debug({ client: this.link.id, reason }, 'client pinned to its server: session state outlives its transaction');
   }
 
-  /** A ParameterStatus the client saw: its own SET of a reported parameter, kept for its next backends. */
+  /** What the server has is unknown until the transaction is over and its settings are read back. */
+  private noteSettingsChange(server: ServerConnection, resets: 'all' | string[] | null): void {
+    this.settingsUnsure = true;
+    server.sessionSettings = null;
+    if (resets === null || this.resets === 'all') return;
+    if (resets === 'all') {
+      this.resets = 'all';
+      return;
+    }
+    const names = this.resets ?? new Set<string>();
+    for (const name of resets) names.add(name);
+    this.resets = names;
+  }
+
+  /** A ParameterStatus the client saw: a reported parameter its own statement changed. */
   onParameterStatus(name: string, value: string): void {
-    const baseline = this.pool.statusCache.get(this.link.variant)?.get(name);
-    if (value === baseline) this.overrides?.delete(name);
-    else (this.overrides ??= new Map()).set(name, value);
+    const server = this.link.server;
+    // Read back in full after the transaction anyway.
+    if (this.settingsUnsure || this.pinReason !== null || !server) return;
+    this.settings = withReported(this.settings, name, value);
+    server.sessionSettings = this.settings;
   }
 
   /**
-   * Before this client's messages on a newly linked backend: make its reported parameters what
-   * this client should see — its own SET values, else its session's starting ones (undoing
-   * another client's SET). One injected query, pipelined, whose every reply Tessera swallows.
+   * Before this client's messages on a newly linked backend: make its settings what this client
+   * should see, undoing another client's. One injected query, pipelined, whose every reply Tessera
+   * swallows.
    */
   restoreParameters(server: ServerConnection): void {
-    // The common case costs one test per transaction: nobody has SET anything.
-    const overrides = this.overrides;
-    if ((overrides === null || overrides.size === 0) && !server.paramsChanged) return;
-    const baseline = this.pool.statusCache.get(this.link.variant);
-    if (!baseline) return;
-    // After this, the server differs from the starting values only by this client's SETs.
-    server.paramsChanged = overrides !== null && overrides.size > 0;
-    const statements: string[] = [];
-    const names = new Set([...(overrides?.keys() ?? []), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
-    for (const name of names) {
-      const want = overrides?.get(name) ?? baseline.get(name);
-      if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
-      if (SERVER_ONLY_PARAMETERS.has(name)) continue;
-      statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
-    }
-    if (statements.length === 0) return;
-    this.queue(server, msg.simpleQuery(statements.join('; ')), 1);
+    // The common case costs one identity test: the backend already carries these very settings.
+    const sql = restoreSql(server.sessionSettings, this.settings);
+    server.sessionSettings = this.settings;
+    if (sql === null) return;
+    this.queue(server, msg.simpleQuery(sql), 1);
     server.responses!.push({ expect: Expect.Ready, swallowAll: true });
+  }
+
+  /**
+   * At the end of a transaction that may have changed settings (the server is idle, nothing of the
+   * client's is in flight): put back the startup values a RESET dropped and read the session's
+   * settings back from the server, which then serve as this client's. True when the query went
+   * out: the server is released at its ReadyForQuery instead.
+   */
+  readBackSettings(server: ServerConnection): boolean {
+    if (!this.settingsUnsure || this.pinReason !== null) return false;
+    this.settingsUnsure = false;
+    const reader = new SettingsReader();
+    this.queue(server, msg.simpleQuery(readBackSql(this.startup, this.resets ?? NO_RESETS)), 1);
+    this.resets = null;
+    server.responses!.push({
+      expect: Expect.Ready,
+      swallowAll: true,
+      inspect: (type, body) => {
+        const settings = reader.onResponse(type, body);
+        if (settings === undefined) return;
+        // Temp objects were made by something no statement text showed (a function, say).
+        if (reader.tempNamespace) this.pinTo(server, TEMP_OBJECTS);
+        // A failed read leaves the backend unknown (reset before its next client) and the client as it was.
+        else if (settings !== null) this.settings = server.sessionSettings = settings;
+      },
+    });
+    this.flush(server);
+    return true;
   }
 }

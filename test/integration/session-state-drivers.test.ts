@@ -41,14 +41,14 @@ async function script(cmd: string, args: string[], name: string, body: string): 
   return r.stdout.trim().split('\n');
 }
 
-// Each connection i: startup application_name drv-i, options -c statement_timeout=(1000+i);
+// Each connection i: startup application_name drv-i, options -c statement_timeout=(1100+i);
 // SET work_mem to (i+1)MB; then rounds in which every connection reads its own values back;
 // then RESET ALL returns it to its startup values.
 const pythonBody = (driver: 'psycopg2' | 'psycopg') => `
 import ${driver} as drv
 conns = []
 for i in range(4):
-    c = drv.connect(host='127.0.0.1', port=${'${PORT}'}, user='${user}', dbname='${TEST_DB}', application_name='drv-%d' % i, options='-c statement_timeout=%d' % (1000 + i))
+    c = drv.connect(host='127.0.0.1', port=${'${PORT}'}, user='${user}', dbname='${TEST_DB}', application_name='drv-%d' % i, options='-c statement_timeout=%d' % (1100 + i))
     c.autocommit = True
     conns.append(c)
 for i, c in enumerate(conns):
@@ -58,7 +58,7 @@ for r in range(20):
     for i, c in enumerate(conns):
         cur = c.cursor()
         cur.execute("select current_setting('application_name'), current_setting('statement_timeout'), current_setting('work_mem')")
-        if cur.fetchone() != ('drv-%d' % i, '%dms' % (1000 + i), '%dMB' % (i + 1)):
+        if cur.fetchone() != ('drv-%d' % i, '%dms' % (1100 + i), '%dMB' % (i + 1)):
             bad += 1
 print('mismatches', bad)
 for i, c in enumerate(conns):
@@ -72,7 +72,7 @@ for (const driver of ['psycopg2', 'psycopg'] as const) {
   if (works(PYTHON, ['-c', `import ${driver}`])) {
     test(`${driver}: 4 connections over 2 backends keep their own startup values and SETs; RESET ALL returns to them`, async () => {
       const out = await script(PYTHON, [], `${driver}_test.py`, pythonBody(driver).replace('${PORT}', String(t.port)));
-      assert.equal(out, ['mismatches 0', '1000ms 4MB', '1001ms 4MB', '1002ms 4MB', '1003ms 4MB']);
+      assert.equal(out, ['mismatches 0', '1100ms 4MB', '1101ms 4MB', '1102ms 4MB', '1103ms 4MB']);
     });
   } else {
     test.skip(`${driver}: session state over shared backends (skipped: ${PYTHON} has no ${driver}; apt-get install python3-${driver === 'psycopg' ? 'psycopg' : 'psycopg2'})`, () => {});
