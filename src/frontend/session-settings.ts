@@ -47,7 +47,8 @@ export function sharedSettings(settings: ReadonlyMap<string, string>): Settings 
 export function restoreSql(has: Settings | null, want: Settings): string | null {
   if (has === want) return null;
   const statements: string[] = [];
-  if (has === null) statements.push('RESET ALL');
+  // RESET ALL leaves the role alone.
+  if (has === null) statements.push('RESET ALL', 'RESET role');
   const from = has ?? NO_SESSION_SETTINGS;
   for (const [name, value] of want) if (from.get(name) !== value && NAME.test(name)) statements.push(setConfig(name, value));
   for (const name of from.keys()) if (!want.has(name) && NAME.test(name)) statements.push(`RESET ${name}`);
@@ -118,7 +119,8 @@ export function readBackSql(startup: Settings, resets: 'all' | ReadonlySet<strin
   const statements: string[] = [];
   for (const [name, value] of startup) if ((resets === 'all' || resets.has(name)) && NAME.test(name)) statements.push(setConfig(name, value));
   statements.push(
-    "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' UNION ALL SELECT NULL, NULL WHERE pg_catalog.pg_my_temp_schema() <> 0",
+    // role is hidden from pg_settings (and untouched by RESET ALL), yet a SET ROLE must follow its client.
+    "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none' UNION ALL SELECT NULL, NULL WHERE pg_catalog.pg_my_temp_schema() <> 0",
   );
   return statements.join('; ');
 }

@@ -61,6 +61,12 @@ test('SET, RESET, SET TO DEFAULT and set_config(..., false) of an unreported set
     assert.is((await setting(b, 'client_min_messages')).v, 'notice');
     await a.query('reset all');
     assert.is((await setting(a, 'client_min_messages')).v, 'notice');
+    // SET ROLE follows its client too (pg_settings does not show it).
+    await a.query(`set role ${user}`);
+    assert.is((await setting(b, 'role')).v, 'none');
+    assert.is((await setting(a, 'role')).v, user);
+    await a.query('reset role');
+    assert.is((await setting(a, 'role')).v, 'none');
   } finally {
     await a.end();
     await b.end();
