@@ -31,6 +31,7 @@ import {
 } from './lib/poolers.js';
 import { initPgbench, runPgbench } from './lib/pgbench.js';
 import { measureIdleClients } from './lib/memory.js';
+import { runDriverLoad } from './lib/driver-load.js';
 import { defaultSizes, scenarios, unitOf, type Scenario, type TlsScenario } from './lib/scenarios.js';
 import { writeDevCerts } from '../src/tls/cert-command.js';
 import {
@@ -376,6 +377,18 @@ export async function main(argv: string[]): Promise<void> {
           failed: r.failed,
           error: r.error,
           extra: { transactions: r.transactions, connectMs: r.connectMs },
+        };
+      }
+      if (s.kind === 'driver') {
+        const r = await runDriverLoad({ port: portOf(t), user: BENCH_USER, db: t === 'direct' ? BENCH_DB : s.poolerDb, clients: s.clients, seconds });
+        return {
+          round: 0,
+          value: r.completed > 0 ? r.queriesPerSecond : null,
+          latencyAvgMs: r.latencyAvgMs,
+          latencyP99Ms: r.latencyP99Ms,
+          failed: r.failed,
+          error: r.completed === 0 ? `no query completed: ${r.firstError}` : r.failed > 0 ? r.firstError : null,
+          extra: { transactions: r.completed },
         };
       }
       if (s.kind === 'token') {

@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
 
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, embedded);
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, path.resolve(args.config), embedded);
 
   let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
   let pooler: Pooler;
@@ -139,10 +139,10 @@ async function main(): Promise<void> {
     const { WorkerLink } = await import('./workers/worker-link.js');
     pooler.attachWorkerLink(new WorkerLink({ view: pooler.adminView, cancel: (pid, secret) => pooler.cancel(pid, secret) }));
     // The primary serves the metrics endpoint, summed over the workers.
-    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary(pooler);
+    if (config.metrics_listen) (await import('./metrics/metrics.js')).offerMetricsToPrimary();
   } else if (config.metrics_listen) {
     const { startMetrics } = await import('./metrics/metrics.js');
-    await startMetrics(config.metrics_listen, pooler);
+    await startMetrics(config.metrics_listen, pooler, path.resolve(args.config));
   }
 
   let stopping = false;
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
 }
 
 /** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */
-async function runPrimary(config: Config, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
+async function runPrimary(config: Config, configFile: string, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
   const { Primary } = await import('./workers/primary.js');
   // The workers share the Unix socket; clear a stale one once, before any of them listens.
   if (config.unix_socket_dir) await removeStaleSocket(`${config.unix_socket_dir}/.s.PGSQL.${config.listen_port}`);
@@ -180,6 +180,8 @@ async function runPrimary(config: Config, embedded: { host: string; port: number
     workers: config.workers,
     env: embedded ? { TESSERA_EMBEDDED: JSON.stringify([embedded.host, embedded.port]) } : {},
     metricsListen: config.metrics_listen,
+    config,
+    configFile,
     onStopped: async () => {
       await embedded?.stop();
     },

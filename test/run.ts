@@ -2,8 +2,9 @@
 //
 // Runs every test/unit and test/integration file named *.test.ts under uvu in
 // ONE child process (so test/support/cluster.ts's sharedCluster() is shared by
-// all files), streams uvu's output unchanged, then prints as the very last line
-// `N passed, N failed` and exits non-zero if anything failed.
+// all files), streams uvu's output unchanged, lists the tests that could not run here
+// (test/support/tools.ts: a missing psql, pgbench, java...), then prints as the very last line
+// `N passed, N failed, N skipped` and exits non-zero if anything failed. Skipped is never passed.
 //
 // Filters are regexes (case-insensitive) matched against the path relative to
 // test/, e.g. `npm test -- unit` or `npm test -- integration/harness`; several
@@ -39,6 +40,13 @@ if (process.argv[2] === '--child') {
 async function child(suites: Suite[]): Promise<void> {
   const { run } = await import('uvu/run');
   await run(suites, { bail: false });
+  const { skippedTests } = await import('./support/tools.js');
+  const skipped = skippedTests();
+  if (skipped.length > 0) {
+    process.stdout.write(`  Skipped, cannot run on this machine:\n`);
+    for (const s of skipped) process.stdout.write(`    ${s.file}: "${s.name}": ${s.reason}\n`);
+    process.stdout.write('\n');
+  }
   // uvu has set process.exitCode. Leaked sockets/servers would keep us alive
   // forever; name them (they are bugs) and exit, which also fires the cluster
   // cleanup 'exit' handlers.
@@ -61,9 +69,9 @@ function toRegex(filter: string): RegExp {
   }
 }
 
-function finish(passed: number, failed: number): void {
+function finish(passed: number, failed: number, skipped = 0): void {
   // Must stay the last line of output: CI reads it.
-  process.stdout.write(`${passed} passed, ${failed} failed\n`);
+  process.stdout.write(`${passed} passed, ${failed} failed, ${skipped} skipped\n`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
 
@@ -129,6 +137,7 @@ async function parent(filters: string[]): Promise<void> {
   }
   const total = Number(last[1]);
   const passed = Number(last[2]);
+  const skipped = Number(last[3]);
   // uvu's Total already excludes skipped tests (test.skip; non-.only tests when
   // .only is used), so whatever did not pass failed — including tests that never
   // ran because a before() hook threw, which uvu itself silently counts as OK.
@@ -137,5 +146,5 @@ async function parent(filters: string[]): Promise<void> {
     process.stderr.write(`run.ts: all tests passed but the test process exited with code ${code}, signal ${signal}\n`);
     failed = 1;
   }
-  finish(passed, failed);
+  finish(passed, failed, skipped);
 }

@@ -49,7 +49,16 @@ export interface TlsScenario {
   flags: string[];
 }
 
-export type Scenario = PgbenchScenario | TokenScenario | MemoryScenario | TlsScenario;
+/** node-postgres clients running a parameterised query (the unnamed extended protocol) in a loop. */
+export interface DriverScenario {
+  kind: 'driver';
+  id: string;
+  title: string;
+  poolerDb: string;
+  clients: number;
+}
+
+export type Scenario = PgbenchScenario | TokenScenario | MemoryScenario | TlsScenario | DriverScenario;
 
 export function scenarios(o: SizeOptions): Scenario[] {
   // 500 clients over 20 backends; --quick keeps the shape (many more clients than backends) smaller.
@@ -66,6 +75,8 @@ export function scenarios(o: SizeOptions): Scenario[] {
       flags: ['-S'],
     },
     { kind: 'pgbench', id: 'select-extended', title: 'pgbench -S -M extended, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: ['-S', '-M', 'extended'] },
+    { kind: 'pgbench', id: 'select-prepared', title: 'pgbench -S -M prepared, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: ['-S', '-M', 'prepared'] },
+    { kind: 'driver', id: 'node-postgres', title: 'node-postgres parameterised select, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16 },
     { kind: 'pgbench', id: 'connect', title: 'pgbench -S -C (connection per transaction), 16 clients', poolerDb: DB_TX, clients: 16, flags: ['-S', '-C'] },
     { kind: 'pgbench', id: 'tpcb', title: 'pgbench TPC-B-like, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: [] },
     { kind: 'token', id: 'token-storm', title: `session-token connect/query/disconnect, ${o.tokenConcurrency} loops`, concurrency: o.tokenConcurrency },
@@ -76,5 +87,5 @@ export function scenarios(o: SizeOptions): Scenario[] {
 }
 
 export function unitOf(s: Scenario): string {
-  return s.kind === 'pgbench' || s.kind === 'tls' ? 'tps' : s.kind === 'token' ? 'connections/s' : 'KB';
+  return s.kind === 'pgbench' || s.kind === 'tls' ? 'tps' : s.kind === 'driver' ? 'queries/s' : s.kind === 'token' ? 'connections/s' : 'KB';
 }

@@ -7,6 +7,8 @@
  * here reaches every worker: none can be left out by hand.
  */
 import { mergeSnapshots, type AdminSnapshot } from './snapshots.js';
+import { mergeMetrics, type MetricsSnapshot } from '../metrics/snapshot.js';
+import { mergeReadiness, type Readiness } from '../metrics/health.js';
 
 export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
 
@@ -90,6 +92,13 @@ export const ADMIN_OPERATIONS = {
   disable: { commands: ['disable'], reach: 'every-worker', optional: false, signature: signature<[db: string]>(), combine: nothing },
   /** SET key = value at run time; `key` is a SHOW CONFIG key. */
   set: { commands: ['set'], reach: 'every-worker', optional: true, signature: signature<[key: string, value: string]>(), combine: nothing },
+  /**
+   * No console command: the metrics_listen endpoint's figures (/metrics, the dashboard), which the
+   * primary asks of every worker and serves summed. Optional for the console's views.
+   */
+  metrics: { commands: [], reach: 'every-worker', optional: true, signature: signature<[], MetricsSnapshot>(), combine: mergeMetrics },
+  /** No console command: /readyz, ready only when every worker is. */
+  readiness: { commands: [], reach: 'every-worker', optional: true, signature: signature<[], Readiness>(), combine: mergeReadiness },
 } as const satisfies Record<string, OperationSpec>;
 
 function combineKillSession(results: KillSessionResult[]): KillSessionResult {

@@ -3,7 +3,7 @@
  * PgBouncer's terms, and every operation of admin/operations.ts (PAUSE, RESUME, RELOAD, KILL, ...).
  */
 import type { Socket } from 'node:net';
-import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from './view.js';
+import { AdminError, splitMicros, type AdminView, type KillSessionResult, type ConnectionSnapshot, type DatabaseSnapshot, type ListsSnapshot, type PoolSnapshot, type PoolerState, type SessionSnapshot, type ShutdownMode, type StatCounters, type StatsSnapshot, type UserSnapshot } from './view.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import { databaseLimits, maxUserConnections } from '../config/effective.js';
@@ -16,6 +16,8 @@ import { zeroPoolCounters, type Pool, type PoolCounters } from '../pool/pool.js'
 import { ClientPhase, type ClientConnection } from '../frontend/client-connection.js';
 import { suspension } from '../net/suspension.js';
 import { describeTls } from '../tls/contexts.js';
+import type { MetricsSnapshot } from '../metrics/snapshot.js';
+import type { Readiness } from '../metrics/health.js';
 
 const STATS_PERIOD_MS = 60_000;
 
@@ -46,6 +48,10 @@ export interface ViewedPooler {
   shutdown(mode: ShutdownMode): void;
   /** Ends a session in every session-token database; `ended`: some database had it. */
   endSession(sessionId: string): Promise<{ ended: boolean; errors: PgError[] }>;
+  /** SHOW SESSIONS rows, most recently active first. */
+  sessions(): SessionSnapshot[];
+  metrics(): MetricsSnapshot;
+  readiness(): Promise<Readiness>;
 }
 
 const ptr = (kind: 'c' | 's', id: number) => `0x${kind === 'c' ? '1' : '2'}${id.toString(16).padStart(7, '0')}`;
@@ -69,7 +75,22 @@ export class PoolerAdminView implements AdminView, OperationMethods {
 
   /** Everything SHOW reads, at once: what a worker gives the console of another (workers > 1). */
   snapshot(): AdminSnapshot {
-    return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [] };
+    return { state: this.state(), pools: this.pools(), clients: this.clients(), servers: this.servers(), databases: this.databases(), users: this.users(), stats: this.stats(), lists: this.lists(), mem: [], sessions: this.sessions() };
+  }
+
+  /** SHOW SESSIONS: who the pooled connections served (session-token and connect_query logins). */
+  sessions(): SessionSnapshot[] {
+    return this.pooler.sessions();
+  }
+
+  /** The metrics endpoint's figures (with workers, the primary sums every worker's). */
+  metrics(): MetricsSnapshot {
+    return this.pooler.metrics();
+  }
+
+  /** /readyz: listening, not shutting down, every database reachable. */
+  readiness(): Promise<Readiness> {
+    return this.pooler.readiness();
   }
 
   config(): Readonly<Config> {

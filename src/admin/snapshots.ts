@@ -213,6 +213,27 @@ export function splitMicros(totalUs: number): { seconds: number; us: number } {
   return { seconds: Math.floor(t / 1_000_000), us: t % 1_000_000 };
 }
 
+/**
+ * One row of SHOW SESSIONS (Tessera's own): an end user's session as Tessera served it. A
+ * session-token session, or (session_id null) the connect_query logins of one accessor.
+ */
+export interface SessionSnapshot {
+  /** The session-token session's id; null for connect_query logins. */
+  session_id: string | null;
+  /** The end user row-level security sees (tessera.current_accessor()); '' when unknown. */
+  accessor: string;
+  database: string;
+  /** Clients logged in with it now. */
+  clients: number;
+  /** Transactions, queries and errors its clients had since Tessera first saw it. */
+  transactions: number;
+  queries: number;
+  errors: number;
+  last_active: Date;
+  /** Address of the client that logged in with it most recently. */
+  addr: string;
+}
+
 /** Everything SHOW reads, taken at one moment: what one worker gives the console of another. */
 export interface AdminSnapshot {
   state: PoolerState;
@@ -224,6 +245,7 @@ export interface AdminSnapshot {
   stats: StatsSnapshot[];
   lists: ListsSnapshot;
   mem: MemSnapshot[];
+  sessions: SessionSnapshot[];
 }
 
 /** Rows with the same key become one; `combine` folds a row into the kept one. */
@@ -282,6 +304,14 @@ export function mergeSnapshots(snaps: AdminSnapshot[]): AdminSnapshot {
     }
   }
   const mem = mergeBy(snaps.flatMap((s) => s.mem), (m) => m.name, (kept, m) => add(kept, m, ['used', 'free', 'memtotal']));
+  // A session's clients may be spread over workers: one row, the latest activity and address.
+  const sessions = mergeBy(snaps.flatMap((s) => s.sessions), (r) => `${r.session_id ?? ''}\u0000${r.database}\u0000${r.accessor}`, (kept, r) => {
+    add(kept, r, ['clients', 'transactions', 'queries', 'errors']);
+    if (r.last_active > kept.last_active) {
+      kept.last_active = r.last_active;
+      kept.addr = r.addr;
+    }
+  }).sort((a, b) => b.last_active.getTime() - a.last_active.getTime());
   return {
     state: {
       paused: snaps.every((s) => s.state.paused),
@@ -296,5 +326,6 @@ export function mergeSnapshots(snaps: AdminSnapshot[]): AdminSnapshot {
     stats,
     lists,
     mem,
+    sessions,
   };
 }

@@ -12,7 +12,7 @@
 import { PgError, SqlState } from '../protocol/messages.js';
 import type { Config } from '../config/schema.js';
 import type { AdminActions } from './operations.js';
-import type { ConnectionSnapshot, DatabaseSnapshot, ListsSnapshot, MemSnapshot, PoolSnapshot, PoolerState, StatsSnapshot, UserSnapshot } from './snapshots.js';
+import type { ConnectionSnapshot, DatabaseSnapshot, ListsSnapshot, MemSnapshot, PoolSnapshot, PoolerState, SessionSnapshot, StatsSnapshot, UserSnapshot } from './snapshots.js';
 
 export type * from './snapshots.js';
 export { LIST_NAMES, splitMicros } from './snapshots.js';
@@ -48,6 +48,8 @@ export interface AdminView extends AdminActions {
   lists(): ListsSnapshot;
   /** SHOW MEM rows; optional, an empty result without it. */
   mem?(): MemSnapshot[];
+  /** SHOW SESSIONS rows; optional, an empty result without it. */
+  sessions?(): SessionSnapshot[];
 }
 
 /** Who is asking: the console user and whether it is in admin_users / stats_users. */

@@ -103,6 +103,8 @@ export function parseConfig(json: unknown, file: string, baseDir: string): Reado
     if (reason) fail('auth_file', `${reason} (${config.auth_file})`);
   }
 
+  // Written, not read: only its path is resolved here (the audit log opens it, and says why it cannot).
+  if (config.audit_log !== '') config.audit_log = resolve(baseDir, config.audit_log);
   for (const key of TLS_FILE_SETTINGS) {
     if (config[key] === undefined) continue;
     config[key] = resolve(baseDir, config[key]);

@@ -174,7 +174,21 @@ export const ConfigSchema = Type.Object(
     embedded_password: setting(
       Type.String({ default: 'postgres', description: 'Password of the embedded PostgreSQL\'s superuser "postgres", set when its data folder is first created (Tessera setting).' }),
     ),
-    metrics_listen: setting(Type.String({ default: '', description: 'host:port for the Prometheus /metrics endpoint and a live status page at /; empty disables it (Tessera setting).' })),
+    metrics_listen: setting(Type.String({ default: '', description: 'host:port for the Prometheus /metrics endpoint, the live dashboard at /, /healthz and /readyz; empty disables it (Tessera setting).' })),
+    metrics_format: setting(
+      Type.Union([Type.Literal('tessera'), Type.Literal('pgbouncer_exporter'), Type.Literal('both')], {
+        default: 'tessera',
+        description: 'Series names /metrics uses: tessera (tessera_*), pgbouncer_exporter (the names of prometheus-community/pgbouncer_exporter, so its dashboards and alerts carry over), or both; /metrics/tessera and /metrics/pgbouncer always serve one each (Tessera setting).',
+      }),
+    ),
+    metrics_per_accessor: setting(
+      Type.Boolean({ default: false, description: 'Export tessera_accessor_* series: transactions, queries and errors per accessor (the end user of a session-token or connect_query login) (Tessera setting).' }),
+    ),
+    metrics_accessor_limit: count(100, 'Most accessors with series of their own (metrics_per_accessor); the rest are summed under accessor="(other)" (Tessera setting).'),
+    audit_log: setting(Type.String({ default: '', description: 'File that gets one JSON line per transaction of a session-token or connect_query login (accessor, session id, database, duration, status, client id), relative to this config file; empty disables it (Tessera setting).' })),
+    audit_log_queries: setting(
+      Type.Boolean({ default: false, description: 'Also write the statements of each transaction to audit_log (transaction mode only, where Tessera reads whole messages); off by default, as query text may hold personal data (Tessera setting).' }),
+    ),
     workers: setting(
       Type.Integer({
         minimum: 1,
@@ -221,6 +235,10 @@ export const ConfigSchema = Type.Object(
           release_check: Type.Optional(Type.String({
             default: '',
             description: 'Query run after close_connection and the reset, before a backend serves another session: unless it returns true the backend is closed instead (the veil2 preset\'s checks that no privileges are loaded). Empty: a backend whose client ran something that can disturb the session SQL\'s state is closed (README: which rule applies).',
+          })),
+          accessor_query: Type.Optional(Type.String({
+            default: 'select tessera.current_accessor()',
+            description: 'Query Tessera runs once per session, after its first successful open_connection, to learn the accessor (the end user row-level security sees) for SHOW SESSIONS, per-accessor metrics and audit_log; empty skips it (the accessor is then shown empty).',
           })),
           max_failures: Type.Optional(Type.Integer({ minimum: 0, default: 20, description: 'Failed session-token logins one client address may make in a minute before it is refused; 0 disables the limit.' })),
           ban_seconds: Type.Optional(Type.Number({ minimum: 0, default: 60, description: 'Seconds an address that passed max_failures is refused.' })),

@@ -33,6 +33,7 @@ import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { resumeReading } from '../net/suspension.js';
 import { idSequence, newCancelKey } from '../net/worker-identity.js';
+import type { ClientAccount } from '../metrics/accessors.js';
 
 export const enum ClientPhase {
   Startup = 'startup',
@@ -56,6 +57,12 @@ export interface ClientHost {
   onSessionLogin(client: ClientConnection, ok: boolean): void;
   /** Counts a refused login by reason (metrics). */
   onLoginFailed(client: ClientConnection, reason: string): void;
+  /** Counts an error Tessera itself sends a logged-in client (metrics). */
+  onClientError(client: ClientConnection, err: PgError): void;
+  /** A client finished logging in: its end user's account (session token, connect_query), else null. */
+  openAccount(client: ClientConnection): ClientAccount | null;
+  /** A session-token login succeeded on `server`: learn the session's accessor, then `done`. */
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void;
   cancel(pid: number, secret: number): void;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
@@ -128,6 +135,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   lookedUpSecret: StoredSecret | undefined;
   /** A session-token client's part of the session protocol (credentials, session id, ticket). */
   private token: TokenLogin | null = null;
+  /** Session-token and connect_query logins: the end user's counts (see metrics/accessors.ts). */
+  account: ClientAccount | null = null;
   /** Session SQL a client can disturb (releaseRule): the schemas to watch, until something does. */
   private watchSchemas: readonly string[] | null = null;
   /** What this client ran that can disturb the session SQL's state: its backend is closed, not reused. */
@@ -190,6 +199,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
   fail(err: PgError): void {
     if (this.phase === ClientPhase.Closed) return;
+    if (this.phase === ClientPhase.Ready && !this.admin) this.host.onClientError(this, err);
     if (this.socket.writable) this.socket.write(err.toMessage());
     if (err.fields.severity === 'FATAL' || err.fields.severity === 'PANIC') this.close();
   }
@@ -468,6 +478,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.host.onSessionLogin(this, ok);
   }
 
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void {
+    this.host.identifySession(sessionId, server, done);
+  }
+
   refuse(reason: string, err: PgError): void {
     this.host.onLoginFailed(this, reason);
     this.fail(err);
@@ -484,6 +498,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
     this.socket.write(Buffer.concat(parts));
     this.phase = ClientPhase.Ready;
+    if (!this.admin) this.account = this.host.openAccount(this);
     log.info({ client: this.id, user: this.user, db: this.database, addr: this.remoteAddress }, 'client logged in');
     const early = this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
@@ -504,6 +519,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.scanTerminateAt = -2;
     this.framer.push(chunk);
     this.pool!.counters.queries += this.scanReadies;
+    if (this.account !== null) this.account.noteQueries(this.scanReadies);
 
     // Forward everything but a trailing partial header (kept until its type is known) and
     // anything from a Terminate on.
@@ -703,14 +719,26 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   onServerReady(server: ServerConnection): void {
     if (this.token?.lost) return; // kept linked until teardown gives it back for a reset
     this.lastActiveAt = server.lastReadyAt;
-    if (!this.txRelay || this.txRelay.pinned) return;
+    const relay = this.txRelay;
+    if (!relay) return;
+    if (relay.pinned) {
+      if (server.atTransactionBoundary) relay.onIdle();
+      return;
+    }
     if (this.mode !== 'transaction') {
       server.markSessionState('session mode');
       return;
     }
-    if (!server.atTransactionBoundary || !this.held.empty || this.held.readies > 0) return;
-    // Settings this transaction may have changed are read back first; released at that answer.
-    if (!this.txRelay.readBackSettings(server)) this.releaseServer();
+    if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
+      // Settings this transaction may have changed are read back first; released at that answer.
+      if (relay.readBackSettings(server)) return;
+      this.releaseServer();
+      relay.onIdle();
+    }
+  }
+
+  onTransactionEnded(server: ServerConnection, us: number, errors: number): void {
+    if (this.account !== null) this.account.transactionEnded(server.lastReadyAt, us, errors);
   }
 
   onServerLost(_server: ServerConnection, error: PgError | null): void {
@@ -738,6 +766,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private teardown(): void {
     if (this.phase === ClientPhase.Closed) return;
     this.phase = ClientPhase.Closed;
+    this.txRelay?.close();
     // Queries sent before Terminate still run (runOrphaned); otherwise stop waiting.
     const orphaned = this.terminated && !this.held.empty;
     if (this.waiting && !orphaned) this.pool?.cancelWait(this);

@@ -1,41 +1,59 @@
 /**
- * What a transaction-mode client's statement leaves beyond its transaction, read from its text.
- * Pure: text in, answer out. Three answers:
- * - outlivesTransaction: state no other backend can be given (a pin, with the reason SHOW CLIENTS
- *   and the logs give). A false positive only pins; it never breaks anything.
- * - changesSettings: the statement may change session settings (SET, RESET, set_config, DISCARD
- *   ALL), which follow the client instead: the relay reads them back from the server once the
- *   transaction is over. A false positive costs one small query.
- * - resetsToStartup: the settings a RESET (or SET ... TO DEFAULT, RESET ALL, DISCARD ALL) returns
- *   to their session-start values, which for a client on a shared backend are its own startup
- *   values, not the backend's: the relay puts those back right after the statement.
+ * Statement classification for transaction pooling: does a statement leave session state behind
+ * on its backend that cannot follow the client (so the client must keep that backend: it is
+ * pinned), does it change session settings (which follow the client instead: the relay reads
+ * them back from the server after the transaction; a false positive costs one small query),
+ * what does a RESET return to the client's own startup values, and does it change which Tessera
+ * session the backend is bound to. Pure functions of the statement text; no sockets, no pools.
+ * The triggers are README's list (LISTEN, session advisory locks, WITH HOLD cursors, temp
+ * objects, SET SESSION AUTHORIZATION); test/unit/session-state.test.ts holds a case for each,
+ * and for what must not pin.
+ *
+ * A match is looked for anywhere in the text (a false positive only costs a pinned client, a
+ * false negative leaks state to the next client); quoted text and comments are not parsed.
  */
 
-/** The pin reason of temporary objects: such a backend is closed on release, never reused. */
-export const TEMP_OBJECTS = 'temp_objects';
+/** Why a statement's effect outlives its transaction; kept on the pinned client for SHOW CLIENTS. */
+export type PinReason = 'listen' | 'advisory_lock' | 'with_hold_cursor' | 'temp_object' | 'session_authorization';
 
-/** Each trigger README promises, with the reason SHOW CLIENTS and the logs give. */
-const PINS: readonly { reason: string; pattern: RegExp }[] = [
-  { reason: 'listen', pattern: /\blisten\b/i },
-  { reason: 'advisory_lock', pattern: /\b(pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b/i },
-  { reason: 'with_hold_cursor', pattern: /\bwith\s+hold\b/i },
+/** The pin of temporary objects: such a backend is closed on release, never reused. */
+export const TEMP_OBJECTS: PinReason = 'temp_object';
+
+/** In the order they are reported when a statement has several. */
+const TRIGGERS: readonly (readonly [PinReason, RegExp])[] = [
+  ['listen', /\blisten\b/i],
+  // Session-level only: the pg_advisory_xact_lock family ends with the transaction.
+  ['advisory_lock', /\b(pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b/i],
+  ['with_hold_cursor', /\bwith\s+hold\b/i],
   // A temp table, or anything that names pg_temp (a search_path through it creates the backend's
   // temp namespace, which outlives DISCARD ALL): the backend is closed when the client leaves.
-  { reason: TEMP_OBJECTS, pattern: /\bcreate\s+(or\s+replace\s+)?(global\s+|local\s+)?(temp|temporary)\b|\bpg_temp\b/i },
-  // Superuser only, and not a setting set_config can carry back.
-  { reason: 'session_authorization', pattern: /(?:^|;)\s*set\s+(session\s+)?session\s+authorization\b/i },
+  ['temp_object', /\bcreate\s+(or\s+replace\s+)?(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|\bpg_temp\b/i],
+  // Superuser only, and not a setting set_config can carry.
+  ['session_authorization', /(?:^|;)\s*set\s+(session\s+)?session\s+authorization\b/i],
 ];
 
-/** Why `text` leaves state that cannot follow its client to another backend, or null. */
-export function outlivesTransaction(text: string): string | null {
-  for (const { reason, pattern } of PINS) if (pattern.test(text)) return reason;
+/**
+ * Every trigger in one pattern: the common statement, which has none, costs one test (this runs
+ * for every statement in transaction mode); only a match looks for which one.
+ */
+const ANY_TRIGGER = new RegExp(TRIGGERS.map(([, re]) => `(?:${re.source})`).join('|'), 'i');
+
+function firstTrigger(text: string): PinReason | null {
+  if (!ANY_TRIGGER.test(text)) return null;
+  // Indexed: no iterator per call.
+  for (let i = 0; i < TRIGGERS.length; i++) if (TRIGGERS[i][1].test(text)) return TRIGGERS[i][0];
   return null;
 }
 
+/** Why `text` leaves session state on its backend that cannot follow the client, or null. */
+export function outlivesTransaction(text: string): PinReason | null {
+  return firstTrigger(text);
+}
+
 /**
- * A statement that can change a session setting. SET LOCAL, SET TRANSACTION, SET CONSTRAINTS
- * and SET SESSION CHARACTERISTICS... are transaction-scoped or read back like any other (the
- * last one sets default_transaction_*), so only the first three are left out.
+ * A statement that can change a session setting. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS
+ * are transaction-scoped; everything else (SET SESSION CHARACTERISTICS sets default_transaction_*)
+ * is read back.
  */
 const CHANGES_SETTINGS = /(?:^|;)\s*(set\s+(?!(local|transaction|constraints)\b)[a-z_"]|reset\b|discard\s+all\b)|\bset_config\s*\(/i;
 
@@ -43,10 +61,13 @@ export function changesSettings(text: string): boolean {
   return CHANGES_SETTINGS.test(text);
 }
 
-/** RESET name / RESET ALL / SET [SESSION] name {TO | =} DEFAULT / DISCARD ALL, statement by statement. */
+/** RESET name / RESET ALL / SET [SESSION] name {TO | =} DEFAULT / SET TIME ZONE {DEFAULT | LOCAL} / DISCARD ALL. */
 const RESETS = /(?:^|;)\s*(?:reset\s+(all\b|time\s+zone\b|[a-z_][a-z0-9_.]*|"[^"]+")|discard\s+(all)\b|set\s+(?:session\s+)?(?:([a-z_][a-z0-9_.]*|"[^"]+")\s*(?:to|=)\s*default|(time\s+zone)\s+(?:default|local))\s*(?=;|$))/gi;
 
-/** What a RESET-like statement returns to its session-start value: 'all', the names (lower case), or null. */
+/**
+ * What a RESET-like statement returns to its session-start value, which for a client on a shared
+ * backend is its own startup value, not the backend's: 'all', the names (lower case), or null.
+ */
 export function resetsToStartup(text: string): 'all' | string[] | null {
   let names: string[] | null = null;
   for (const m of text.matchAll(RESETS)) {
@@ -58,13 +79,14 @@ export function resetsToStartup(text: string): 'all' | string[] | null {
   return names;
 }
 
-/**
- * Calls that change which session a backend is bound to. A client running one itself leaves the
- * binding unknown, so the backend's next transaction redeems a ticket first (a false positive
- * costs one redemption).
- */
+/** Calls of the functions in sql/tessera.sql that bind or unbind a backend's session. */
 const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i;
 
+/**
+ * Whether `text` calls one of the functions that change which session a backend is bound to.
+ * A client running one itself leaves the binding unknown, so the backend's next transaction
+ * redeems a ticket first (a false positive costs one redemption).
+ */
 export function rebindsSession(text: string): boolean {
   return REBINDS.test(text);
 }

@@ -31,6 +31,8 @@ export interface TokenLoginClient {
   sessionOpened(server: ServerConnection | null, status: ReadonlyMap<string, string>): void;
   /** Told of every token login's outcome (the per-address failure limit). */
   onSessionLogin(ok: boolean): void;
+  /** Learns who the session's end user is (once per session, on `server`), then calls `done`. */
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void;
   /** Refuses the login: counted by `reason`, then FATAL. */
   refuse(reason: string, err: PgError): void;
   /** Bytes for `server` ahead of the client's own, in the same write. */
@@ -99,10 +101,14 @@ export class TokenLogin {
           return;
         }
         client.onSessionLogin(true);
-        this.sessionId = BigInt(c.sessionId).toString();
-        server.boundSession = this.sessionId;
-        if (transactional) return this.takeTicket(server);
-        client.sessionOpened(server, server.status);
+        const sessionId = (this.sessionId = BigInt(c.sessionId).toString());
+        server.boundSession = sessionId;
+        // Once per session: its accessor (SHOW SESSIONS, per-accessor metrics, audit_log).
+        client.identifySession(sessionId, server, () => {
+          if (client.closed) return client.loginDoneWith(server);
+          if (transactional) return this.takeTicket(server);
+          client.sessionOpened(server, server.status);
+        });
       },
       (err: PgError) => {
         client.loginDoneWith(server);

@@ -4,7 +4,8 @@
  * prepared-statement names to per-backend ones (prepared on whichever backend serves it, just
  * before use), answers what it can itself (a Parse the backend already has, a Close), puts the
  * client's session settings on each backend (session-settings.ts), and notes what pins the
- * client to its backend. What it sends to a backend leaves in one write per incoming chunk.
+ * client to its backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What it
+ * sends to a backend leaves in one write per incoming chunk.
  *
  * It owns the client's statement map, its session settings and its pin; the client owns the
  * socket and the server link (see RelayLink).
@@ -20,6 +21,9 @@ import { log } from '../log.js';
 import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, TEMP_OBJECTS } from './session-state.js';
 import { restoreSql, readBackSql, withReported, SettingsReader, type Settings } from './session-settings.js';
 import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
+import type { ClientAccount } from '../metrics/accessors.js';
+import { ClientNotifications, listenStatements } from './notifications.js';
+import { listenerFor } from '../pool/listener.js';
 
 /** What the relay needs from the client it serves. */
 export interface RelayLink {
@@ -29,6 +33,8 @@ export interface RelayLink {
   readonly variant: string;
   /** A session-token client with a ticket: statements that re-bind sessions matter. */
   readonly holdsTicket: boolean;
+  /** An end user's login (session token, connect_query): its per-accessor counts; else null. */
+  readonly account: ClientAccount | null;
   /** Session SQL a client can disturb is watched (see noteSessionState). */
   readonly watchingSessionSql: boolean;
   noteSessionState(sql: Buffer): void;
@@ -46,6 +52,9 @@ const STATEMENT = 0x53; // 'S' in Describe/Close
 const NO_BYTES = Buffer.alloc(0);
 
 const NO_RESETS: ReadonlySet<string> = new Set();
+
+/** A statement Tessera rewrote (LISTEN/UNLISTEN): its own CommandComplete is replaced. */
+const SWALLOWED_EXECUTE: Entry = Object.freeze({ expect: Expect.Execute, swallow: true });
 
 /** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
 const PLAIN_ENTRIES: Entry[] = [];
@@ -87,6 +96,15 @@ export class TransactionRelay {
   private queued: Buffer[] | null = null;
   /** Inside relayChunk(): whatever is queued for the server goes out once, when the chunk is done. */
   private relaying = false;
+  /** The client's channels, from its first LISTEN on (see notifications.ts); null for most clients. */
+  private notifications: ClientNotifications | null = null;
+  /**
+   * Messages held from a LISTEN on until the pool's listener LISTENs on its channels, so that no
+   * notification committed after the client's LISTEN is missed; null while nothing waits.
+   */
+  private gated: { type: number; body: Buffer; raw: Buffer }[] | null = null;
+  /** The listener could not LISTEN for the gated message: it runs on the backend, pinned, as before. */
+  private bypassListener = false;
 
   constructor(
     private readonly link: RelayLink,
@@ -135,13 +153,20 @@ export class TransactionRelay {
       if (server) this.flush(server);
       return this.link.terminate();
     }
+    if (this.gated !== null) {
+      this.gated.push({ type, body, raw });
+      return;
+    }
     if (!this.link.server) return this.link.holdMessage(type, body, raw);
     this.forward(type, body, raw);
   }
 
   /** Messages held while no server was linked, now that one is. */
   forwardHeld(server: ServerConnection, held: readonly { type: number; body: Buffer; raw: Buffer }[]): void {
-    for (const m of held) this.forward(m.type, m.body, m.raw);
+    for (const m of held) {
+      if (this.gated !== null) this.gated.push(m);
+      else this.forward(m.type, m.body, m.raw);
+    }
     // Assigned while the chunk is read (an idle server): relayChunk sends it all in one write.
     if (!this.relaying) this.flush(server);
   }
@@ -159,7 +184,7 @@ export class TransactionRelay {
       case Frontend.Parse: {
         pool.counters.clientParses++;
         const { name, tail } = readParse(body);
-        this.noteStatement(server, tail);
+        this.noteStatement(server, tail, null);
         if (name === '' || !this.rewriteStatements) return this.forwardExpecting(raw, Expect.Parse);
         if (this.statements?.has(name)) {
           // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
@@ -211,7 +236,7 @@ export class TransactionRelay {
           this.statements?.clear();
           server.statements.clear();
         }
-        this.noteStatement(server, body);
+        if (this.noteStatement(server, body, raw)) return;
         return this.forwardExpecting(raw, Expect.Ready);
       case Frontend.FunctionCall:
         return this.forwardExpecting(raw, Expect.Ready);
@@ -224,7 +249,11 @@ export class TransactionRelay {
 
   private forwardExpecting(bytes: Buffer, expect: Expect): void {
     const server = this.link.server!;
-    if (expect === Expect.Ready) this.pool.counters.queries++;
+    if (expect === Expect.Ready) {
+      this.pool.counters.queries++;
+      const account = this.link.account;
+      if (account !== null) account.noteQueries(1);
+    }
     this.queue(server, bytes, expect === Expect.Ready ? 1 : 0);
     this.deliver(server.responses!.push(PLAIN_ENTRIES[expect]));
   }
@@ -301,19 +330,86 @@ export class TransactionRelay {
   /**
    * What a statement (Query text or Parse tail) leaves beyond its transaction: session state pins
    * the client to this backend; a call that re-binds sessions leaves the backend's binding unknown.
-   * The text is decoded only when one of the two can still change something.
+   * The text is decoded only when one of the two can still change something, or the client has
+   * LISTENed. A simple Query (`raw`) of LISTEN/UNLISTEN is relayed here instead (true).
    */
-  private noteStatement(server: ServerConnection, sql: Buffer): void {
+  private noteStatement(server: ServerConnection, sql: Buffer, raw: Buffer | null): boolean {
+    const account = this.link.account;
+    if (account !== null && account.wantsStatements) account.noteStatement(sql);
     if (this.link.watchingSessionSql) this.link.noteSessionState(sql);
     const holdsTicket = this.link.holdsTicket;
-    if (this.pinReason !== null && !holdsTicket) return;
+    const listens = this.notifications !== null && raw !== null;
+    if (this.pinReason !== null && !holdsTicket && !listens) return false;
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
-    if (this.pinReason === null) {
-      const reason = outlivesTransaction(text);
-      if (reason) this.pinTo(server, reason);
-      else if (changesSettings(text)) this.noteSettingsChange(server, resetsToStartup(text));
+    let relayed = false;
+    if (this.pinReason === null || listens) {
+      const reason = this.pinReason === null ? outlivesTransaction(text) : null;
+      if (raw !== null && (reason === 'listen' || (listens && /listen/i.test(text)))) relayed = this.relayListen(server, text, sql, raw);
+      if (!relayed && reason) this.pinTo(server, reason);
+      else if (!relayed && this.pinReason === null && changesSettings(text)) this.noteSettingsChange(server, resetsToStartup(text));
     }
     if (holdsTicket && rebindsSession(text)) server.boundSession = null;
+    return relayed;
+  }
+
+  /**
+   * LISTEN/UNLISTEN without a pin (see notifications.ts): false when the Query is not one
+   * Tessera relays so (mixed with other statements, an unusual name) and must pin as before.
+   */
+  private relayListen(server: ServerConnection, text: string, body: Buffer, raw: Buffer): boolean {
+    if (this.bypassListener || body.length > 8192) return false; // a text cut at 8 KiB is no LISTEN
+    const actions = listenStatements(text.endsWith('\0') ? text.slice(0, -1) : text);
+    if (actions === null) return false;
+    if (this.notifications === null && !actions.some((a) => a.kind === 'listen')) return false;
+    const n = (this.notifications ??= new ClientNotifications(this.link, listenerFor(this.pool)));
+    if (!n.takesPart(actions)) return false; // UNLISTEN on a backend that listens to nothing: as it is
+    const channels = n.hold(actions);
+    if (!n.listener.isListening(channels)) {
+      this.gated = [{ type: Frontend.Query, body, raw }];
+      n.listener.whenListening(channels, (ok) => {
+        if (!ok) n.settle(channels);
+        this.openGate(ok);
+      });
+      return true;
+    }
+    const { query, answers } = n.rewrite(actions);
+    this.pool.counters.queries++;
+    this.queue(server, query, 1);
+    const responses = server.responses!;
+    for (const answer of answers) {
+      responses.push(SWALLOWED_EXECUTE);
+      this.deliver(responses.push({ expect: Expect.Synthetic, synthetic: answer }));
+    }
+    this.deliver(responses.push(PLAIN_ENTRIES[Expect.Ready]));
+    return true;
+  }
+
+  /** The listener LISTENs on a gated LISTEN's channels (or cannot: `ok` false): its messages go on, in order. */
+  private openGate(ok: boolean): void {
+    const held = this.gated ?? [];
+    this.gated = null;
+    this.bypassListener = !ok;
+    for (const m of held) {
+      // A later LISTEN among them may close the gate again (forward() sets it).
+      const again = this.gated as typeof held | null;
+      if (again !== null) again.push(m);
+      else if (!this.link.server) this.link.holdMessage(m.type, m.body, m.raw);
+      else this.forward(m.type, m.body, m.raw);
+    }
+    this.bypassListener = false;
+    const server = this.link.server;
+    if (server) this.flush(server);
+  }
+
+  /** Between the client's transactions: notifications that waited for it go out now. */
+  onIdle(): void {
+    this.notifications?.flush();
+  }
+
+  /** The client is gone: its channels are let go. */
+  close(): void {
+    this.notifications?.close();
+    this.gated = null;
   }
 
   /** The client keeps `server` until it disconnects. */

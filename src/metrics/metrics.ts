@@ -1,116 +1,82 @@
 /**
- * The Prometheus endpoint (metrics_listen) and a small live status page at the same address.
- * Everything is read from the pooler's state at scrape time, so the relay pays nothing for it.
+ * The metrics_listen endpoint: the dashboard (/ and /api/dashboard), Prometheus (/metrics), and
+ * the probes (/healthz, /readyz). Everything is read from the pooler's state when asked (and once
+ * a second for the dashboard's history), so the relay pays nothing for it. With workers > 1 the
+ * primary serves it, summing what each worker reports (see src/workers/primary.ts).
  */
 import http from 'node:http';
-import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { PoolSnapshot } from '../admin/view.js';
-import { ServerState } from '../pool/server-connection.js';
-import type { Pool, PoolCounters } from '../pool/pool.js';
+import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Config } from '../config/schema.js';
+import { tesseraVersion } from '../admin/commands/show.js';
 import type { Pooler } from '../pooler/pooler.js';
+import type { AdminSnapshot } from '../admin/snapshots.js';
 import { log } from '../log.js';
+import type { MetricsSnapshot } from './snapshot.js';
+import type { Readiness } from './health.js';
+import { renderPgbouncerExporter, renderTessera, type ConsoleFigures } from './prometheus.js';
+import { History, isSaturated, sumPools } from './history.js';
+import { chartAssets, dashboardPage } from './dashboard.js';
 
-const SERVER_STATES = [ServerState.Login, ServerState.Idle, ServerState.Active, ServerState.Cleanup, ServerState.Canceling] as const;
+const PROMETHEUS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+const SAMPLE_INTERVAL_MS = 1000;
 
-export function buildRegistry(pooler: Pooler): Registry {
+/** Where the endpoint's figures come from: one process, or the workers' sums. */
+export interface MetricsSource {
+  snapshot(): Promise<MetricsSnapshot>;
+  /** The console's SHOW figures, for the pgbouncer_exporter names. */
+  console(): Promise<ConsoleFigures>;
+  readiness(): Promise<Readiness>;
+  /** prom-client's process_* and nodejs_* series (summed over workers). */
+  processMetrics(): Promise<string>;
+  /** metrics_format, read when /metrics is asked (RELOAD may change it). */
+  format(): Config['metrics_format'];
+  configFile: string;
+  workers: number;
+}
+
+/** A registry with only the standard process_* and nodejs_* series. */
+function processRegistry(): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'tessera_' });
-  const labels = (pool: Pool) => ({ database: pooler.databaseNameOf(pool), user: pool.target.user });
-
-  new Gauge({
-    name: 'tessera_pool_servers',
-    help: 'Server connections by pool and state (login, idle, active, cleanup).',
-    labelNames: ['database', 'user', 'state'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const pool of pooler.pools.values()) {
-        for (const state of SERVER_STATES) {
-          this.set({ ...labels(pool), state }, pool.count(state));
-        }
-      }
-    },
-  });
-  new Gauge({
-    name: 'tessera_pool_clients',
-    help: 'Logged-in clients by pool: active (served or idle) and waiting for a server.',
-    labelNames: ['database', 'user', 'state'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const pool of pooler.pools.values()) {
-        const clients = [...pooler.clients].filter((c) => c.pool === pool);
-        const waiting = clients.filter((c) => c.isWaiting).length;
-        this.set({ ...labels(pool), state: 'active' }, clients.length - waiting);
-        this.set({ ...labels(pool), state: 'waiting' }, waiting);
-      }
-    },
-  });
-  new Gauge({
-    name: 'tessera_pool_max_wait_seconds',
-    help: 'How long the longest-waiting client of each pool has waited for a server.',
-    labelNames: ['database', 'user'],
-    aggregator: 'max', // across workers: the longest wait, not a sum
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const pool of pooler.pools.values()) this.set(labels(pool), pool.maxWaitMs() / 1000);
-    },
-  });
-  new Gauge({
-    name: 'tessera_clients',
-    help: 'Client connections, in any phase.',
-    registers: [registry],
-    collect() {
-      this.set(pooler.clients.size);
-    },
-  });
-
-  const poolCounter = (name: string, help: string, pick: (k: PoolCounters) => number) =>
-    new Counter({
-      name,
-      help,
-      labelNames: ['database', 'user'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const pool of pooler.pools.values()) this.inc(labels(pool), pick(pool.counters));
-      },
-    });
-  poolCounter('tessera_transactions_total', 'Transactions (ReadyForQuery back to idle).', (k) => k.xacts);
-  poolCounter('tessera_queries_total', 'Queries and Syncs sent by clients.', (k) => k.queries);
-  poolCounter('tessera_received_bytes_total', 'Bytes received from clients.', (k) => k.received);
-  poolCounter('tessera_sent_bytes_total', 'Bytes sent to clients.', (k) => k.sent);
-  poolCounter('tessera_server_assignments_total', 'Times a server was handed to a client.', (k) => k.assignments);
-  poolCounter('tessera_server_connects_total', 'Server connections opened.', (k) => k.connects);
-
-  new Counter({
-    name: 'tessera_login_failures_total',
-    help: 'Failed client logins by reason (invalid_password, unknown_database, max_client_conn, session_authfail, ...).',
-    labelNames: ['reason'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [reason, n] of pooler.loginFailures) this.inc({ reason }, n);
-    },
-  });
+  collectDefaultMetrics({ register: registry });
   return registry;
 }
 
-const escape = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+/** A worker (setting `workers`): its process metrics are read by the primary, which serves the sums. */
+export function offerMetricsToPrimary(): void {
+  new AggregatorRegistry(); // installs the worker's answering side
+  AggregatorRegistry.setRegistries([processRegistry()]);
+}
 
-/** The status page: the pools at a glance (SHOW POOLS' numbers), refreshed every two seconds. */
-export function statusPage(pools: PoolSnapshot[], clients: number, workers = 1): string {
-  const rows = pools.map((p) => {
-    const cells = [p.database, p.user, p.pool_mode, p.cl_active, p.cl_waiting, p.sv_active, p.sv_idle, p.sv_login, (p.maxwait + p.maxwait_us / 1e6).toFixed(1)];
-    return `<tr>${cells.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`;
+/** The console figures (the pgbouncer_exporter names) from the console's snapshot of one process or all workers. */
+export function consoleFigures(snapshot: Pick<AdminSnapshot, 'pools' | 'databases' | 'stats' | 'lists' | 'clients'>, config: Readonly<Config>): ConsoleFigures {
+  return {
+    version: tesseraVersion(),
+    max_client_conn: config.max_client_conn,
+    max_user_connections: config.max_user_connections,
+    pools: snapshot.pools,
+    databases: snapshot.databases,
+    stats: snapshot.stats,
+    lists: snapshot.lists,
+    clients: snapshot.clients,
+  };
+}
+
+/**
+ * Serves the endpoint for one process on `listen` ("host:port" or a port), from the same admin
+ * operations (metrics, readiness, snapshot) the primary asks of each worker. Resolves once listening.
+ */
+export function startMetrics(listen: string, pooler: Pooler, configFile = ''): Promise<http.Server> {
+  const registry = processRegistry();
+  const view = pooler.adminView;
+  return serveMetrics(listen, {
+    snapshot: async () => view.metrics(),
+    console: async () => consoleFigures(view.snapshot(), pooler.currentConfig),
+    readiness: () => view.readiness(),
+    processMetrics: () => registry.metrics(),
+    format: () => pooler.currentConfig.metrics_format,
+    configFile,
+    workers: 1,
   });
-  const head = ['database', 'user', 'mode', 'clients', 'waiting', 'servers active', 'idle', 'connecting', 'max wait s'];
-  const processes = workers > 1 ? ` across ${escape(workers)} workers` : '';
-  return `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2"><title>Tessera</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}</style>
-</head><body><h1>Tessera</h1><p>${escape(clients)} clients connected${processes}. Metrics for Prometheus: <a href="/metrics">/metrics</a>.</p>
-<table><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr>${rows.join('') || `<tr><td colspan="${head.length}">no pools yet</td></tr>`}</table></body></html>`;
 }
 
 /** "host:port" or a bare port (host 127.0.0.1). */
@@ -119,41 +85,114 @@ function listenAddress(listen: string): { host: string; port: number } {
   return { host: i > 0 ? listen.slice(0, i) : '127.0.0.1', port: Number(i >= 0 ? listen.slice(i + 1) : listen) };
 }
 
-/** A worker (setting `workers`): its metrics are read by the primary, which serves the sums. */
-export function offerMetricsToPrimary(pooler: Pooler): void {
-  new AggregatorRegistry(); // installs the worker's answering side
-  AggregatorRegistry.setRegistries([buildRegistry(pooler)]);
-}
-
-/** Serves /metrics and / on `listen` ("host:port" or a port). Resolves once listening. */
-export function startMetrics(listen: string, pooler: Pooler): Promise<http.Server> {
-  const registry = buildRegistry(pooler);
-  return serveMetrics(listen, {
-    contentType: registry.contentType,
-    metrics: () => registry.metrics(),
-    status: async () => statusPage(pooler.adminView.pools(), pooler.clients.size),
-  });
-}
-
-/** Where the endpoint's two pages come from: one process's registry, or the workers' sums. */
-export interface MetricsSource {
-  contentType: string;
-  metrics(): Promise<string>;
-  status(): Promise<string>;
-}
-
 export async function serveMetrics(listen: string, source: MetricsSource): Promise<http.Server> {
   const { host, port } = listenAddress(listen);
-  const answer = (res: http.ServerResponse, type: string, body: Promise<string>) =>
-    body.then(
-      (text) => res.writeHead(200, { 'content-type': type }).end(text),
-      (err) => res.writeHead(500).end(String(err)),
+  const history = new History();
+  const build = { version: tesseraVersion(), node: process.version };
+  let sampling = false;
+  const sample = () => {
+    if (sampling) return; // a slow worker answer: skip a beat rather than pile up requests
+    sampling = true;
+    source.snapshot().then(
+      (s) => {
+        sampling = false;
+        history.add(s);
+      },
+      (err) => {
+        sampling = false;
+        log.warn({ err: (err as Error).message }, 'metrics sample failed');
+      },
     );
+  };
+  sample();
+  const sampler = setInterval(sample, SAMPLE_INTERVAL_MS);
+  sampler.unref();
+
+  const prometheus = async (which: 'tessera' | 'pgbouncer_exporter' | 'both'): Promise<string> => {
+    const parts: string[] = [];
+    if (which !== 'pgbouncer_exporter') parts.push(renderTessera(await source.snapshot(), build));
+    if (which !== 'tessera') parts.push(renderPgbouncerExporter(await source.console()));
+    parts.push(await source.processMetrics());
+    return parts.join('');
+  };
+
+  const dashboard = async (url: URL): Promise<string> => {
+    if (!history.latest) history.add(await source.snapshot());
+    const s = history.latest!;
+    const last = history.points.at(-1);
+    const since = Number(url.searchParams.get('since') ?? 0);
+    const pools = history.pools({
+      search: url.searchParams.get('search') ?? '',
+      sort: url.searchParams.get('sort') ?? 'usage',
+      limit: Number(url.searchParams.get('limit') ?? 50) || 50,
+    });
+    const totals = sumPools(s.pools, ['clients_waiting', 'servers_active', 'pool_size', 'transactions']);
+    const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+    return JSON.stringify({
+      info: { ...build, uptime_seconds: Math.round(process.uptime()), config_file: source.configFile, workers: source.workers },
+      now: {
+        xacts_per_s: last?.xacts_per_s ?? 0,
+        queries_per_s: last?.queries_per_s ?? 0,
+        xact_p99_ms: last?.xact_p99_ms ?? 0,
+        wait_p99_ms: last?.wait_p99_ms ?? 0,
+        clients: s.clients,
+        max_client_conn: s.max_client_conn,
+        clients_waiting: totals.clients_waiting,
+        servers_active: totals.servers_active,
+        pool_size: totals.pool_size,
+        transactions_total: totals.transactions,
+        saturated_pools: s.pools.filter(isSaturated).length,
+        client_errors_total: sum(s.client_errors),
+        login_failures_total: sum(s.login_failures),
+        session_logins: s.session_logins,
+        login_failures: s.login_failures,
+        client_errors: s.client_errors,
+      },
+      points: history.points.filter((p) => p.t > since),
+      pools,
+    });
+  };
+
   const server = http.createServer((req, res) => {
-    if (req.url === '/metrics') void answer(res, source.contentType, source.metrics());
-    else if (req.url === '/' || req.url === '/status') void answer(res, 'text/html; charset=utf-8', source.status());
-    else res.writeHead(404).end('not found\n');
+    const answer = (type: string, body: Promise<string> | string, status = 200) =>
+      Promise.resolve(body).then(
+        (text) => res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(req.method === 'HEAD' ? undefined : text),
+        (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${String(err)}\n`),
+      );
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed: use GET\n');
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://tessera');
+    switch (url.pathname) {
+      case '/':
+      case '/status':
+        return void answer('text/html; charset=utf-8', dashboardPage());
+      case '/assets/uPlot.iife.min.js':
+        return void answer('text/javascript; charset=utf-8', chartAssets().js);
+      case '/assets/uPlot.min.css':
+        return void answer('text/css; charset=utf-8', chartAssets().css);
+      case '/api/dashboard':
+        return void answer('application/json', dashboard(url));
+      case '/metrics':
+        return void answer(PROMETHEUS_TYPE, prometheus(source.format()));
+      case '/metrics/tessera':
+        return void answer(PROMETHEUS_TYPE, prometheus('tessera'));
+      case '/metrics/pgbouncer':
+        return void answer(PROMETHEUS_TYPE, prometheus('pgbouncer_exporter'));
+      case '/healthz':
+        return void answer('application/json', JSON.stringify({ status: 'alive', pid: process.pid, uptime_seconds: Math.round(process.uptime()) }));
+      case '/readyz':
+        source.readiness().then(
+          (r) => answer('application/json', JSON.stringify(r), r.ready ? 200 : 503),
+          (err) => answer('application/json', JSON.stringify({ ready: false, error: String(err) }), 503),
+        );
+        return;
+      default:
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    }
   });
+  server.on('close', () => clearInterval(sampler));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());

@@ -24,6 +24,7 @@ import { log } from '../log.js';
 import { dropsAllStatements } from './prepared.js';
 import { MAX_SERVER_VARIANTS } from './startup-parameters.js';
 import type { SocketOptions } from '../net/socket-options.js';
+import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
 
 /**
@@ -124,7 +125,7 @@ export interface PoolClient {
 }
 
 export function zeroPoolCounters(): PoolCounters {
-  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0 };
+  return { assignments: 0, xacts: 0, queries: 0, received: 0, sent: 0, waitUs: 0, connects: 0, xactUs: 0, queryUs: 0, clientParses: 0, serverParses: 0, binds: 0, xactTimes: zeroDurationCounts(), waitTimes: zeroDurationCounts() };
 }
 
 /** The canonical form of a set of startup parameters: servers are reused only within one. */
@@ -173,6 +174,9 @@ export interface PoolCounters {
   clientParses: number;
   serverParses: number;
   binds: number;
+  /** Transactions and server waits by duration (histogram buckets, see histogram.ts). */
+  xactTimes: DurationCounts;
+  waitTimes: DurationCounts;
 }
 
 export class Pool {
@@ -444,9 +448,13 @@ export class Pool {
   private retire(server: ServerConnection, reason: CloseReason): void {
     if (server.state === ServerState.Closed) return;
     server.closeReason = reason;
-    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
+    this.countClose(reason);
     this.move(server, ServerState.Closed);
     server.close();
+  }
+
+  private countClose(reason: CloseReason): void {
+    this.closes.set(reason, (this.closes.get(reason) ?? 0) + 1);
   }
 
   /**
@@ -529,10 +537,15 @@ export class Pool {
     return found;
   }
 
-  /** Hands a server to a client: it is the client's until the client calls release(). */
-  private assign(server: ServerConnection, client: PoolClient): void {
+  /**
+   * Hands a server to a client: it is the client's until the client calls release(). `waitedUs`:
+   * how long the client waited for it (0: served at once).
+   */
+  private assign(server: ServerConnection, client: PoolClient, waitedUs = 0): void {
     this.move(server, ServerState.Active);
     this.counters.assignments++;
+    this.counters.waitUs += waitedUs;
+    observeDuration(this.counters.waitTimes, waitedUs);
     client.onServerAssigned(server);
   }
 
@@ -585,8 +598,7 @@ export class Pool {
       const client = this.waiters[i];
       if (client.variant === server.variant) {
         this.waiters.splice(i, 1);
-        this.counters.waitUs += (now - client.waitingSince) * 1000;
-        return this.assign(server, client);
+        return this.assign(server, client, (now - client.waitingSince) * 1000);
       }
     }
     this.move(server, ServerState.Idle);
@@ -702,7 +714,9 @@ export class Pool {
     // A login that fails is handled where it is awaited (launch), with its error and retry.
     if (server.state === ServerState.Login) return;
     if (server.state !== ServerState.Closed) {
+      // Not closed by the pool (that counted already): the server hung up, or its socket failed.
       server.closeReason ??= 'server_closed';
+      this.countClose(server.closeReason);
       this.move(server, ServerState.Closed);
     }
     if (this.waiters.length > 0) this.grow();

@@ -18,6 +18,7 @@ import { ServerAuthenticator, type ServerCredentials } from './server-auth.js';
 import { applySocketOptions, type SocketOptions } from '../net/socket-options.js';
 import { ServerStatements } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
+import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import { idSequence } from '../net/worker-identity.js';
 import { resumeReading } from '../net/suspension.js';
 import { ALPN, type ServerTls } from '../tls/contexts.js';
@@ -59,27 +60,29 @@ export const enum ServerState {
  */
 export type LinkEnd = null | 'terminated' | 'left';
 
-/** Why a server was closed (SHOW SERVERS, logs, metrics). */
-export type CloseReason =
-  | 'client_left_mid_message'
-  | 'unsynced_extended_batch'
-  | 'protocol_broken'
-  | 'abandoned_query_timeout'
-  | 'reset_failed'
-  | 'check_failed'
-  | 'revoke_failed'
-  | 'session_sql_failed'
-  | 'session_state_disturbed'
-  | 'release_check_failed'
-  | 'idle_timeout'
-  | 'lifetime'
-  | 'reconnect'
-  | 'made_room'
-  | 'paused'
-  | 'pool_closed'
-  | 'server_closed'
-  | 'login_failed'
-  | 'temp_objects';
+/** Why a server was closed (SHOW SERVERS, logs, metrics: every one has a series from the start). */
+export const CLOSE_REASONS = [
+  'client_left_mid_message',
+  'unsynced_extended_batch',
+  'protocol_broken',
+  'abandoned_query_timeout',
+  'reset_failed',
+  'check_failed',
+  'revoke_failed',
+  'session_sql_failed',
+  'session_state_disturbed',
+  'release_check_failed',
+  'idle_timeout',
+  'lifetime',
+  'reconnect',
+  'made_room',
+  'paused',
+  'pool_closed',
+  'server_closed',
+  'login_failed',
+  'temp_objects',
+] as const;
+export type CloseReason = (typeof CLOSE_REASONS)[number];
 
 /** What a linked client must provide to receive the server's bytes. */
 export interface ServerPeer {
@@ -91,6 +94,11 @@ export interface ServerPeer {
   onParameterStatus?(name: string, value: string): void;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
+  /**
+   * The client's transaction ended (a ReadyForQuery back to idle that the client sees, not one
+   * Tessera swallowed) after `us` microseconds, with `errors` ErrorResponses relayed in it.
+   */
+  onTransactionEnded?(server: ServerConnection, us: number, errors: number): void;
   /** The server connection is gone; `error` is the server's own ErrorResponse when it sent one. */
   onServerLost(server: ServerConnection, error: PgError | null): void;
 }
@@ -106,6 +114,8 @@ export interface ServerCounters {
   /** Microseconds in transactions / running queries (SHOW STATS xact_time, query_time). */
   xactUs: number;
   queryUs: number;
+  /** Transactions by duration (histogram buckets, see histogram.ts). */
+  xactTimes: DurationCounts;
 }
 const nextServerId = idSequence();
 const SSL_REQUEST_PACKET = Buffer.alloc(8);
@@ -175,6 +185,8 @@ export class ServerConnection implements FrameSink {
    * open_connection or a redeemed ticket, cleared by close_connection); null when unbound or unsure.
    */
   boundSession: string | null = null;
+  /** ErrorResponses relayed to the linked client in its current transaction (reported at its end). */
+  private errorsRelayed = 0;
   /** What this backend owes while a client's extended protocol is being rewritten; else null. */
   responses: ResponseQueue | null = null;
 
@@ -214,7 +226,7 @@ export class ServerConnection implements FrameSink {
     readonly variant: string,
     onClosed: (server: ServerConnection) => void,
     /** The pool's totals, where each finished query and transaction of a linked client is added. */
-    private readonly counters: ServerCounters = { xacts: 0, xactUs: 0, queryUs: 0 },
+    private readonly counters: ServerCounters = { xacts: 0, xactUs: 0, queryUs: 0, xactTimes: zeroDurationCounts() },
   ) {
     this.onClosed = onClosed;
     this.socket = new net.Socket();
@@ -245,14 +257,19 @@ export class ServerConnection implements FrameSink {
     return this.outstanding === 0 && this.txStatus === READY_IDLE && !this.unsyncedExtended && !this.midMessage && (this.responses === null || this.responses.empty);
   }
 
-  /** A linked client's ReadyForQuery: query and transaction times for SHOW STATS. */
+  /** A linked client's ReadyForQuery: query and transaction times for SHOW STATS and the metrics. */
   private accountReady(): void {
     const c = this.counters;
     if (this.outstanding === 0) c.queryUs += (this.lastReadyAt - this.queryStartedAt) * 1000;
     if (this.txStatus === READY_IDLE) {
+      const us = (this.lastReadyAt - (this.xactStartedAt || this.queryStartedAt)) * 1000;
       c.xacts++;
-      c.xactUs += (this.lastReadyAt - (this.xactStartedAt || this.queryStartedAt)) * 1000;
+      c.xactUs += us;
+      observeDuration(c.xactTimes, us);
       this.xactStartedAt = 0;
+      const errors = this.errorsRelayed;
+      this.errorsRelayed = 0;
+      this.peer!.onTransactionEnded?.(this, us, errors);
     } else if (this.xactStartedAt === 0) {
       this.xactStartedAt = this.queryStartedAt;
     }
@@ -369,6 +386,7 @@ export class ServerConnection implements FrameSink {
   attach(peer: ServerPeer, track = false): void {
     this.peer = peer;
     this.lastUsedAt = Date.now();
+    this.errorsRelayed = 0;
     this.responses = track ? new ResponseQueue() : null;
   }
 
@@ -643,6 +661,8 @@ export class ServerConnection implements FrameSink {
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.
         if (!this.peer || err.fields.severity === 'FATAL') this.lastError = err;
+        // The linked client's own error (not one Tessera swallowed): its transaction ended in error.
+        else if (!dropped && !this.internalDone) this.errorsRelayed++;
         return;
       }
       case Backend.Authentication:

@@ -1,13 +1,13 @@
 /**
  * The janitor: a few times a second (as PgBouncer's), instead of a timer per connection, it lets
- * each pool close idle and aged servers, forgets expired login bans, and cuts off clients past
- * client_login_timeout, client_idle_timeout, query_timeout or idle_transaction_timeout.
+ * each pool close idle and aged servers, forgets expired login bans and long-unused sessions (SHOW
+ * SESSIONS), and cuts off clients past client_login_timeout, client_idle_timeout, query_timeout or
+ * idle_transaction_timeout.
  */
 import type { Config } from '../config/schema.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { ClientPhase } from '../frontend/client-connection.js';
 import type { Registry } from './registry.js';
-import type { LoginLimiter } from './login-limiter.js';
 import { clientTimeouts, type ClientTimeouts } from '../config/effective.js';
 
 const JANITOR_INTERVAL_MS = 500;
@@ -17,7 +17,8 @@ export class Janitor {
 
   constructor(
     private readonly registry: Registry,
-    private readonly limiter: LoginLimiter,
+    /** What forgets old entries as time passes: the login limiter's bans, the session accounting. */
+    private readonly forgetting: readonly { prune(now: number): void }[],
     private readonly config: () => Readonly<Config>,
   ) {}
 
@@ -33,7 +34,7 @@ export class Janitor {
 
   sweep(now: number): void {
     for (const pool of this.registry.pools.values()) pool.tick(now);
-    this.limiter.prune(now);
+    for (const f of this.forgetting) f.prune(now);
     const c = this.config();
     const loginTimeout = c.client_login_timeout * 1000;
     // A [users] entry may set its own timeouts, as in PgBouncer: worked out once per user per sweep.

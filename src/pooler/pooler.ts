@@ -5,7 +5,7 @@
  * and the admin console's view. It is the ClientHost every client talks to.
  */
 import type net from 'node:net';
-import type { Config } from '../config/schema.js';
+import type { Config, DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { databaseEntryFor, databaseLimits, maxUserConnections } from '../config/effective.js';
 import { PgError, SqlState } from '../protocol/messages.js';
@@ -13,6 +13,7 @@ import { Pool } from '../pool/pool.js';
 import { ClientConnection, type ClientHost } from '../frontend/client-connection.js';
 import type { Authenticator } from '../frontend/client-auth.js';
 import type { ClientTls } from '../tls/contexts.js';
+import type { ServerConnection } from '../pool/server-connection.js';
 import { runAdminQuery } from '../admin/console.js';
 import type { ShutdownMode } from '../admin/operations.js';
 import { PoolerAdminView } from '../admin/pooler-view.js';
@@ -29,6 +30,10 @@ import { applyToPools, configurationOf, readConfiguration, withSetting, type Con
 import { poolSettings } from './settings.js';
 import { addressOf, credentialsFor, type Address } from './server-targets.js';
 import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
+import { PoolerStats } from '../metrics/pooler-stats.js';
+import type { ClientAccount } from '../metrics/accessors.js';
+import { takeSnapshot } from '../metrics/snapshot.js';
+import { readiness } from '../metrics/health.js';
 
 export { removeStaleSocket } from './runtime.js';
 
@@ -57,15 +62,16 @@ export class Pooler implements ClientHost {
   private readonly destinations = new WeakMap<ClientConnection, Destination>();
   private readonly consoleView: PoolerAdminView;
   private workerLink: WorkerLink | undefined;
-  /** Failed logins by reason, for the metrics endpoint. */
-  readonly loginFailures = new Map<string, number>();
+  /** Refused logins, client errors, session logins and the per-accessor accounting (metrics). */
+  readonly stats: PoolerStats;
 
   constructor(private readonly options: PoolerOptions) {
     this.configuration = configurationOf(options.config, options.userlist);
     this.embedded = options.embedded;
     const st = options.config.session_tokens;
     this.limiter = new LoginLimiter(st.max_failures, st.ban_seconds * 1000);
-    const janitor = new Janitor(this.registry, this.limiter, () => this.config);
+    this.stats = new PoolerStats(options.config);
+    const janitor = new Janitor(this.registry, [this.limiter, this.stats.accounting], () => this.config);
     this.runtime = new Runtime(this.registry, janitor, () => this.config, (socket) => new ClientConnection(socket, this, socket.remoteAddress ?? 'unix'));
     const pooler = this;
     this.consoleView = new PoolerAdminView({
@@ -85,6 +91,9 @@ export class Pooler implements ClientHost {
       set: (key, value) => this.set(key, value),
       shutdown: (mode) => (options.onShutdown ? options.onShutdown(mode) : void this.shutdown(this.config.shutdown_timeout * 1000, mode)),
       endSession: (sessionId) => endSession(this.tokenDatabaseContext(), sessionId),
+      sessions: () => this.stats.accounting.snapshot(),
+      metrics: () => takeSnapshot(this),
+      readiness: () => readiness(this),
     });
   }
 
@@ -117,6 +126,16 @@ export class Pooler implements ClientHost {
     return this.runtime.isStopping;
   }
 
+  /** Some listen_addr address or the Unix socket accepts clients (/readyz). */
+  get isListening(): boolean {
+    return this.runtime.isListening;
+  }
+
+  /** Where a database entry's server is (the embedded one's address for "embedded": true). */
+  address(entry: DatabaseConfig): Address {
+    return addressOf(entry, this.embedded);
+  }
+
   /** workers > 1: the channel to the primary (cancel forwarding, the console across workers). */
   attachWorkerLink(link: WorkerLink): void {
     this.workerLink = link;
@@ -130,8 +149,9 @@ export class Pooler implements ClientHost {
   }
 
   /** Stops accepting and closes every connection, as the SHUTDOWN modes say (runtime.ts). */
-  shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
-    return this.runtime.shutdown(graceMs, mode);
+  async shutdown(graceMs: number, mode: ShutdownMode = 'wait_for_clients'): Promise<void> {
+    await this.runtime.shutdown(graceMs, mode);
+    await this.stats.close(); // the audit log's last lines
   }
 
   suspend(): Promise<void> {
@@ -163,6 +183,7 @@ export class Pooler implements ClientHost {
   private applyConfiguration(configuration: Configuration): void {
     this.configuration = configuration;
     applyToPools(this.registry, configuration, this.embedded);
+    this.stats.configure(configuration.config);
     // A changed pool role may now defeat row-level security: say so (as at start-up).
     warnOfPoolRolesBypassingRls(this.tokenDatabaseContext());
   }
@@ -248,14 +269,28 @@ export class Pooler implements ClientHost {
 
   onClientClosed(client: ClientConnection): void {
     this.registry.removeClient(client);
+    if (client.account) this.stats.accounting.close(client.account);
     log.debug({ client: client.id }, 'client closed');
   }
 
   onLoginFailed(client: ClientConnection, reason: string): void {
-    this.loginFailures.set(reason, (this.loginFailures.get(reason) ?? 0) + 1);
+    this.stats.loginFailed(reason);
+  }
+
+  onClientError(client: ClientConnection, err: PgError): void {
+    this.stats.clientError(err);
+  }
+
+  openAccount(client: ClientConnection): ClientAccount | null {
+    return this.stats.accounting.open(client, client.pool!.settings.connectQuery !== '');
+  }
+
+  identifySession(sessionId: string, server: ServerConnection, done: () => void): void {
+    this.stats.accounting.identify(sessionId, server, done);
   }
 
   onSessionLogin(client: ClientConnection, ok: boolean): void {
+    this.stats.sessionLogin(ok);
     if (ok) return; // logged as any login is
     this.limiter.recordFailure(client.remoteAddress);
     log.warn({ client: client.id, user: client.user, db: client.database, addr: client.remoteAddress }, 'session-token login failed');

@@ -37,6 +37,11 @@ export class Runtime {
     return this.stopping;
   }
 
+  /** Some listen_addr address or the Unix socket accepts clients (/readyz). */
+  get isListening(): boolean {
+    return this.listeners.some((s) => s.listening);
+  }
+
   /**
    * Starts listening on every listen_addr address and on the Unix socket, and the janitor;
    * resolves with the first TCP address (or null when there is none).
@@ -47,7 +52,7 @@ export class Runtime {
     let first: net.AddressInfo | null = null;
     for (const host of hosts) {
       // "*": every address, IPv4 and IPv6 (Node's default dual-stack listen).
-      const server = await this.listenOn({ host: host === '*' ? undefined : host, port: c.listen_port, backlog: 128 });
+      const server = await this.listenOn({ host: host === '*' ? undefined : host, port: c.listen_port, backlog: 128, ...ownAcceptQueue(c.listen_port) });
       const address = server.address() as net.AddressInfo;
       first ??= address;
       log.info({ addr: address.address, port: address.port }, 'listening');
@@ -63,7 +68,7 @@ export class Runtime {
     return first;
   }
 
-  private async listenOn(options: net.ListenOptions): Promise<net.Server> {
+  private async listenOn(options: net.ListenOptions & { reusePort?: boolean }): Promise<net.Server> {
     const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -168,4 +173,19 @@ export async function removeStaleSocket(path: string): Promise<void> {
     probe.once('error', () => resolve(false));
   });
   if (!alive) await unlink(path).catch(() => {});
+}
+
+/** Node 22.12 and later can listen with SO_REUSEPORT (net.Server.listen's reusePort). */
+const [major, minor] = process.versions.node.split('.').map(Number);
+export const REUSE_PORT_SUPPORTED = major > 22 || (major === 22 && minor >= 12);
+
+/**
+ * With workers, each worker listens on its own SO_REUSEPORT socket where Node can, so the kernel
+ * gives each connection to one worker's accept queue; node:cluster's shared socket (SCHED_NONE)
+ * wakes every worker for each connection instead. A port of 0 would give each worker its own
+ * random port, so it keeps the shared socket.
+ */
+function ownAcceptQueue(port: number): { exclusive?: boolean; reusePort?: boolean } {
+  if (workerCount === 1 || port === 0 || !REUSE_PORT_SUPPORTED) return {};
+  return { exclusive: true, reusePort: true };
 }

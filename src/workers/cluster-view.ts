@@ -30,5 +30,6 @@ export async function openClusterView(workers: OperationRunner, localConfig: () 
     stats: () => merged.stats,
     lists: () => merged.lists,
     mem: () => merged.mem,
+    sessions: () => merged.sessions,
   };
 }

@@ -6,19 +6,22 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
-import type { AdminOperation, ArgsOf, PrimaryOperation, ShutdownMode } from '../admin/operations.js';
-import { mergeSnapshots, type AdminSnapshot } from '../admin/snapshots.js';
+import { ADMIN_OPERATIONS, type AdminOperation, type ArgsOf, type PrimaryOperation, type ResultOf, type ShutdownMode } from '../admin/operations.js';
 import { log } from '../log.js';
 import { isMessage, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
 import { workersFor } from './fan-out.js';
 import { workerOfPid } from '../net/worker-identity.js';
-import { serveMetrics, statusPage } from '../metrics/metrics.js';
+import { consoleFigures, serveMetrics } from '../metrics/metrics.js';
+import type { Config } from '../config/schema.js';
 
 export interface PrimaryOptions {
   workers: number;
   /** Extra environment for the workers (the embedded server's address). */
   env: Record<string, string>;
   metricsListen: string;
+  /** The config the workers started with (metrics_format, limits for the pgbouncer_exporter names). */
+  config: Readonly<Config>;
+  configFile: string;
   /** Called once every worker has exited, before the process exits. */
   onStopped(): Promise<void>;
 }
@@ -155,17 +158,27 @@ export class Primary {
     }
   }
 
-  /** /metrics summed over the workers (prom-client's cluster aggregation), / the status page. */
+  /** The metrics endpoint, summed over the workers (process_* through prom-client's cluster aggregation). */
   private async serveMetrics(): Promise<void> {
     const aggregator = new AggregatorRegistry();
+    const all = () => this.workers.map((_, i) => i);
+    // The answers of the workers that gave one (a worker restarting gives none), folded as the table says.
+    const answers = async <K extends 'metrics' | 'readiness' | 'snapshot'>(op: K): Promise<ResultOf<K>[]> =>
+      (await this.runOn(all(), op)).filter((r) => r.ok).map((r) => r.value as ResultOf<K>);
     await serveMetrics(this.opts.metricsListen, {
-      contentType: aggregator.contentType,
-      metrics: () => aggregator.clusterMetrics(),
-      status: async () => {
-        const results = await this.runOn(this.workers.map((_, i) => i), 'snapshot');
-        const merged = mergeSnapshots(results.filter((r) => r.ok).map((r) => r.value as AdminSnapshot));
-        return statusPage(merged.pools, merged.lists.used_clients ?? 0, this.opts.workers);
+      snapshot: async () => ADMIN_OPERATIONS.metrics.combine(await answers('metrics')),
+      console: async () => consoleFigures(ADMIN_OPERATIONS.snapshot.combine(await answers('snapshot')), this.opts.config),
+      readiness: async () => {
+        const ready = await answers('readiness');
+        // A worker that did not answer (restarting, or gone) is not ready to take its share.
+        const missing = this.opts.workers - ready.length;
+        for (let i = 0; i < missing; i++) ready.push({ ready: false, listening: false, shutting_down: this.stopping, databases: [] });
+        return ADMIN_OPERATIONS.readiness.combine(ready);
       },
+      processMetrics: () => aggregator.clusterMetrics(),
+      format: () => this.opts.config.metrics_format,
+      configFile: this.opts.configFile,
+      workers: this.opts.workers,
     });
   }
 }

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -98,15 +99,14 @@ test('PAUSE holds new transactions until RESUME', async () => {
   }
 });
 
-test('PAUSE holds a running pgbench and RESUME releases it: no transaction runs in between, none fails', async () => {
-  if (!PG_BIN) throw new Error('pgbench not found under /usr/lib/postgresql/*/bin');
-  const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+needing('pgbench')('PAUSE holds a running pgbench and RESUME releases it: no transaction runs in between, none fails', async () => {
+  const init = await run(tool('pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
   assert.is(init.code, 0, init.stderr);
   await cluster.query(`grant select on pgbench_accounts, pgbench_branches to ${user}`, [], TEST_DB);
   const a = await admin();
   const xacts = async () => Number((await a.query('SHOW STATS')).rows.find((r) => r.database === TEST_DB).total_xact_count);
   try {
-    const bench = run(`${PG_BIN}/pgbench`, ['-S', '-c', '4', '-j', '2', '-T', '5', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, TEST_DB], { timeoutMs: 60_000 });
+    const bench = run(tool('pgbench'), ['-S', '-c', '4', '-j', '2', '-T', '5', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, TEST_DB], { timeoutMs: 60_000 });
     await until('pgbench to be running', async () => (await xacts()) > 100);
     await a.query('PAUSE');
     const paused = await xacts();
@@ -233,12 +233,10 @@ test('KILL_CLIENT disconnects exactly that client', async () => {
   }
 });
 
-if (PG_BIN) {
-  test('psql -d pgbouncer -c "SHOW POOLS" works as with PgBouncer', async () => {
-    const r = await run(`${PG_BIN}/psql`, ['-X', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'admin', '-d', 'pgbouncer', '-c', 'SHOW POOLS'], {});
-    assert.is(r.code, 0, r.stderr);
-    assert.match(r.stdout, /cl_active/);
-  });
-}
+needing('psql')('psql -d pgbouncer -c "SHOW POOLS" works as with PgBouncer', async () => {
+  const r = await run(tool('psql'), ['-X', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'admin', '-d', 'pgbouncer', '-c', 'SHOW POOLS'], {});
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /cl_active/);
+});
 
 test.run();

@@ -1,11 +1,11 @@
 // Client authentication to Tessera (auth_type, auth_file) and Tessera's own login to PostgreSQL
 // (SCRAM, md5 and cleartext as the server asks), plus the errors a client sees at login.
-import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { serialize } from 'pg-protocol';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, type RunningTessera } from '../support/tessera.js';
+import { WireClient, authCode, errorCodes, errorFields, negotiatedVersion } from '../support/wire.js';
 import { md5Secret } from '../../src/auth/md5.js';
 import { scramSecret } from '../../src/auth/scram.js';
 import { formatSecret } from '../../src/auth/secret.js';
@@ -113,39 +113,24 @@ test('max_client_conn: the client past the limit gets 53300, the others keep wor
   assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
 });
 
-/** Opens a raw socket, writes `bytes`, and collects what comes back until `done` says so. */
-function rawExchange(port: number, bytes: Buffer, done: (received: Buffer) => boolean): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`no complete answer; got ${got.toString('hex')}`));
-    }, 10000);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      if (done(got)) {
-        clearTimeout(timer);
-        s.destroy();
-        resolve(got);
-      }
-    });
-    s.on('error', reject);
-  });
-}
-
 test('SSLRequest and GSSENCRequest are answered N, then the login proceeds in plaintext', async () => {
   const t = await tessera({});
   const startup = serialize.startup({ user: ROLES.trust.user, database: TEST_DB });
-  const got = await rawExchange(t.port, Buffer.concat([serialize.requestSsl(), startup]), (b) => b.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])));
-  assert.is(String.fromCharCode(got[0]), 'N');
-  assert.is(String.fromCharCode(got[1]), 'R'); // AuthenticationOk
+  const ssl = await WireClient.connect(t.port);
+  ssl.send(serialize.requestSsl(), startup);
+  assert.is(await ssl.readByte(), 'N');
+  const login = await ssl.readUntil('Z');
+  assert.is(authCode(login[0]), 0); // AuthenticationOk
+  assert.equal(errorCodes(login), []);
+  ssl.end();
   const gss = Buffer.alloc(8);
   gss.writeInt32BE(8, 0);
   gss.writeInt32BE(80877104, 4);
-  const got2 = await rawExchange(t.port, Buffer.concat([gss, startup]), (b) => b.length > 1 && b.includes(Buffer.from([0x5a, 0, 0, 0, 5])));
-  assert.is(String.fromCharCode(got2[0]), 'N');
+  const gssenc = await WireClient.connect(t.port);
+  gssenc.send(gss, startup);
+  assert.is(await gssenc.readByte(), 'N');
+  assert.is(authCode((await gssenc.readUntil('Z'))[0]), 0);
+  gssenc.end();
 });
 
 test('a client asking for protocol 3.2 with _pq_ options gets NegotiateProtocolVersion, not a hang', async () => {
@@ -155,18 +140,23 @@ test('a client asking for protocol 3.2 with _pq_ options gets NegotiateProtocolV
   packet.writeInt32BE(packet.length, 0);
   packet.writeInt32BE((3 << 16) | 2, 4);
   body.copy(packet, 8);
-  const got = await rawExchange(t.port, packet, (b) => b.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])));
-  assert.is(String.fromCharCode(got[0]), 'v');
-  assert.is(got.readInt32BE(5), 0x30000); // newest version we speak: 3.0
-  assert.is(got.readInt32BE(9), 1);
-  assert.ok(got.includes(Buffer.from('_pq_.something\0')));
+  const c = await WireClient.connect(t.port);
+  c.send(packet);
+  const login = await c.readUntil('Z');
+  c.end();
+  // The newest version we speak, 3.0, and the option we do not know.
+  assert.equal(negotiatedVersion(login[0]), { version: 0x30000, unrecognised: ['_pq_.something'] });
+  assert.is(authCode(login[1]), 0);
 });
 
 test('garbage instead of a startup packet gets a protocol-violation error, and Tessera keeps serving', async () => {
   const t = await tessera({});
-  const junk = Buffer.from([0, 0, 0, 3, 1, 2, 3, 4]);
-  const got = await rawExchange(t.port, junk, (b) => b.length > 5 && b.includes(0x00, 5) && b[0] === 0x45);
-  assert.ok(got.includes(Buffer.from('C08P01\0')));
+  const c = await WireClient.connect(t.port);
+  c.send(Buffer.from([0, 0, 0, 3, 1, 2, 3, 4])); // a length of 3: shorter than the length word itself
+  const err = await c.next();
+  assert.is(err.type, 'E');
+  assert.is(errorFields(err).C, '08P01');
+  await c.closed;
   assert.is(await whoami(t, ROLES.trust.user), ROLES.trust.user);
 });
 

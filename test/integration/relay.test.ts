@@ -1,7 +1,8 @@
 // Queries, errors, notices, COPY and startup parameters through Tessera to a real PostgreSQL.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, type RunningTessera } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -86,24 +87,22 @@ for (const mode of ['session', 'transaction'] as const) {
     assert.is(err.code, '22023');
   });
 
-  if (PG_BIN) {
-    test(`${mode}: psql runs queries, COPY in and COPY out`, async () => {
-      const env = { PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' };
-      const args = ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t().port), '-U', user, '-d', TEST_DB, '-At'];
-      const table = `copy_${mode}`;
-      const setup = await run(`${PG_BIN}/psql`, [...args, '-c', `drop table if exists ${table}`, '-c', `create table ${table} (id int, name text)`], { env });
-      assert.is(setup.code, 0, setup.stderr);
-      const lines = Array.from({ length: 1000 }, (_, i) => `${i}\tname ${i}`).join('\n') + '\n';
-      const copyIn = await run(`${PG_BIN}/psql`, [...args, '-c', `copy ${table} from stdin`], { env, input: lines });
-      assert.is(copyIn.code, 0, copyIn.stderr);
-      assert.is(copyIn.stdout.trim(), 'COPY 1000');
-      const copyOut = await run(`${PG_BIN}/psql`, [...args, '-c', `copy (select * from ${table} order by id) to stdout`], { env });
-      assert.is(copyOut.code, 0, copyOut.stderr);
-      assert.is(copyOut.stdout, lines);
-      const q = await run(`${PG_BIN}/psql`, [...args, '-c', `select count(*), sum(id) from ${table}`], { env });
-      assert.is(q.stdout.trim(), '1000|499500');
-    });
-  }
+  needing('psql')(`${mode}: psql runs queries, COPY in and COPY out`, async () => {
+    const env = { PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' };
+    const args = ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t().port), '-U', user, '-d', TEST_DB, '-At'];
+    const table = `copy_${mode}`;
+    const setup = await run(tool('psql'), [...args, '-c', `drop table if exists ${table}`, '-c', `create table ${table} (id int, name text)`], { env });
+    assert.is(setup.code, 0, setup.stderr);
+    const lines = Array.from({ length: 1000 }, (_, i) => `${i}\tname ${i}`).join('\n') + '\n';
+    const copyIn = await run(tool('psql'), [...args, '-c', `copy ${table} from stdin`], { env, input: lines });
+    assert.is(copyIn.code, 0, copyIn.stderr);
+    assert.is(copyIn.stdout.trim(), 'COPY 1000');
+    const copyOut = await run(tool('psql'), [...args, '-c', `copy (select * from ${table} order by id) to stdout`], { env });
+    assert.is(copyOut.code, 0, copyOut.stderr);
+    assert.is(copyOut.stdout, lines);
+    const q = await run(tool('psql'), [...args, '-c', `select count(*), sum(id) from ${table}`], { env });
+    assert.is(q.stdout.trim(), '1000|499500');
+  });
 }
 
 test('session mode: session state (temp tables, prepared statements) lives as long as the client', async () => {

@@ -8,7 +8,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { demoDatabase } from '../support/sql.js';
 import { SessionDb, OK, fail, who, sqlState } from '../support/session-db.js';
 import { run } from '../support/tessera.js';
@@ -255,30 +256,28 @@ test('a relayed connection cannot read the key, and no table holds it', async ()
   }
 });
 
-if (PG_BIN) {
-  test('pg_dump of the database holds no token of a live session, no proof and no key', async () => {
-    const c = await app();
-    const live = [await login(c, 'alice'), await login(c, 'bob')];
-    const unopened = await createSession(c, 'alice');
-    const ghost = await createSession(c, 'nobody-by-this-name');
-    for (const l of live) assert.equal(await cont(await app(), l.creds), OK);
-    const { key } = await keyFile();
+needing('pg_dump')('pg_dump of the database holds no token of a live session, no proof and no key', async () => {
+  const c = await app();
+  const live = [await login(c, 'alice'), await login(c, 'bob')];
+  const unopened = await createSession(c, 'alice');
+  const ghost = await createSession(c, 'nobody-by-this-name');
+  for (const l of live) assert.equal(await cont(await app(), l.creds), OK);
+  const { key } = await keyFile();
 
-    const dump = await run(path.join(PG_BIN, 'pg_dump'), ['-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '-d', DB], {
-      env: { PGPASSWORD: cluster.superPassword },
-    });
-    assert.is(dump.code, 0, dump.stderr);
-    assert.ok(dump.stdout.includes('session_token_enc'), 'the dump has the sessions');
-    assert.ok(dump.stdout.includes(live[0].s.id), 'and this session among them');
-    for (const token of [...live.map((l) => l.s.token), unopened.token, ghost.token, ...sdb.tokens]) {
-      assert.not.ok(dump.stdout.includes(token), 'a session token is in the dump');
-      assert.not.ok(dump.stdout.includes(Buffer.from(token).toString('hex')), 'a session token (hex) is in the dump');
-      for (let nonce = 1; nonce <= 4; nonce++) assert.not.ok(dump.stdout.includes(authentToken(token, nonce)));
-    }
-    assert.not.ok(dump.stdout.includes(key), 'the key is in the dump');
-    assert.not.ok(dump.stdout.includes('alice-password'));
+  const dump = await run(tool('pg_dump'), ['-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '-d', DB], {
+    env: { PGPASSWORD: cluster.superPassword },
   });
-}
+  assert.is(dump.code, 0, dump.stderr);
+  assert.ok(dump.stdout.includes('session_token_enc'), 'the dump has the sessions');
+  assert.ok(dump.stdout.includes(live[0].s.id), 'and this session among them');
+  for (const token of [...live.map((l) => l.s.token), unopened.token, ghost.token, ...sdb.tokens]) {
+    assert.not.ok(dump.stdout.includes(token), 'a session token is in the dump');
+    assert.not.ok(dump.stdout.includes(Buffer.from(token).toString('hex')), 'a session token (hex) is in the dump');
+    for (let nonce = 1; nonce <= 4; nonce++) assert.not.ok(dump.stdout.includes(authentToken(token, nonce)));
+  }
+  assert.not.ok(dump.stdout.includes(key), 'the key is in the dump');
+  assert.not.ok(dump.stdout.includes('alice-password'));
+});
 
 test('rotate_key: a new key, every live session re-encrypted under it and still working', async () => {
   const c = await app();

@@ -4,21 +4,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, run, type RunningTessera } from '../support/tessera.js';
+import { needing, tool } from '../support/tools.js';
 
 let cluster: Cluster;
 let t: RunningTessera;
 const user = ROLES.trust.user;
-const PYTHON = '/usr/bin/python3';
-const JDBC_JAR = '/usr/share/java/postgresql.jar';
 let dir = '';
-
-/** Whether `cmd args` runs and exits 0 (a driver's import, say). */
-const works = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
 
 test.before(async () => {
   cluster = await sharedCluster();
@@ -69,14 +64,10 @@ for i, c in enumerate(conns):
 `;
 
 for (const driver of ['psycopg2', 'psycopg'] as const) {
-  if (works(PYTHON, ['-c', `import ${driver}`])) {
-    test(`${driver}: 4 connections over 2 backends keep their own startup values and SETs; RESET ALL returns to them`, async () => {
-      const out = await script(PYTHON, [], `${driver}_test.py`, pythonBody(driver).replace('${PORT}', String(t.port)));
-      assert.equal(out, ['mismatches 0', '1100ms 4MB', '1101ms 4MB', '1102ms 4MB', '1103ms 4MB']);
-    });
-  } else {
-    test.skip(`${driver}: session state over shared backends (skipped: ${PYTHON} has no ${driver}; apt-get install python3-${driver === 'psycopg' ? 'psycopg' : 'psycopg2'})`, () => {});
-  }
+  needing(`python3:${driver}`)(`${driver}: 4 connections over 2 backends keep their own startup values and SETs; RESET ALL returns to them`, async () => {
+    const out = await script(tool(`python3:${driver}`), [], `${driver}_test.py`, pythonBody(driver).replace('${PORT}', String(t.port)));
+    assert.equal(out, ['mismatches 0', '1100ms 4MB', '1101ms 4MB', '1102ms 4MB', '1103ms 4MB']);
+  });
 }
 
 const javaBody = () => `
@@ -110,14 +101,10 @@ public class Main {
 }
 `;
 
-if (works('java', ['-version']) && fs.existsSync(JDBC_JAR)) {
-  test('pgjdbc: 5 connections over 2 backends all work (its SET extra_float_digits = 3 no longer pins)', async () => {
-    const out = await script('java', ['-cp', JDBC_JAR], 'Main.java', javaBody());
-    assert.equal(out, ['mismatches 0']);
-  });
-} else {
-  test.skip(`pgjdbc: 5 connections over 2 backends (skipped: java or ${JDBC_JAR} missing; apt-get install default-jdk-headless libpostgresql-jdbc-java)`, () => {});
-}
+needing('java', 'pgjdbc')('pgjdbc: 5 connections over 2 backends all work (its SET extra_float_digits = 3 no longer pins)', async () => {
+  const out = await script(tool('java'), ['-cp', tool('pgjdbc')], 'Main.java', javaBody());
+  assert.equal(out, ['mismatches 0']);
+});
 
 const rubyBody = () => `
 require 'pg'
@@ -134,13 +121,9 @@ puts "mismatches #{bad}"
 conns.each { |c| c.exec('reset search_path'); puts c.exec("select current_setting('search_path') s").first['s'] }
 `;
 
-if (works('ruby', ['-e', 'require "pg"'])) {
-  test('ruby-pg: 4 connections over 2 backends keep their own SET search_path; RESET returns the default', async () => {
-    const out = await script('ruby', [], 'test.rb', rubyBody());
-    assert.equal(out, ['mismatches 0', ...Array(4).fill('"$user", public')]);
-  });
-} else {
-  test.skip('ruby-pg: session state over shared backends (skipped: ruby-pg not installed; apt-get install ruby-pg)', () => {});
-}
+needing('ruby-pg')('ruby-pg: 4 connections over 2 backends keep their own SET search_path; RESET returns the default', async () => {
+  const out = await script(tool('ruby-pg'), [], 'test.rb', rubyBody());
+  assert.equal(out, ['mismatches 0', ...Array(4).fill('"$user", public')]);
+});
 
 test.run();

@@ -7,8 +7,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import postgres from 'postgres';
-import { ROLES, TEST_DB, PG_BIN, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, run, until, type RunningTessera } from '../support/tessera.js';
+import { ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { startTessera, clusterEntry, connect, rejection, run, type RunningTessera } from '../support/tessera.js';
+import { needing, testUnless, tool } from '../support/tools.js';
 
 let cluster: Cluster;
 let t: RunningTessera;
@@ -213,11 +214,11 @@ test('postgres.js: clients with their own connection parameters and SETs share o
   }
 });
 
-if (PG_BIN) {
-  test('psql: a SET does not keep its backend from another psql while it stays connected', async () => {
+needing('psql')('psql: a SET does not keep its backend from another psql while it stays connected', async () => {
+    const psql = tool('psql');
     const env = { PGCONNECT_TIMEOUT: '10', PGAPPNAME: 'psql-outer', PGOPTIONS: '-c statement_timeout=4321' };
     const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t.port), '-U', user, '-d', TEST_DB, '-At'];
-    const inner = [`${PG_BIN}/psql`, ...args, '-c', `"show work_mem"`].join(' ');
+    const inner = [psql, ...args, '-c', `"show work_mem"`].join(' ');
     const script = [
       `set work_mem = '6MB';`,
       `\\! PGAPPNAME=psql-inner ${inner}`,
@@ -226,13 +227,10 @@ if (PG_BIN) {
       `show statement_timeout;`,
       `show application_name;`,
     ].join('\n');
-    const r = await run(`${PG_BIN}/psql`, args, { env, input: script + '\n' });
+    const r = await run(psql, args, { env, input: script + '\n' });
     assert.is(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim().split('\n'), ['4MB', '6MB', '4321ms', 'psql-outer']);
-  });
-} else {
-  test.skip('psql: a SET does not keep its backend (skipped: psql not installed)', () => {});
-}
+});
 
 let sequelizeModule: typeof import('sequelize') | null = null;
 try {
@@ -240,38 +238,33 @@ try {
 } catch {
   sequelizeModule = null;
 }
-if (sequelizeModule) {
-  const { Sequelize } = sequelizeModule;
-  test('sequelize: 40 concurrent transactions over a pool of 3 complete (its SET client_min_messages no longer pins)', async () => {
-    const t2 = await txnTessera(3);
-    const db = new Sequelize(TEST_DB, user, '', { host: '127.0.0.1', port: t2.port, dialect: 'postgres', logging: false, retry: { max: 0 }, pool: { max: 40, min: 0, acquire: 20000 } });
-    // Each of Sequelize's connections runs SET client_min_messages when it opens; one that pinned
-    // would leave the 4th connection waiting for a backend until query_wait_timeout fails it
-    // (Sequelize then quietly retries, which is how the issue saw 21 s instead of 0.3 s).
-    let attempts = 0;
-    let opened = 0;
-    db.addHook('beforeConnect', () => void attempts++);
-    db.addHook('afterConnect', () => void opened++);
-    try {
-      const results = await Promise.all(
-        Array.from({ length: 40 }, (_, i) =>
-          db.transaction(async (tx) => {
-            const [rows] = await db.query(`select ${i} as n, current_setting('client_min_messages') as cmm`, { transaction: tx });
-            return rows[0] as { n: number; cmm: string };
-          }),
-        ),
-      );
-      assert.equal(results.map((r) => r.n), Array.from({ length: 40 }, (_, i) => i));
-      assert.ok(results.every((r) => r.cmm === 'warning'));
-      assert.is(opened, attempts, `${attempts - opened} of ${attempts} connections failed to open`);
-    } finally {
-      await db.close();
-      await t2.stop();
-    }
-  });
-} else {
-  test.skip('sequelize: 40 concurrent transactions (skipped: sequelize not installed; npm ci installs it)', () => {});
-}
+testUnless(sequelizeModule ? undefined : 'sequelize is not installed (a devDependency: npm ci installs it)')('sequelize: 40 concurrent transactions over a pool of 3 complete (its SET client_min_messages no longer pins)', async () => {
+  const { Sequelize } = sequelizeModule!;
+  const t2 = await txnTessera(3);
+  const db = new Sequelize(TEST_DB, user, '', { host: '127.0.0.1', port: t2.port, dialect: 'postgres', logging: false, retry: { max: 0 }, pool: { max: 40, min: 0, acquire: 20000 } });
+  // Each of Sequelize's connections runs SET client_min_messages when it opens; one that pinned
+  // would leave the 4th connection waiting for a backend until query_wait_timeout fails it
+  // (Sequelize then quietly retries, which is how the issue saw 21 s instead of 0.3 s).
+  let attempts = 0;
+  let opened = 0;
+  db.addHook('beforeConnect', () => void attempts++);
+  db.addHook('afterConnect', () => void opened++);
+  try {
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        db.transaction(async (tx) => {
+          const [rows] = await db.query(`select ${i} as n, current_setting('client_min_messages') as cmm`, { transaction: tx });
+          return rows[0] as { n: number; cmm: string };
+        }),
+      ),
+    );
+    assert.equal(results.map((r) => r.n), Array.from({ length: 40 }, (_, i) => i));
+    assert.ok(results.every((r) => r.cmm === 'warning'));
+    assert.is(opened, attempts, `${attempts - opened} of ${attempts} connections failed to open`);
+  } finally {
+    await db.close();
+    await t2.stop();
+  }
+});
 
-void until;
 test.run();

@@ -4,9 +4,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
-import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
+import { sharedCluster, type Cluster } from '../support/cluster.js';
+import { needing, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, capturedLogs, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
+import { WireClient, authCode, errorCodes, readyStatus } from '../support/wire.js';
 import { SessionCredentials, authentToken } from '../../src/client/index.js';
 
 const DB = 'tessera_token_test';
@@ -108,51 +110,34 @@ test('session credentials sent to a password database are dropped, never forward
 
 test('raw startup parameters tessera.session_id / tessera.nonce / tessera.authent_token', async () => {
   const { creds } = await login('alice');
-  const net = await import('node:net');
-  const { serialize } = await import('pg-protocol');
-  const got = await new Promise<Buffer>((resolve, reject) => {
-    const s = net.connect(t.port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    s.on('connect', () => s.write(serialize.startup({ user: 'web', database: 'app', ...creds.asStartupParams() })));
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
-        s.end(serialize.end());
-        resolve(buf);
-      }
-      if (buf[0] === 0x45) reject(new Error(buf.toString('latin1')));
-    });
-    s.on('error', reject);
-  });
-  assert.is(String.fromCharCode(got[0]), 'R'); // AuthenticationOk, straight away
-  assert.is(got.readInt32BE(5), 0);
+  const { client, messages } = await WireClient.login(t.port, { user: 'web', database: 'app', ...creds.asStartupParams() });
+  client.end();
+  assert.equal(errorCodes(messages), []);
+  assert.is(authCode(messages[0]), 0); // AuthenticationOk, straight away
+  assert.is(readyStatus(messages.at(-1)!), 'I');
 });
 
-if (PG_BIN) {
-  test('psql with PGOPTIONS and with PGPASSWORD', async () => {
-    const { creds } = await login('alice');
-    const args = ['-X', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'web', '-d', 'app', '-c', 'select tessera.current_accessor()'];
-    const viaOptions = await run(`${PG_BIN}/psql`, args, { env: { PGOPTIONS: creds.asOptions() } });
-    assert.is(viaOptions.stdout.trim(), 'alice', viaOptions.stderr);
-    const viaPassword = await run(`${PG_BIN}/psql`, args, { env: { PGPASSWORD: creds.asPassword() } });
-    assert.is(viaPassword.stdout.trim(), 'alice', viaPassword.stderr);
-  });
-}
+needing('psql')('psql with PGOPTIONS and with PGPASSWORD', async () => {
+  const { creds } = await login('alice');
+  const args = ['-X', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'web', '-d', 'app', '-c', 'select tessera.current_accessor()'];
+  const viaOptions = await run(tool('psql'), args, { env: { PGOPTIONS: creds.asOptions() } });
+  assert.is(viaOptions.stdout.trim(), 'alice', viaOptions.stderr);
+  const viaPassword = await run(tool('psql'), args, { env: { PGPASSWORD: creds.asPassword() } });
+  assert.is(viaPassword.stdout.trim(), 'alice', viaPassword.stderr);
+});
 
-if (PG_BIN) {
-  test('`tessera token` prints PGOPTIONS and PGPASSWORD lines that psql logs in with', async () => {
-    const { session } = await login('bob');
-    const psql = `${PG_BIN}/psql -X -At -h 127.0.0.1 -p ${t.port} -U web -d app -c 'select tessera.current_accessor()'`;
-    const script = [
-      `eval "$(node --import tsx ${ROOT}/src/cli.ts token --session-id ${session.id} --nonce 2)"`,
-      `PGPASSWORD= ${psql}`, // options form (nonce 2)
-      `PGOPTIONS= ${psql}`, // password form (nonce 3)
-    ].join('\n');
-    const r = await run('bash', ['-c', script], { env: { TESSERA_SESSION_TOKEN: session.token } });
-    assert.is(r.code, 0, r.stderr);
-    assert.is(r.stdout.trim(), 'bob\nbob');
-  });
-}
+needing('psql')('`tessera token` prints PGOPTIONS and PGPASSWORD lines that psql logs in with', async () => {
+  const { session } = await login('bob');
+  const psql = `${tool('psql')} -X -At -h 127.0.0.1 -p ${t.port} -U web -d app -c 'select tessera.current_accessor()'`;
+  const script = [
+    `eval "$(node --import tsx ${ROOT}/src/cli.ts token --session-id ${session.id} --nonce 2)"`,
+    `PGPASSWORD= ${psql}`, // options form (nonce 2)
+    `PGOPTIONS= ${psql}`, // password form (nonce 3)
+  ].join('\n');
+  const r = await run('bash', ['-c', script], { env: { TESSERA_SESSION_TOKEN: session.token } });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout.trim(), 'bob\nbob');
+});
 
 test('a pg.Pool with the password function authenticates every new connection by itself', async () => {
   const { creds } = await login('bob');
@@ -280,21 +265,23 @@ test('from inside alice\'s connection, attempts to become bob all fail', async (
   const bob = await login('bob');
   const c = await connect(tokenConn({ password: alice.creds.asPassword() }));
   try {
-    const attempts = [
-      `set tessera.session_id = '${bob.session.id}'`,
-      `select set_config('tessera.accessor', 'bob', false)`,
-      `set role postgres`,
-      `set session authorization postgres`,
-      `insert into tessera.bindings values (pg_backend_pid(), now(), ${bob.session.id})`,
-      `update tessera.sessions set accessor_id = (select accessor_id from tessera.accessors where username = 'bob')`,
-      `create temp table bindings (pid int, backend_start timestamptz, session_id bigint)`,
-      `discard all`,
+    // Each attempt either is refused (42501) or does nothing that matters; after each the
+    // connection is still alice's, and the probes themselves must succeed (a failed probe fails).
+    const attempts: [sql: string, outcome: 'ok' | '42501'][] = [
+      [`set tessera.session_id = '${bob.session.id}'`, 'ok'],
+      [`select set_config('tessera.accessor', 'bob', false)`, 'ok'],
+      [`set role postgres`, '42501'],
+      [`set session authorization postgres`, '42501'],
+      [`insert into tessera.bindings values (pg_backend_pid(), now(), ${bob.session.id})`, '42501'],
+      [`update tessera.sessions set accessor_id = (select accessor_id from tessera.accessors where username = 'bob')`, '42501'],
+      [`create temp table bindings (pid int, backend_start timestamptz, session_id bigint)`, 'ok'],
+      [`discard all`, 'ok'],
     ];
-    for (const sql of attempts) {
-      await c.query(sql).catch(() => {});
-      const who = await whoAmI(c).catch(() => 'error');
-      assert.ok(who !== 'bob', `after ${sql}: ${who}`);
-      assert.ok(!(await notes(c).catch(() => [])).includes('bob'), `rows of bob after ${sql}`);
+    for (const [sql, expected] of attempts) {
+      const outcome = await c.query(sql).then(() => 'ok', (e: { code?: string }) => e.code);
+      assert.is(outcome, expected, sql);
+      assert.is(await whoAmI(c), 'alice', `current_accessor() after ${sql}`);
+      assert.equal(await notes(c), ['alice'], `rows visible after ${sql}`);
     }
     // open_connection with a wrong token for bob's session: refused, and never bob.
     const { rows } = await c.query('select success, errmsg from tessera.open_connection($1, 5, $2)', [bob.session.id, 'guess']);

@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import keepalive from 'net-keepalive';
 import { ROLES, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, until } from '../support/tessera.js';
+import { WireClient, errorFields } from '../support/wire.js';
 import { applySocketOptions } from '../../src/net/socket-options.js';
 
 let cluster: Cluster;
@@ -78,18 +79,15 @@ test('query_wait_timeout: a client waiting for a busy pool gets an error, the ho
 test('client_login_timeout cuts a client that never finishes its login; others still get in', async () => {
   const t = await startTessera({ client_login_timeout: 0.5, databases: { '*': clusterEntry(cluster) } });
   try {
-    const silent = net.connect(t.port, '127.0.0.1');
-    silent.write(Buffer.from([0, 0])); // half a length word, then nothing
-    const closed = new Promise<string>((resolve) => {
-      let got = '';
-      silent.on('data', (d) => (got += d.toString('latin1')));
-      silent.on('close', () => resolve(got));
-    });
+    const silent = await WireClient.connect(t.port);
+    silent.send(Buffer.from([0, 0])); // half a length word, then nothing
     const c = await connect(t.conn(user));
     assert.is((await c.query('select 1 as one')).rows[0].one, 1);
     await c.end();
-    const said = await closed;
-    assert.match(said, 'client_login_timeout');
+    const said = await silent.next();
+    assert.is(said.type, 'E');
+    assert.match(errorFields(said).M, 'client_login_timeout');
+    await silent.closed;
   } finally {
     await t.stop();
   }
@@ -176,18 +174,36 @@ test('server_check_delay / server_check_query: a server idle longer than the del
 
 test('max_db_connections caps servers across users; clients queue instead', async () => {
   const app = 'tessera-maxdb';
-  const t = await startTessera({ max_db_connections: 2, databases: { '*': clusterEntry(cluster) } });
+  // Session mode (the default): a connected client holds its server, so two clients of two
+  // users use the database's two servers up and a third client must wait for one of them.
+  const t = await startTessera(
+    { max_db_connections: 2, admin_users: user, databases: { '*': clusterEntry(cluster) } },
+    `"${ROLES.md5.user}" "${ROLES.md5.password}"\n`,
+  );
+  const admin = await connect(t.conn(user, undefined, 'pgbouncer'));
+  const waiting = async () => (await admin.query('SHOW POOLS')).rows.filter((r) => r.database === 'tessera_test').reduce((n, r) => n + Number(r.cl_waiting), 0);
   try {
-    let peak = 0;
-    const watcher = setInterval(async () => {
-      peak = Math.max(peak, (await backendPids(app)).length);
-    }, 20);
-    const clients = await Promise.all([1, 2, 3, 4].map(() => connect({ ...t.conn(user), application_name: app })));
-    await Promise.all(clients.map(async (c) => (await c.query('select pg_sleep(0.2)'), c.end())));
-    clearInterval(watcher);
-    assert.ok(peak <= 2, `peak ${peak} servers`);
-    assert.ok(peak >= 1);
+    const a = await connect({ ...t.conn(user), application_name: app });
+    const b = await connect({ ...t.conn(ROLES.md5.user, ROLES.md5.password), application_name: app });
+    await a.query('select 1');
+    await b.query('select 1');
+    assert.is((await backendPids(app)).length, 2);
+    let third: number | undefined;
+    const c = await connect({ ...t.conn(user), application_name: app });
+    const served = c.query('select 3 as n').then((r) => (third = r.rows[0].n));
+    await until('the third client to wait for a server', async () => (await waiting()) === 1);
+    assert.is(third, undefined, 'the third client was served while both servers were taken');
+    assert.is((await backendPids(app)).length, 2, 'a third server was opened');
+    // The first client leaves: its server goes to the one waiting.
+    await a.end();
+    await served;
+    assert.is(third, 3);
+    assert.is(await waiting(), 0);
+    assert.ok((await backendPids(app)).length <= 2, 'more than max_db_connections servers');
+    await b.end();
+    await c.end();
   } finally {
+    await admin.end();
     await t.stop();
   }
 });

@@ -3,7 +3,6 @@
 // rule for non-loopback clients, certificate reload, and Tessera reaching a hostssl-only
 // PostgreSQL with server_tls_sslmode=verify-full. Certificates come from `tessera cert`.
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -11,9 +10,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
-import { PG_BIN, ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, startCluster, type Cluster } from '../support/cluster.js';
+import { needing, testUnless, tool } from '../support/tools.js';
 import { startTessera, clusterEntry, connect, rejection, run, ROOT, type RunningTessera } from '../support/tessera.js';
 import { demoDatabase } from '../support/sql.js';
+import { WireClient, authCode, errorCodes, errorFields } from '../support/wire.js';
 import { writeDevCerts, type DevCerts } from '../../src/tls/cert-command.js';
 import { SessionCredentials } from '../../src/client/index.js';
 
@@ -27,8 +28,7 @@ const running: RunningTessera[] = [];
 const remoteIp = Object.values(os.networkInterfaces())
   .flat()
   .find((i) => i && !i.internal && i.family === 'IPv4')?.address;
-
-const READY = Buffer.from([0x5a, 0, 0, 0, 5]);
+const NO_REMOTE_ADDRESS = remoteIp ? undefined : 'this machine has no non-loopback IPv4 address';
 
 function tlsFiles(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { client_tls_key_file: certs.serverKey, client_tls_cert_file: certs.serverCert, ...extra };
@@ -56,23 +56,9 @@ async function scalar(config: pg.ClientConfig, sql: string): Promise<unknown> {
 }
 
 /** Writes bytes on a fresh connection and collects what comes back until `done` or the close. */
-function rawExchange(port: number, bytes: Buffer, done: (got: Buffer) => boolean = () => false): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      if (done(got)) s.destroy();
-    });
-    s.on('close', () => resolve(got));
-    s.on('error', reject);
-  });
-}
-
 function psql(conninfo: string, ...commands: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const args = ['-X', '-At', conninfo, ...commands.flatMap((c) => ['-c', c])];
-  return run(path.join(PG_BIN!, 'psql'), args, { env: { PGCONNECT_TIMEOUT: '10', PGGSSENCMODE: 'disable' } });
+  return run(tool('psql'), args, { env: { PGCONNECT_TIMEOUT: '10', PGGSSENCMODE: 'disable' } });
 }
 
 test.before(async () => {
@@ -87,8 +73,7 @@ test.after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test('psql with sslmode=verify-full trusts Tessera by the development CA; SHOW CLIENTS names the TLS version', async () => {
-  if (!PG_BIN) return console.log('  (skipped: no psql)');
+needing('psql')('psql with sslmode=verify-full trusts Tessera by the development CA; SHOW CLIENTS names the TLS version', async () => {
   const t = await tessera({ client_tls_sslmode: 'prefer', admin_users: ROLES.trust.user, ...tlsFiles() });
   const conninfo = `host=localhost port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca}`;
   const r = await psql(conninfo, 'select current_user', '\\conninfo');
@@ -131,11 +116,6 @@ test('auth_type cert: the client certificate CN is the user; another user, anoth
   const mine = certs.clients[ROLES.trust.user];
   const withCert = (c: { cert: string; key: string }) => ({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
   assert.is(await scalar(sslConn(t, ROLES.trust.user, { ssl: withCert(mine) }), 'select current_user'), ROLES.trust.user);
-  if (PG_BIN) {
-    const r = await psql(`host=127.0.0.1 port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca} sslcert=${mine.cert} sslkey=${mine.key}`, 'select current_user');
-    assert.is(r.code, 0, r.stderr);
-    assert.is(r.stdout.trim(), ROLES.trust.user);
-  }
   const otherUser = await rejection(connect(sslConn(t, ROLES.md5.user, { ssl: withCert(mine) })));
   assert.is(otherUser.code, '28000');
   assert.is(otherUser.message, `certificate authentication failed for user "${ROLES.md5.user}"`);
@@ -146,6 +126,14 @@ test('auth_type cert: the client certificate CN is the user; another user, anoth
   assert.is(none.code, '28000');
   const plain = await rejection(connect(t.conn(ROLES.trust.user)));
   assert.is(plain.message, 'SSL required');
+});
+
+needing('psql')('auth_type cert: psql logs in with its client certificate (sslcert/sslkey)', async () => {
+  const t = await tessera({ auth_type: 'cert', client_tls_sslmode: 'verify-full', client_tls_ca_file: certs.ca, ...tlsFiles() });
+  const mine = certs.clients[ROLES.trust.user];
+  const r = await psql(`host=127.0.0.1 port=${t.port} user=${ROLES.trust.user} dbname=${TEST_DB} sslmode=verify-full sslrootcert=${certs.ca} sslcert=${mine.cert} sslkey=${mine.key}`, 'select current_user');
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout.trim(), ROLES.trust.user);
 });
 
 test('auth_type hba: hostssl and hostnossl see the real TLS state, and method cert works', async () => {
@@ -174,57 +162,49 @@ test('auth_type hba: hostssl and hostnossl see the real TLS state, and method ce
 test('garbage after SSLRequest gets an error, not a crash: unencrypted bytes before the handshake, or no TLS after S', async () => {
   const t = await tessera({ client_tls_sslmode: 'prefer', ...tlsFiles() });
   // Bytes sent with the SSLRequest were not encrypted: a man in the middle could have put them there.
-  const injected = await rawExchange(t.port, Buffer.concat([serialize.requestSsl(), serialize.startup({ user: ROLES.trust.user, database: TEST_DB })]));
-  assert.is(String.fromCharCode(injected[0]), 'E');
-  assert.ok(injected.includes(Buffer.from('C08P01\0')), injected.toString());
-  assert.ok(injected.includes(Buffer.from('received unencrypted data after SSL request')));
+  const injected = await WireClient.connect(t.port);
+  injected.send(serialize.requestSsl(), serialize.startup({ user: ROLES.trust.user, database: TEST_DB }));
+  const refused = await injected.next();
+  assert.is(refused.type, 'E');
+  assert.is(errorFields(refused).C, '08P01');
+  assert.is(errorFields(refused).M, 'received unencrypted data after SSL request');
+  await injected.closed;
   // 'S', then plaintext instead of a ClientHello: the handshake fails and only this connection closes.
-  let answered = false;
-  const afterS = await new Promise<Buffer>((resolve, reject) => {
-    const s = net.connect(t.port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    s.on('connect', () => s.write(serialize.requestSsl()));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      if (!answered) {
-        answered = true;
-        s.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
-      }
-    });
-    s.on('close', () => resolve(got));
-    s.on('error', reject);
-  });
-  assert.is(String.fromCharCode(afterS[0]), 'S');
+  const afterS = await WireClient.connect(t.port);
+  afterS.send(serialize.requestSsl());
+  assert.is(await afterS.readByte(), 'S');
+  afterS.send(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  await afterS.closed;
   assert.is(await scalar(sslConn(t, ROLES.trust.user), 'select 1 as one'), 1);
   // Without TLS configured: 'N', and a second SSLRequest is a protocol violation, as in PostgreSQL.
   const plain = await tessera({});
-  const twice = await rawExchange(plain.port, Buffer.concat([serialize.requestSsl(), serialize.requestSsl()]));
-  assert.is(String.fromCharCode(twice[0]), 'N');
-  assert.is(String.fromCharCode(twice[1]), 'E');
-  assert.ok(twice.includes(Buffer.from('C08P01\0')));
+  const twice = await WireClient.connect(plain.port);
+  twice.send(serialize.requestSsl(), serialize.requestSsl());
+  assert.is(await twice.readByte(), 'N');
+  const second = await twice.next();
+  assert.is(second.type, 'E');
+  assert.is(errorFields(second).C, '08P01');
+  await twice.closed;
 });
 
 test('PostgreSQL 17 direct TLS: a ClientHello first, with ALPN "postgresql"; without ALPN it is refused', async () => {
   const t = await tessera({ client_tls_sslmode: 'require', ...tlsFiles() });
-  const direct = (alpn: string[] | undefined) =>
-    new Promise<Buffer>((resolve, reject) => {
-      const s = tls.connect({ host: '127.0.0.1', port: t.port, ca: fs.readFileSync(certs.ca), ALPNProtocols: alpn });
-      let got = Buffer.alloc(0);
-      s.on('secureConnect', () => s.write(serialize.startup({ user: ROLES.trust.user, database: TEST_DB })));
-      s.on('data', (d) => {
-        got = Buffer.concat([got, d]);
-        if (got.includes(READY)) s.end(serialize.end());
-      });
-      s.on('close', () => resolve(got));
-      s.on('error', reject);
-    });
+  const direct = async (alpn: string[] | undefined) => {
+    const c = await WireClient.connectTls({ host: '127.0.0.1', port: t.port, ca: fs.readFileSync(certs.ca), ALPNProtocols: alpn });
+    c.send(serialize.startup({ user: ROLES.trust.user, database: TEST_DB }));
+    return c;
+  };
   const ok = await direct(['postgresql']);
-  assert.is(String.fromCharCode(ok[0]), 'R'); // AuthenticationOk
-  assert.ok(ok.includes(READY));
+  const login = await ok.readUntil('Z');
+  assert.is(authCode(login[0]), 0); // AuthenticationOk
+  assert.equal(errorCodes(login), []);
+  ok.end();
   const noAlpn = await direct(undefined);
-  assert.is(String.fromCharCode(noAlpn[0]), 'E');
-  assert.ok(noAlpn.includes(Buffer.from('C08P01\0')));
-  assert.ok(noAlpn.includes(Buffer.from('without ALPN')));
+  const err = await noAlpn.next();
+  assert.is(err.type, 'E');
+  assert.is(errorFields(err).C, '08P01');
+  assert.match(errorFields(err).M, 'without ALPN');
+  await noAlpn.closed;
 });
 
 test('RELOAD picks up a new certificate; established TLS connections keep going', async () => {
@@ -252,8 +232,7 @@ test('RELOAD picks up a new certificate; established TLS connections keep going'
   }
 });
 
-test('cleartext secrets need TLS from a non-loopback address: plain password and session-token logins', async () => {
-  if (!remoteIp) return console.log('  (skipped: this machine has no non-loopback IPv4 address)');
+testUnless(NO_REMOTE_ADDRESS)('cleartext secrets need TLS from a non-loopback address: plain password and session-token logins', async () => {
   const userlist = `"${ROLES.plain.user}" "${ROLES.plain.password}"\n`;
   const t = await tessera({ listen_addr: `127.0.0.1,${remoteIp}`, auth_type: 'plain', client_tls_sslmode: 'prefer', ...tlsFiles() }, userlist);
   const remote = (extra: Partial<pg.ClientConfig> = {}) => ({ ...t.conn(ROLES.plain.user, ROLES.plain.password), host: remoteIp, ...extra });
@@ -271,30 +250,39 @@ test('cleartext secrets need TLS from a non-loopback address: plain password and
   assert.is(await scalar({ ...allowed.conn(ROLES.plain.user, ROLES.plain.password), host: remoteIp }, 'select current_user'), ROLES.plain.user);
 });
 
-test('a session-token login over TLS; without TLS from a non-loopback address it is refused', async () => {
-  const DB = 'tessera_tls_token';
+/** A Tessera with a session_token database `app` (over TLS when asked), and one session of alice. */
+async function sessionTokenTessera(db: string) {
   const APP = { user: 'tessera_app', password: 'tessera-app-password' };
-  await demoDatabase(cluster, DB);
+  await demoDatabase(cluster, db);
   const t = await tessera({
     listen_addr: remoteIp ? `127.0.0.1,${remoteIp}` : '127.0.0.1',
     client_tls_sslmode: 'prefer',
     ...tlsFiles(),
-    databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }) },
+    databases: { app: clusterEntry(cluster, { dbname: db, auth_type: 'session_token', user: APP.user, password: APP.password, pool_size: 1 }) },
   });
-  const app = new pg.Client({ host: cluster.host, port: cluster.port, database: DB, ...APP });
+  const app = new pg.Client({ host: cluster.host, port: cluster.port, database: db, ...APP });
   await app.connect();
   const { rows } = await app.query(`select session_id, session_token from tessera.create_session('alice')`);
   await app.end();
   const creds = new SessionCredentials(rows[0].session_id, rows[0].session_token, { firstNonce: 2 });
+  const over = (host: string, password: string, ssl: boolean) => ({ host, port: t.port, database: 'app', user: 'web', password, ssl: ssl ? { ca: fs.readFileSync(certs.ca) } : undefined });
+  return { firstTicket: `${rows[0].session_id}:1:alice-password`, creds, over };
+}
+
+test('a session-token login over TLS', async () => {
+  const { firstTicket, creds, over } = await sessionTokenTessera('tessera_tls_token');
   const host = remoteIp ?? '127.0.0.1';
-  const over = (password: string, ssl: boolean) => ({ host, port: t.port, database: 'app', user: 'web', password, ssl: ssl ? { ca: fs.readFileSync(certs.ca) } : undefined });
-  if (remoteIp) {
-    const refused = await rejection(connect(over(`${rows[0].session_id}:1:alice-password`, false)));
-    assert.is(refused.code, '28000');
-    assert.match(refused.message, /^TLS required: a session-token login/);
-  }
-  assert.is(await scalar(over(`${rows[0].session_id}:1:alice-password`, true), 'select tessera.current_accessor()'), 'alice');
-  assert.is(await scalar(over(creds.asPassword(), true), 'select tessera.current_accessor()'), 'alice');
+  assert.is(await scalar(over(host, firstTicket, true), 'select tessera.current_accessor()'), 'alice');
+  assert.is(await scalar(over(host, creds.asPassword(), true), 'select tessera.current_accessor()'), 'alice');
+});
+
+testUnless(NO_REMOTE_ADDRESS)('a session-token login without TLS from a non-loopback address is refused', async () => {
+  const { firstTicket, over } = await sessionTokenTessera('tessera_tls_token_remote');
+  const refused = await rejection(connect(over(remoteIp!, firstTicket, false)));
+  assert.is(refused.code, '28000');
+  assert.match(refused.message, /^TLS required: a session-token login/);
+  // The same ticket is still good over TLS: the refusal did not spend it.
+  assert.is(await scalar(over(remoteIp!, firstTicket, true), 'select tessera.current_accessor()'), 'alice');
 });
 
 test('server_tls_sslmode=verify-full reaches a hostssl-only PostgreSQL; disable and a wrong CA fail clearly', async () => {

@@ -226,7 +226,7 @@ test(`${name}: KILL_SESSION disconnects Bob's clients, and the console says the 
     const b = await connect(via(t, bob.creds.asPassword()));
     const gone = new Promise<Error>((resolve) => b.once('error', resolve));
     const admin = await connect({ host: '127.0.0.1', port: t.port, user: 'admin', password: 'admin-pass', database: 'pgbouncer' });
-    const err = (await rejection(admin.query(`KILL_SESSION ${bob.id}`))) as Error & { hint?: string };
+    const err = (await rejection(admin.query(`KILL_SESSION ${bob.id}`))) as Error & { code?: string; hint?: string };
     assert.is(err.code, '0A000');
     const why = name === 'preset' ? 'Veil2 has no function that ends a session' : 'session_tokens.kill_session is empty';
     assert.is(err.message, `KILL_SESSION disconnected 1 client(s) but could not end the session: ${why}, so it lives on until it expires`);

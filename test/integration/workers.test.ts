@@ -1,10 +1,14 @@
 // `workers: 2`: two processes share the port, each with its own pools sized so the totals stay as
 // configured; the admin console and the metrics endpoint sum both; a cancel request reaches the
 // worker that owns the client whichever worker it lands on; signals stop both.
+import fs from 'node:fs';
+import net from 'node:net';
+import { serialize } from 'pg-protocol';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { testUnless } from '../support/tools.js';
 import { spawnTessera, clusterEntry, connect, rejection, until, freePort, sendCancel, type TesseraProcess } from '../support/tessera.js';
 
 let cluster: Cluster;
@@ -79,47 +83,147 @@ test('SHOW sums both workers, and the pools together stay within default_pool_si
 });
 
 
-test('a cancel request reaches the worker that owns the client, whichever worker it lands on', async () => {
+// Which worker accepts a new connection is the kernel's choice (every worker accepts on the shared
+// socket), so a test that sends cancels on fresh connections and hopes some cross over fails
+// whenever none happen to. Instead each cancel goes over a connection whose accepting worker is
+// known: the worker process holding the accepted socket, found through /proc (Linux).
+
+/** The worker processes, from their "listening" log lines. */
+function workerPids(): number[] {
+  const pids = new Set<number>();
+  for (const line of t.output().split('\n')) {
+    if (!line.includes('"msg":"listening"')) continue;
+    pids.add((JSON.parse(line) as { pid: number }).pid);
+  }
+  return [...pids];
+}
+
+/** The socket inode of Tessera's side of the connection from our local port, once accepted. */
+function serverSideInode(localPort: number): string | undefined {
+  const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const row of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = row.trim().split(/\s+/);
+      if (f.length > 9 && f[1].endsWith(`:${hex(t.port)}`) && f[2].endsWith(`:${hex(localPort)}`)) return f[9];
+    }
+  }
+  return undefined;
+}
+
+/** The worker process that accepted the connection from `localPort`. */
+async function acceptedBy(localPort: number): Promise<number> {
+  return until(`the worker holding the connection from port ${localPort}`, async () => {
+    const inode = serverSideInode(localPort);
+    if (!inode) return undefined;
+    return workerPids().find((pid) =>
+      fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`;
+        } catch {
+          return false; // closed meanwhile
+        }
+      }),
+    );
+  });
+}
+
+/** A connection to Tessera accepted by worker `pid` (or, with `other`, by any other worker), nothing sent yet. */
+async function connectionOn(pid: number, other: boolean): Promise<net.Socket> {
+  const spare: net.Socket[] = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const s = await new Promise<net.Socket>((resolve, reject) => {
+        const sock = net.connect(t.port, '127.0.0.1', () => resolve(sock));
+        sock.on('error', reject);
+      });
+      if ((await acceptedBy(s.localPort!)) === pid !== other) return s;
+      spare.push(s);
+    }
+    throw new Error(`200 connections, none accepted by ${other ? 'a worker other than' : 'worker'} ${pid}`);
+  } finally {
+    for (const s of spare) s.destroy();
+  }
+}
+
+const crossings = () => (t.output().match(/cancel request for another worker/g) ?? []).length;
+
+testUnless(fs.existsSync('/proc/net/tcp') ? undefined : 'no /proc/net/tcp (Linux) to tell which worker accepted a connection')(
+  'a cancel request reaches the worker that owns the client, whichever worker it lands on',
+  async () => {
+    const admin = await connect({ ...conn('pgbouncer'), user: 'admin' });
+    const clients = await clientsOnBothWorkers(admin);
+    try {
+      const owners = await Promise.all(clients.map((c) => acceptedBy((c as unknown as { connection: { stream: net.Socket } }).connection.stream.localPort!)));
+      // One client of each worker, each cancelled once through its own worker and once through the other.
+      const picked = [...new Set(owners)].map((owner) => clients[owners.indexOf(owner)]);
+      assert.is(picked.length, 2, `clients on workers ${owners.join(', ')}`);
+      for (const c of picked) {
+        const owner = owners[clients.indexOf(c)];
+        for (const crossing of [false, true]) {
+          const q = rejection(c.query('select pg_sleep(20)'));
+          let settled = false;
+          const settle = () => (settled = true);
+          q.then(settle, settle); // q itself is awaited below (and fails the test if the query was not cancelled)
+          await until('the query to run', async () => {
+            if (settled) throw new Error(`the query ended before it was cancelled\n${t.output().split('\n').slice(-12).join('\n')}`);
+            return (await cluster.query(`select 1 from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active' and application_name = $1`, [APP])).rowCount === 1;
+          });
+          const before = crossings();
+          const s = await connectionOn(owner, crossing);
+          const key = c as unknown as { processID: number; secretKey: number };
+          await new Promise<void>((resolve) => {
+            s.on('close', () => resolve());
+            s.end(serialize.cancel(key.processID, key.secretKey));
+          });
+          assert.is((await q).code, '57014', crossing ? 'cancelled through the other worker' : 'cancelled through its own worker');
+          // The receiving worker forwarded it exactly when it was not the owner.
+          await until('the cancel to be logged', async () => crossings() === before + (crossing ? 1 : 0) || undefined);
+          assert.is(crossings(), before + (crossing ? 1 : 0));
+        }
+      }
+      // A wrong secret cancels nothing.
+      const victim = clients[0] as unknown as { processID: number; secretKey: number } & pg.Client;
+      const slow = victim.query('select pg_sleep(0.5) as slept');
+      await sendCancel(t.port, victim.processID, victim.secretKey ^ 1);
+      assert.equal((await slow).rows, [{ slept: '' }]);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await admin.end();
+    }
+  },
+);
+
+test('the metrics endpoint sums the workers: /metrics, the dashboard\'s data, /readyz', async () => {
   const admin = await connect({ ...conn('pgbouncer'), user: 'admin' });
   const clients = await clientsOnBothWorkers(admin);
+  const base = `http://127.0.0.1:${metricsPort}`;
+  const sample = (text: string, name: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{database="${TEST_DB}",user="${user}"}`) || l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.split(' ').pop());
+  };
   try {
-    // Every client's long query is cancelled through connections that land on either worker.
-    for (const c of clients.slice(0, 12)) {
-      let settled: (Error & { code?: string }) | null = null;
-      const q = rejection(c.query('select pg_sleep(20)'));
-      void q.then((e) => (settled = e));
-      const key = c as unknown as { processID: number; secretKey: number };
-      await until('the query to run', async () => {
-        if (settled) throw new Error(`the query ended before it was cancelled: ${settled.code} ${settled.message}\n${t.output().split('\n').slice(-12).join('\n')}`);
-        return (await cluster.query(`select 1 from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active' and application_name = $1`, [APP])).rowCount === 1;
-      });
-      await sendCancel(t.port, key.processID, key.secretKey);
-      assert.is((await q).code, '57014');
-    }
-    // The kernel spreads new connections between the workers, so some cancels crossed over.
-    const crossed = (t.output().match(/cancel request for another worker/g) ?? []).length;
-    assert.ok(crossed > 0, 'no cancel request landed on the other worker');
-    // A wrong secret cancels nothing.
-    const victim = clients[0] as unknown as { processID: number; secretKey: number } & pg.Client;
-    const slow = victim.query('select pg_sleep(0.5) as slept');
-    await sendCancel(t.port, victim.processID, victim.secretKey ^ 1);
-    assert.equal((await slow).rows, [{ slept: '' }]);
+    const before = sample(await (await fetch(`${base}/metrics`)).text(), 'tessera_transactions_total') ?? 0;
+    for (const c of clients) for (let i = 0; i < 3; i++) await c.query('select 1');
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    assert.is(sample(metrics, 'tessera_workers'), 2);
+    assert.ok(sample(metrics, 'tessera_transactions_total')! >= before + clients.length * 3);
+    // Each worker's pool has its share; summed, the configured default_pool_size.
+    assert.is(sample(metrics, 'tessera_pool_size'), 4);
+    assert.ok(/^process_resident_memory_bytes \d/m.test(metrics));
+    const dashboard = await until('the dashboard to see the pool', async () => {
+      const d = (await (await fetch(`${base}/api/dashboard`)).json()) as { info: { workers: number }; pools: { rows: { database: string; user: string; pool_size: number; clients_active: number }[] } };
+      return d.pools.rows.some((r) => r.database === TEST_DB && r.clients_active >= clients.length) && d;
+    });
+    assert.is(dashboard.info.workers, 2);
+    assert.is(dashboard.pools.rows.find((r) => r.database === TEST_DB && r.user === user)!.pool_size, 4);
+    const ready = await fetch(`${base}/readyz`);
+    assert.is(ready.status, 200, await ready.clone().text());
+    assert.is(((await ready.json()) as { ready: boolean }).ready, true);
+    assert.is((await admin.query('SHOW SESSIONS')).rows.length, 0);
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await admin.end();
   }
-});
-
-test('the metrics endpoint sums the workers; the status page lists the pool', async () => {
-  const c = await connect(conn());
-  await c.query('select 1');
-  await c.end();
-  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const line = metrics.split('\n').find((l) => l.startsWith('tessera_transactions_total{') && l.includes(`database="${TEST_DB}"`));
-  assert.ok(line && Number(line.split(' ').pop()) > 0, line);
-  const page = await (await fetch(`http://127.0.0.1:${metricsPort}/`)).text();
-  assert.match(page, `<td>${TEST_DB}</td><td>${user}</td>`);
-  assert.match(page, 'across 2 workers');
 });
 
 test('SIGTERM stops both workers and the process exits 0', async () => {

@@ -55,7 +55,7 @@ function hasAll(dir: string, names: string[]): boolean {
 }
 
 /** /usr/lib/postgresql/<ver>/bin folders, newest version first. */
-function machineBinDirs(): string[] {
+export function machineBinDirs(): string[] {
   let versions: string[];
   try {
     versions = fs.readdirSync(PG_LIB_ROOT);
@@ -108,7 +108,7 @@ function findPgBin(): string | undefined {
   return undefined;
 }
 
-/** Folder holding psql and pgbench (machine install), or undefined — tests needing them should skip. */
+/** Folder holding psql and pgbench (machine install), or undefined: for bench/. Tests declare tools with test/support/tools.ts needing(). */
 export const PG_BIN: string | undefined = findPgBin();
 
 // --- running server binaries as an unprivileged user -----------------------

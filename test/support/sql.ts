@@ -3,12 +3,14 @@
 import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { PG_BIN, type Cluster } from './cluster.js';
+import { type Cluster } from './cluster.js';
 import { ROOT } from './tessera.js';
+import { findTool } from './tools.js';
 
 export async function psqlFile(cluster: Cluster, db: string, file: string): Promise<string> {
   const full = path.join(ROOT, file);
-  if (!PG_BIN) {
+  const psql = findTool('psql');
+  if (!psql) {
     // No psql on this machine: the files hold no psql meta-commands, so one simple query does.
     await cluster.query(await fsp.readFile(full, 'utf8'), undefined, db);
     return '';
@@ -19,7 +21,7 @@ export async function psqlFile(cluster: Cluster, db: string, file: string): Prom
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '-d', db, '-f', full];
   return new Promise((resolve, reject) => {
     // Async: tests run a proxy in this same process.
-    const child = spawn(path.join(PG_BIN, 'psql'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(psql, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));

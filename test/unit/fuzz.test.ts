@@ -31,18 +31,32 @@ const KB64 = 64 * 1024;
 /** What a refused or failed login may say: never XX000 (an internal error). */
 const ALLOWED = new Set(['08P01', '28P01', '28000', '3D000', '53300', '0A000', '08006', '55000', '57P03', '22023', '42601', '42704']);
 
-/** Records the size of every Buffer.allocUnsafe (Buffer.concat and Buffer.alloc go through it too). */
+/**
+ * Records the largest Buffer made while `fn` runs, by every way of making one: alloc,
+ * allocUnsafe, allocUnsafeSlow, concat and from (Node's Buffer.alloc and Buffer.from do not go
+ * through allocUnsafe, so watching that alone misses them). A Buffer.from over an existing
+ * ArrayBuffer is a view, not an allocation, and is not counted.
+ */
 function watchAllocations<T>(fn: () => T): { result: T; largest: number } {
-  const original = Buffer.allocUnsafe;
   let largest = 0;
-  Buffer.allocUnsafe = (n: number) => {
-    if (n > largest) largest = n;
-    return original(n);
+  const seen = (b: Buffer): Buffer => {
+    if (b.length > largest) largest = b.length;
+    return b;
+  };
+  const B = Buffer as unknown as Record<'alloc' | 'allocUnsafe' | 'allocUnsafeSlow' | 'concat' | 'from', (...args: unknown[]) => Buffer>;
+  const originals = { alloc: B.alloc, allocUnsafe: B.allocUnsafe, allocUnsafeSlow: B.allocUnsafeSlow, concat: B.concat, from: B.from };
+  for (const name of ['alloc', 'allocUnsafe', 'allocUnsafeSlow', 'concat'] as const) {
+    B[name] = (...args) => seen(originals[name].apply(Buffer, args));
+  }
+  B.from = (...args) => {
+    const b = originals.from.apply(Buffer, args);
+    const view = args[0] instanceof ArrayBuffer || args[0] instanceof SharedArrayBuffer;
+    return view ? b : seen(b);
   };
   try {
     return { result: fn(), largest };
   } finally {
-    Buffer.allocUnsafe = original;
+    Object.assign(B, originals);
   }
 }
 

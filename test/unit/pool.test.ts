@@ -50,6 +50,8 @@ const SETTINGS: PoolSettings = {
   resetQuery: 'DISCARD ALL',
   resetAlways: false,
   closeQuery: '',
+  releaseCheck: '',
+  watchSchemas: null,
   tickets: null,
   connectQuery: '',
   idleTimeoutMs: 0,
@@ -61,7 +63,7 @@ const SETTINGS: PoolSettings = {
   checkDelayMs: 60_000,
   checkQuery: 'select 1',
   loginRetryMs: 1000,
-  socket: { keepalive: false, keepIdle: 0, keepInterval: 0, keepCount: 0, userTimeout: 0 } as PoolSettings['socket'],
+  socket: { tcp_keepalive: false, tcp_keepidle: 0, tcp_keepintvl: 0, tcp_keepcnt: 0, tcp_user_timeout: 0 },
   tls: { mode: 'disable', context: null } as unknown as PoolSettings['tls'],
 };
 

@@ -71,6 +71,7 @@ export const SHOW_COLUMNS = {
   lists: columns('si', 'list', 'items'),
   state: columns('ss', 'key', 'value'),
   mem: columns('siiii', 'name', 'size', 'used', 'free', 'memtotal'),
+  sessions: columns('sssiNNNTs', 'session_id', 'accessor', 'database', 'clients', 'transactions', 'queries', 'errors', 'last_active', 'addr'),
   peers: columns('isii', 'peer_id', 'host', 'port', 'pool_size'),
   peer_pools: columns('iiiii', 'peer_id', 'cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active_cancel', 'sv_login'),
   dns_hosts: columns('sqs', 'hostname', 'ttl', 'addrs'),
@@ -98,7 +99,7 @@ const HELP_DETAIL = [
   '',
   '\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION',
   '\tSHOW PEERS|PEER_POOLS',
-  '\tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE',
+  '\tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE|SESSIONS',
   '\tSHOW DNS_HOSTS|DNS_ZONES',
   '\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS',
   '\tSET key = arg',
@@ -372,6 +373,13 @@ const showState: CommandHandler = ({ view }) => {
 const showMem: CommandHandler = ({ view }) =>
   resultSet(SHOW_COLUMNS.mem, (view.mem?.() ?? []).map((m) => [m.name, m.size, m.used, m.free, m.memtotal]));
 
+/** Tessera's own: who the pooled connections served (session-token and connect_query logins). */
+const showSessions: CommandHandler = ({ view }) =>
+  resultSet(
+    SHOW_COLUMNS.sessions,
+    (view.sessions?.() ?? []).map((s) => [s.session_id, s.accessor, s.database, s.clients, s.transactions, s.queries, s.errors, s.last_active, s.addr]),
+  );
+
 const showFds: CommandHandler = (ctx) => {
   requireAdmin(ctx);
   throw new AdminError(
@@ -418,6 +426,7 @@ export const SHOW_COMMANDS: ReadonlyMap<string, CommandHandler> = new Map<string
   ['version', showVersion],
   ['totals', showTotals],
   ['mem', showMem],
+  ['sessions', showSessions],
   ['dns_hosts', emptyResult(SHOW_COLUMNS.dns_hosts)],
   ['dns_zones', emptyResult(SHOW_COLUMNS.dns_zones)],
   ['state', showState],
