@@ -150,9 +150,10 @@ export class PoolerAdminView implements AdminView, OperationMethods {
           link: c.server ? ptr('s', c.server.id) : '',
           remote_pid: 0,
           tls: describeTls(c.socket),
-          application_name: c.serverParams.get('application_name') ?? '',
+          application_name: c.serverParams.get('application_name') ?? c.startupSettings.get('application_name') ?? '',
           prepared_statements: 0,
           id: c.id,
+          pin_reason: c.pinReason ?? '',
         };
       });
   }

@@ -92,6 +92,8 @@ export interface ConnectionSnapshot {
   prepared_statements: number;
   /** Unique numeric id; KILL_CLIENT takes a client's id. */
   id: number;
+  /** Clients in transaction mode: why it keeps its backend (advisory_lock, temp_objects, ...); '' when pooled. */
+  pin_reason?: string;
 }
 
 /** One row of SHOW DATABASES: a configured (or auto-created from "*") database entry. */

@@ -25,6 +25,9 @@ import { TransactionRelay, type RelayLink } from './transaction-relay.js';
 import { Negotiation, type NegotiatingClient } from './negotiate.js';
 import { TokenLogin, type TokenLoginClient } from './token-login.js';
 import { HeldInput } from './held-input.js';
+import { splitStartupParameters } from '../pool/startup-parameters.js';
+import { checkStartup, knownStartup, loginStatus, type Settings } from './session-settings.js';
+import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
 import { sessionStateDisturbance } from '../pool/session-sql.js';
 import type { ClientTls } from '../tls/contexts.js';
 import { log } from '../log.js';
@@ -120,6 +123,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   /** The startup parameters the client's server session must run with. */
   serverParams: ReadonlyMap<string, string> = NO_PARAMS;
   variant = '';
+  /**
+   * Transaction mode: the startup values a session can set, applied per client on shared backends
+   * (canonical once checked at login); `uncheckedStartup` until a backend has checked them.
+   */
+  startupSettings: Settings = NO_SESSION_SETTINGS;
+  private uncheckedStartup: Settings | null = null;
   waitingSince = 0;
   /** Last time the client sent anything or got an answer (client_idle_timeout). */
   lastActiveAt = Date.now();
@@ -403,22 +412,33 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       this.phase = ClientPhase.Login;
       return this.finishLogin(status);
     }
-    this.enterPool(serverParams);
+    this.enterPool(serverParams, true);
     if (this.pool!.settings.connectQuery) {
       this.connectPending = true;
       return this.requestServer();
     }
     const cached = this.pool!.statusCache.get(this.variant);
-    if (cached) this.finishLogin(cached, true);
+    if (cached && this.uncheckedStartup === null) this.finishLogin(loginStatus(cached, this.startupSettings), this.startupSettings.size === 0);
     else this.requestServer();
   }
 
-  private enterPool(serverParams: ReadonlyMap<string, string>): void {
-    ({ params: this.serverParams, variant: this.variant } = shareParams(serverParams));
+  /** `perClientSettings`: in transaction mode, what a session can set is left out of the pool key. */
+  private enterPool(serverParams: ReadonlyMap<string, string>, perClientSettings = false): void {
     const pool = (this.pool = this.host.poolFor(this));
+    if (perClientSettings && pool.settings.mode === 'transaction') {
+      const split = splitStartupParameters(serverParams);
+      serverParams = split.server;
+      const known = knownStartup(pool, split.session);
+      if (known) this.startupSettings = known;
+      else this.uncheckedStartup = split.session;
+    }
+    ({ params: this.serverParams, variant: this.variant } = shareParams(serverParams));
     this.phase = ClientPhase.Login;
     this.watchSchemas = pool.settings.watchSchemas;
-    if (pool.settings.mode === 'transaction') this.txRelay = new TransactionRelay(this, pool);
+    if (pool.settings.mode === 'transaction') {
+      this.txRelay = new TransactionRelay(this, pool);
+      this.txRelay.startWith(this.startupSettings);
+    }
     // Rewritten (or watched) messages are read whole, so the limit is the protocol's own.
     if (this.txRelay || this.watchSchemas !== null) this.framer.maxWantedBody = 0x40000000;
   }
@@ -638,12 +658,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   // ---- PoolClient: the pool answers requestServer() ----
 
   get wantsStatusOnly(): boolean {
-    return this.phase === ClientPhase.Login && !this.token?.pending && !this.connectPending;
+    return this.phase === ClientPhase.Login && !this.token?.pending && !this.connectPending && this.uncheckedStartup === null;
   }
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
     this.waiting = false;
-    if (this.phase === ClientPhase.Login) this.finishLogin(status, true);
+    if (this.phase === ClientPhase.Login) this.finishLogin(loginStatus(status, this.startupSettings), this.startupSettings.size === 0);
   }
 
   onServerAssigned(server: ServerConnection): void {
@@ -665,6 +685,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       this.keepServer(server);
       return;
     }
+    if (this.phase === ClientPhase.Login && this.uncheckedStartup !== null) return this.checkStartupOn(server, this.uncheckedStartup);
     if (this.phase === ClientPhase.Login) {
       // Only its ParameterStatus values were needed; a server is taken again at the first query
       // (in session mode too, as PgBouncer does, so idle logins do not hold servers).
@@ -685,6 +706,26 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     // Resume first, so a full server socket's pause (sendNow) is the one that stands.
     resumeReading(this.socket);
     this.forwardHeld(server);
+  }
+
+  /** Startup values a session can set are checked as PostgreSQL would at login, on any backend. */
+  private checkStartupOn(server: ServerConnection, startup: Settings): void {
+    checkStartup(server, this.pool!, startup).then(
+      (canonical) => {
+        this.pool!.release(server);
+        if (this.phase !== ClientPhase.Login) return;
+        this.uncheckedStartup = null;
+        this.startupSettings = canonical;
+        this.txRelay?.startWith(canonical);
+        this.finishLogin(loginStatus(server.status, canonical));
+      },
+      (err: PgError) => {
+        this.pool!.release(server);
+        if (this.phase !== ClientPhase.Login) return;
+        this.host.onLoginFailed(this, 'startup_parameter');
+        this.fail(new PgError({ ...err.fields, severity: 'FATAL' }));
+      },
+    );
   }
 
   onServerFailed(error: PgError): void {
@@ -725,6 +766,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       return;
     }
     if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
+      // Settings this transaction may have changed are read back first; released at that answer.
+      if (relay.readBackSettings(server)) return;
       this.releaseServer();
       relay.onIdle();
       // Shutting down: the FIN follows the ReadyForQuery, so a driver sees the close before it

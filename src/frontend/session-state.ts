@@ -1,24 +1,23 @@
 /**
  * Statement classification for transaction pooling: does a statement leave session state behind
- * on its backend (so the client must keep that backend: it is pinned), and does it change which
- * Tessera session the backend is bound to. Pure functions of the statement text; no sockets, no
- * pools. The triggers are README's list (LISTEN, session advisory locks, WITH HOLD cursors, temp
- * objects, SET of settings the server does not report); test/unit/session-state.test.ts holds a
- * case for each, and for what must not pin.
+ * on its backend that cannot follow the client (so the client must keep that backend: it is
+ * pinned), does it change session settings (which follow the client instead: the relay reads
+ * them back from the server after the transaction; a false positive costs one small query),
+ * what does a RESET return to the client's own startup values, and does it change which Tessera
+ * session the backend is bound to. Pure functions of the statement text; no sockets, no pools.
+ * The triggers are README's list (LISTEN, session advisory locks, WITH HOLD cursors, temp
+ * objects, SET SESSION AUTHORIZATION); test/unit/session-state.test.ts holds a case for each,
+ * and for what must not pin.
  *
  * A match is looked for anywhere in the text (a false positive only costs a pinned client, a
  * false negative leaks state to the next client); quoted text and comments are not parsed.
  */
 
 /** Why a statement's effect outlives its transaction; kept on the pinned client for SHOW CLIENTS. */
-export type PinReason = 'listen' | 'advisory_lock' | 'with_hold_cursor' | 'temp_object' | 'set_unreported';
+export type PinReason = 'listen' | 'advisory_lock' | 'with_hold_cursor' | 'temp_object' | 'session_authorization';
 
-/**
- * SET forms that last only for the transaction (LOCAL, TRANSACTION, CONSTRAINTS), and settings
- * the server reports in ParameterStatus, which Tessera re-applies on each backend: a SET of one
- * of these needs no pin. (SET SESSION CHARACTERISTICS sets session defaults: it pins.)
- */
-const SET_WITHOUT_PIN = 'local|transaction|constraints|application_name|datestyle|timezone|time\\s+zone|client_encoding|intervalstyle|standard_conforming_strings';
+/** The pin of temporary objects: such a backend is closed on release, never reused. */
+export const TEMP_OBJECTS: PinReason = 'temp_object';
 
 /** In the order they are reported when a statement has several. */
 const TRIGGERS: readonly (readonly [PinReason, RegExp])[] = [
@@ -26,14 +25,12 @@ const TRIGGERS: readonly (readonly [PinReason, RegExp])[] = [
   // Session-level only: the pg_advisory_xact_lock family ends with the transaction.
   ['advisory_lock', /\b(pg_advisory_lock|pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared)\b/i],
   ['with_hold_cursor', /\bwith\s+hold\b/i],
-  ['temp_object', /\bcreate\s+(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b/i],
-  // SET [SESSION] name at the start of a statement, unless name is in SET_WITHOUT_PIN (looked
-  // for past SESSION too, so SET SESSION application_name does not pin).
-  ['set_unreported', new RegExp(`(?:^|;)\\s*set\\s+(?!(session\\s+)?(${SET_WITHOUT_PIN})\\b)[a-z_]`, 'i')],
+  // A temp table, or anything that names pg_temp (a search_path through it creates the backend's
+  // temp namespace, which outlives DISCARD ALL): the backend is closed when the client leaves.
+  ['temp_object', /\bcreate\s+(or\s+replace\s+)?(global\s+|local\s+)?(temp|temporary)\s+(table|view|sequence)\b|\bpg_temp\b/i],
+  // Superuser only, and not a setting set_config can carry.
+  ['session_authorization', /(?:^|;)\s*set\s+(session\s+)?session\s+authorization\b/i],
 ];
-
-/** SET search_path, which needs no pin where the server reports it (PostgreSQL 18 and later). */
-const SETS_SEARCH_PATH = /(?:^|;)\s*set\s+(session\s+)?search_path\b/i;
 
 /**
  * Every trigger in one pattern: the common statement, which has none, costs one test (this runs
@@ -48,18 +45,38 @@ function firstTrigger(text: string): PinReason | null {
   return null;
 }
 
+/** Why `text` leaves session state on its backend that cannot follow the client, or null. */
+export function outlivesTransaction(text: string): PinReason | null {
+  return firstTrigger(text);
+}
+
 /**
- * Why `text` leaves session state on its backend that outlives the transaction, or null.
- * `searchPathReported`: the server reports search_path, so Tessera carries it to each backend
- * and a SET search_path alone is no reason to pin.
+ * A statement that can change a session setting. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS
+ * are transaction-scoped; everything else (SET SESSION CHARACTERISTICS sets default_transaction_*)
+ * is read back.
  */
-export function outlivesTransaction(text: string, searchPathReported: boolean): PinReason | null {
-  const reason = firstTrigger(text);
-  if (reason === null) return null;
-  // A reported parameter follows the client to each backend (parameter restore), unless the
-  // statement also does something else that outlives the transaction.
-  if (searchPathReported && SETS_SEARCH_PATH.test(text)) return firstTrigger(text.replace(SETS_SEARCH_PATH, ';'));
-  return reason;
+const CHANGES_SETTINGS = /(?:^|;)\s*(set\s+(?!(local|transaction|constraints)\b)[a-z_"]|reset\b|discard\s+all\b)|\bset_config\s*\(/i;
+
+export function changesSettings(text: string): boolean {
+  return CHANGES_SETTINGS.test(text);
+}
+
+/** RESET name / RESET ALL / SET [SESSION] name {TO | =} DEFAULT / SET TIME ZONE {DEFAULT | LOCAL} / DISCARD ALL. */
+const RESETS = /(?:^|;)\s*(?:reset\s+(all\b|time\s+zone\b|[a-z_][a-z0-9_.]*|"[^"]+")|discard\s+(all)\b|set\s+(?:session\s+)?(?:([a-z_][a-z0-9_.]*|"[^"]+")\s*(?:to|=)\s*default|(time\s+zone)\s+(?:default|local))\s*(?=;|$))/gi;
+
+/**
+ * What a RESET-like statement returns to its session-start value, which for a client on a shared
+ * backend is its own startup value, not the backend's: 'all', the names (lower case), or null.
+ */
+export function resetsToStartup(text: string): 'all' | string[] | null {
+  let names: string[] | null = null;
+  for (const m of text.matchAll(RESETS)) {
+    const word = m[1] ?? m[2] ?? m[3] ?? m[4];
+    if (/^all$/i.test(word) && m[3] === undefined) return 'all';
+    const name = (word.startsWith('"') ? word.slice(1, -1) : word).toLowerCase();
+    (names ??= []).push(/^time\s+zone$/.test(name) ? 'timezone' : name);
+  }
+  return names;
 }
 
 /** Calls of the functions in sql/tessera.sql that bind or unbind a backend's session. */

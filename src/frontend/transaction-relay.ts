@@ -2,11 +2,11 @@
  * The transaction-mode relay: the client's messages are read whole, one by one, so that its
  * backend can change between transactions without the client noticing. Its prepared statements
  * are ClientStatements' (client-statements.ts), through the wire this relay gives it; the relay
- * puts the client's reported parameters back on each backend and notes what pins the client to
- * its backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What it sends to a
- * backend leaves in one write per incoming chunk.
+ * puts the client's session settings on each backend (session-settings.ts) and notes what pins
+ * the client to its backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What
+ * it sends to a backend leaves in one write per incoming chunk.
  *
- * It owns the client's parameter overrides and its pin; the client owns the socket and the server
+ * It owns the client's session settings and its pin; the client owns the socket and the server
  * link (see RelayLink).
  */
 import * as msg from '../protocol/messages.js';
@@ -18,7 +18,9 @@ import { readParse, wholeMessage } from '../pool/prepared.js';
 import { ClientStatements, type StatementWire } from './client-statements.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
-import { outlivesTransaction, rebindsSession } from './session-state.js';
+import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, TEMP_OBJECTS } from './session-state.js';
+import { restoreSql, readBackSql, withReported, SettingsReader, type Settings } from './session-settings.js';
+import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
 import type { ClientAccount } from '../metrics/accessors.js';
 import { ClientNotifications, listenStatements } from './notifications.js';
 import { listenerFor } from '../pool/listener.js';
@@ -51,14 +53,7 @@ export interface RelayLink {
 const STATEMENT = 0x53; // 'S' in Describe/Close
 const NO_BYTES = Buffer.alloc(0);
 
-/** Reported parameters no session can set. */
-const SERVER_ONLY_PARAMETERS = new Set(['server_version', 'server_encoding', 'is_superuser', 'session_authorization', 'integer_datetimes', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations']);
-
-/** A SQL string literal (standard_conforming_strings on; E'' when a backslash needs escaping). */
-function quoteLiteral(value: string): string {
-  const body = value.replace(/'/g, "''");
-  return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
-}
+const NO_RESETS: ReadonlySet<string> = new Set();
 
 /** A statement Tessera rewrote (LISTEN/UNLISTEN): its own CommandComplete is replaced. */
 const SWALLOWED_EXECUTE: Entry = Object.freeze({ expect: Expect.Execute, swallow: true });
@@ -72,16 +67,22 @@ for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expec
 export class TransactionRelay {
   /** The client's prepared statements; null when max_prepared_statements = 0 (they pass through). */
   private readonly statements: ClientStatements | null;
+  /** The client's startup values a session can set (canonical), what RESET returns to. */
+  private startup: Settings = NO_SESSION_SETTINGS;
   /**
-   * Reported parameters (application_name, DateStyle, TimeZone, ...) this client SET to values
-   * other than its session's starting ones: re-applied on whichever backend serves it next, and a
-   * backend left with another client's values is put back first.
+   * The session settings this client should see beyond a fresh backend's (its startup values, then
+   * what its SETs left): applied on whichever backend serves it next, a backend left with another
+   * client's values being put back first.
    */
-  private overrides: Map<string, string> | null = null;
+  private settings: Settings = NO_SESSION_SETTINGS;
+  /** A statement may have changed the settings: they are read back when the transaction is over. */
+  private settingsUnsure = false;
+  /** Startup values a RESET returned to the backend's defaults since the last read-back. */
+  private resets: 'all' | Set<string> | null = null;
   /**
    * Why the client keeps its backend until it disconnects (LISTEN, a session advisory lock, a WITH
-   * HOLD cursor, a temp object, SET of an unreported setting); null while it is pooled per
-   * transaction. The backend is reset before anyone else gets it.
+   * HOLD cursor, temp objects); null while it is pooled per transaction. The backend is reset
+   * before anyone else gets it (closed, for temp objects).
    */
   pinReason: string | null = null;
   /** After Tessera answered a message with an error itself, drop the batch up to its Sync. */
@@ -123,6 +124,11 @@ export class TransactionRelay {
 
   get pinned(): boolean {
     return this.pinReason !== null;
+  }
+
+  /** The client's checked startup values (login): its settings until it changes them. */
+  startWith(startup: Settings): void {
+    this.startup = this.settings = startup;
   }
 
   /** One chunk of client bytes: the client's framer calls back (onHeader, onMessage) per message. */
@@ -174,7 +180,7 @@ export class TransactionRelay {
   /** A statement Tessera may answer without a server: nothing in it can pin or re-bind. */
   private readonly needsNoServer = (sql: Buffer): boolean => {
     if (this.link.watchingSessionSql || this.link.holdsTicket) return false;
-    return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192)), false) === null;
+    return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192))) === null;
   };
 
   /** The server said a statement's cached plan met a schema change (0A000). */
@@ -316,9 +322,10 @@ export class TransactionRelay {
     const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
     let relayed = false;
     if (this.pinReason === null || listens) {
-      const reason = this.pinReason === null ? outlivesTransaction(text, server.status.has('search_path')) : null;
+      const reason = this.pinReason === null ? outlivesTransaction(text) : null;
       if (raw !== null && (reason === 'listen' || (listens && /listen/i.test(text)))) relayed = this.relayListen(server, text, sql, raw);
       if (!relayed && reason) this.pinTo(server, reason);
+      else if (!relayed && this.pinReason === null && changesSettings(text)) this.noteSettingsChange(server, resetsToStartup(text));
     }
     if (holdsTicket && rebindsSession(text)) server.boundSession = null;
     return relayed;
@@ -389,39 +396,74 @@ export class TransactionRelay {
     if (this.pinReason !== null) return;
     this.pinReason = reason;
     server.markSessionState(reason);
+    // Pinned for good: its settings stay where they are, and the pool's reset clears them.
+    server.sessionSettings = null;
+    if (reason === TEMP_OBJECTS) server.holdsTempObjects = true;
     log.debug({ client: this.link.id, reason }, 'client pinned to its server: session state outlives its transaction');
   }
 
-  /** A ParameterStatus the client saw: its own SET of a reported parameter, kept for its next backends. */
+  /** What the server has is unknown until the transaction is over and its settings are read back. */
+  private noteSettingsChange(server: ServerConnection, resets: 'all' | string[] | null): void {
+    this.settingsUnsure = true;
+    server.sessionSettings = null;
+    if (resets === null || this.resets === 'all') return;
+    if (resets === 'all') {
+      this.resets = 'all';
+      return;
+    }
+    const names = this.resets ?? new Set<string>();
+    for (const name of resets) names.add(name);
+    this.resets = names;
+  }
+
+  /** A ParameterStatus the client saw: a reported parameter its own statement changed. */
   onParameterStatus(name: string, value: string): void {
-    const baseline = this.pool.statusCache.get(this.link.variant)?.get(name);
-    if (value === baseline) this.overrides?.delete(name);
-    else (this.overrides ??= new Map()).set(name, value);
+    const server = this.link.server;
+    // Read back in full after the transaction anyway.
+    if (this.settingsUnsure || this.pinReason !== null || !server) return;
+    this.settings = withReported(this.settings, name, value);
+    server.sessionSettings = this.settings;
   }
 
   /**
-   * Before this client's messages on a newly linked backend: make its reported parameters what
-   * this client should see — its own SET values, else its session's starting ones (undoing
-   * another client's SET). One injected query, pipelined, whose every reply Tessera swallows.
+   * Before this client's messages on a newly linked backend: make its settings what this client
+   * should see, undoing another client's. One injected query, pipelined, whose every reply Tessera
+   * swallows.
    */
   restoreParameters(server: ServerConnection): void {
-    // The common case costs one test per transaction: nobody has SET anything.
-    const overrides = this.overrides;
-    if ((overrides === null || overrides.size === 0) && !server.paramsChanged) return;
-    const baseline = this.pool.statusCache.get(this.link.variant);
-    if (!baseline) return;
-    // After this, the server differs from the starting values only by this client's SETs.
-    server.paramsChanged = overrides !== null && overrides.size > 0;
-    const statements: string[] = [];
-    const names = new Set([...(overrides?.keys() ?? []), ...[...server.status.keys()].filter((k) => server.status.get(k) !== baseline.get(k))]);
-    for (const name of names) {
-      const want = overrides?.get(name) ?? baseline.get(name);
-      if (want === undefined || server.status.get(name) === want || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) continue;
-      if (SERVER_ONLY_PARAMETERS.has(name)) continue;
-      statements.push(`SELECT pg_catalog.set_config('${name}', ${quoteLiteral(want)}, false)`);
-    }
-    if (statements.length === 0) return;
-    this.queue(server, msg.simpleQuery(statements.join('; ')), 1);
+    // The common case costs one identity test: the backend already carries these very settings.
+    const sql = restoreSql(server.sessionSettings, this.settings);
+    server.sessionSettings = this.settings;
+    if (sql === null) return;
+    this.queue(server, msg.simpleQuery(sql), 1);
     server.responses!.push({ expect: Expect.Ready, swallowAll: true });
+  }
+
+  /**
+   * At the end of a transaction that may have changed settings (the server is idle, nothing of the
+   * client's is in flight): put back the startup values a RESET dropped and read the session's
+   * settings back from the server, which then serve as this client's. True when the query went
+   * out: the server is released at its ReadyForQuery instead.
+   */
+  readBackSettings(server: ServerConnection): boolean {
+    if (!this.settingsUnsure || this.pinReason !== null) return false;
+    this.settingsUnsure = false;
+    const reader = new SettingsReader();
+    this.queue(server, msg.simpleQuery(readBackSql(this.startup, this.resets ?? NO_RESETS)), 1);
+    this.resets = null;
+    server.responses!.push({
+      expect: Expect.Ready,
+      swallowAll: true,
+      inspect: (type, body) => {
+        const settings = reader.onResponse(type, body);
+        if (settings === undefined) return;
+        // Temp objects were made by something no statement text showed (a function, say).
+        if (reader.tempNamespace) this.pinTo(server, TEMP_OBJECTS);
+        // A failed read leaves the backend unknown (reset before its next client) and the client as it was.
+        else if (settings !== null) this.settings = server.sessionSettings = settings;
+      },
+    });
+    this.flush(server);
+    return true;
   }
 }

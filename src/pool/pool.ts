@@ -7,20 +7,23 @@
  * release(), which decides from the server's own ledger what it needs before reuse (nothing, a
  * rollback, a reset, a drain, or a close with a named reason).
  *
- * Servers are started with the client's own startup parameters and reused only by clients with
- * the same ones (`variant`), so SET/RESET/DISCARD ALL behave exactly as on a direct connection and
- * one client's settings never show up in another's session.
+ * Servers are started with the client's startup parameters and reused only by clients with the
+ * same ones (`variant`). In session mode that is all of them, so SET/RESET/DISCARD ALL behave
+ * exactly as on a direct connection. In transaction mode the client leaves out what a session
+ * can set (pool/startup-parameters.ts): its relay applies those per client on shared backends,
+ * and at most MAX_SERVER_VARIANTS distinct sets of the rest are served at a time.
  *
  * Longer than most files on purpose: everything here moves servers between the lists (release,
  * hand-out, growth, login failures, the janitor's sweep), and keeping it in one file keeps move()
  * and its callers in one place.
  */
 import { serialize } from 'pg-protocol';
-import { ServerConnection, ServerState, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
+import { ServerConnection, ServerState, NO_SESSION_SETTINGS, type ServerTarget, type ServerCredentials, type CloseReason } from './server-connection.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import { log } from '../log.js';
 import { serverClosed, serverConnected, serverLoginFailed } from '../log/events.js';
 import { dropsAllStatements, KnownStatements } from './prepared.js';
+import { MAX_SERVER_VARIANTS } from './startup-parameters.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
@@ -316,9 +319,20 @@ export class Pool {
       client.onServerFailed(failure);
       return;
     }
+    if (this.settings.mode === 'transaction' && !this.hasServerFor(client.variant) && this.serverVariants() >= MAX_SERVER_VARIANTS) {
+      client.onServerFailed(PgError.fatal(SqlState.ConfigurationLimitExceeded, `too many distinct sets of start-only parameters for this pool (at most ${MAX_SERVER_VARIANTS} at a time)`));
+      return;
+    }
     client.waitingSince = Date.now();
     this.waiters.push(client);
     this.grow();
+  }
+
+  /** How many distinct startup parameter sets the pool's servers were started with. */
+  private serverVariants(): number {
+    const variants = new Set<string>();
+    for (const server of this.servers) variants.add(server.variant);
+    return variants.size;
   }
 
   /** A waiting client left. */
@@ -350,9 +364,12 @@ export class Pool {
           ? 'unsynced_extended_batch'
           : server.disturbedBy !== null
             ? 'session_state_disturbed'
-            : null;
+            : server.holdsTempObjects
+              ? 'temp_objects'
+              : null;
     if (unusable) {
       // The client ran something after which no reset can make the backend safe for another session.
+      if (unusable === 'temp_objects') log.info({ pool: this.name, server: server.id }, 'server closed instead of reused: its client created temporary objects, whose namespace outlives any reset');
       if (server.disturbedBy !== null) log.info({ pool: this.name, server: server.id, reason: server.disturbedBy }, "server closed instead of reused: its client ran something that can disturb the session SQL's state");
       // Closing alone would leave PostgreSQL running the query until it next writes to us.
       if (server.outstanding > 0 || server.unsyncedExtended) server.cancel();
@@ -402,6 +419,8 @@ export class Pool {
       return this.handOut(server);
     }
     this.move(server, ServerState.Cleanup);
+    // A client's session state is reset now: its settings are gone if the reset says RESET ALL.
+    if (server.sessionState !== null) server.sessionSettings = queries.some((q) => /\b(reset|discard)\s+all\b/i.test(q)) ? NO_SESSION_SETTINGS : null;
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.

@@ -115,6 +115,9 @@ const READY_IDLE = 0x49; // 'I'
 /** PostgreSQL's words when a prepared statement's result type changed under it (0A000). */
 const STALE_PLAN = 'cached plan must not change result type';
 
+/** A backend carrying no client's session settings (fresh, or after RESET ALL). Never changed. */
+export const NO_SESSION_SETTINGS: ReadonlyMap<string, string> = new Map();
+
 /** The part of a pool's totals that a server adds to itself. */
 export interface ServerCounters {
   xacts: number;
@@ -171,12 +174,22 @@ export class ServerConnection implements FrameSink {
    * disturb the session SQL's own state): the backend is closed when released, never reused.
    */
   disturbedBy: string | null = null;
+  /**
+   * A client created temporary objects here (or the temp namespace, which outlives DISCARD ALL):
+   * the backend is closed when released, never reused.
+   */
+  holdsTempObjects = false;
   /** Set when the pool closed it: why. */
   closeReason: CloseReason | null = null;
   /** Prepared statements Tessera made on this backend (transaction-mode prepared statements). */
   readonly statements = new ServerStatements();
-  /** A reported parameter may differ from the session's starting value (a client SET it). */
-  paramsChanged = false;
+  /**
+   * Transaction mode: the session settings this backend carries beyond its startup values
+   * (lower-case name -> value), as Tessera last set or read them; null when unknown (a client
+   * may have changed them and they were not read back). Owned by the linked client's relay while
+   * linked; the pool sets it after a reset.
+   */
+  sessionSettings: ReadonlyMap<string, string> | null = NO_SESSION_SETTINGS;
   /**
    * Session-token pools: the session this backend is bound to, as far as Tessera knows (set by
    * open_connection or a redeemed ticket, cleared by close_connection); null when unbound or unsure.
@@ -307,6 +320,7 @@ export class ServerConnection implements FrameSink {
     this.sessionState = null;
     this.linkEnd = null;
     this.disturbedBy = null;
+    this.holdsTempObjects = false;
   }
 
   /** Connects and logs in; resolves once the server said ReadyForQuery. Rejects with a PgError. */
@@ -654,10 +668,7 @@ export class ServerConnection implements FrameSink {
         this.status.set(name, value);
         // A client's SET of a reported parameter (transaction mode remembers it for the client).
         // (A dropped one answers Tessera's own restoring query: it sets what should be there.)
-        if (this.peer && !this.internalDone && !dropped) {
-          this.paramsChanged = true;
-          this.peer?.onParameterStatus?.(name, value);
-        }
+        if (this.peer && !this.internalDone && !dropped) this.peer.onParameterStatus?.(name, value);
         return;
       }
       case Backend.ErrorResponse: {

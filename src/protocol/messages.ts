@@ -143,6 +143,7 @@ export const SqlState = {
   InvalidAuthorization: '28000',
   InvalidCatalogName: '3D000',
   TooManyConnections: '53300',
+  ConfigurationLimitExceeded: '53400',
   FeatureNotSupported: '0A000',
   InvalidParameterValue: '22023',
   IdleSessionTimeout: '57P05',

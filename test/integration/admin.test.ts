@@ -21,6 +21,8 @@ const COLUMNS: Record<string, string[]> = {
   CONFIG: ['key', 'value', 'default', 'changeable'],
 };
 COLUMNS.SERVERS = [...COLUMNS.CLIENTS, 'role'];
+// Tessera's own column after PgBouncer's: why a transaction-mode client keeps its backend.
+COLUMNS.CLIENTS = [...COLUMNS.CLIENTS, 'pin_reason'];
 const STATS = ['database', ...['server_assignment_count', 'xact_count', 'query_count', 'received', 'sent', 'xact_time', 'query_time', 'wait_time', 'client_parse_count', 'server_parse_count', 'bind_count'].map((c) => `total_${c}`), ...['server_assignment_count', 'xact_count', 'query_count', 'recv', 'sent', 'xact_time', 'query_time', 'wait_time', 'client_parse_count', 'server_parse_count', 'bind_count'].map((c) => `avg_${c}`)];
 
 const admin = (who = 'admin') => connect({ ...t.conn(who, undefined, 'pgbouncer') });

@@ -195,7 +195,8 @@ const HEADERS: Record<string, string[]> = {
     'database', 'server_assignment_count', 'xact_count', 'query_count', 'bytes_received', 'bytes_sent', 'xact_time',
     'query_time', 'wait_time', 'avg_client_parse_count', 'avg_server_parse_count', 'avg_bind_count',
   ],
-  CLIENTS: SOCKET_COLUMNS,
+  // PgBouncer's columns, then Tessera's own: pin_reason (clients), role (servers).
+  CLIENTS: [...SOCKET_COLUMNS, 'pin_reason'],
   SERVERS: [...SOCKET_COLUMNS, 'role'],
   SOCKETS: [...SOCKET_COLUMNS, 'recv_pos', 'pkt_pos', 'pkt_remain', 'send_pos', 'send_remain', 'pkt_avail', 'send_avail'],
   DATABASES: [

@@ -1,13 +1,15 @@
-// The statement classification behind transaction pooling's pins (src/frontend/session-state.ts):
-// every trigger README promises ("LISTEN, session advisory locks, WITH HOLD cursors, temp
-// tables, SET of unreported settings"), each spelling the pattern allows, and what must not pin.
-// A case per alternative, so that narrowing any pattern (or dropping an exclusion) fails here.
+// The statement classification behind transaction pooling (src/frontend/session-state.ts): every
+// pin README promises ("LISTEN, session advisory locks, WITH HOLD cursors, temp objects, SET
+// SESSION AUTHORIZATION"), each spelling the pattern allows, and what must not pin; which
+// statements change settings (read back after the transaction instead of pinning); and what a
+// RESET returns to the client's startup values. A case per alternative, so that narrowing any
+// pattern (or dropping an exclusion) fails here.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { outlivesTransaction, rebindsSession, type PinReason } from '../../src/frontend/session-state.js';
+import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, type PinReason } from '../../src/frontend/session-state.js';
 
-/** [statement, reason on a server that does not report search_path (before PostgreSQL 18), reason on one that does] */
-type Case = [sql: string, unreported: PinReason | null, reported?: PinReason | null];
+/** [statement, why it pins or null] */
+type Case = [sql: string, reason: PinReason | null];
 
 const PINS: Case[] = [
   // LISTEN
@@ -32,28 +34,17 @@ const PINS: Case[] = [
   ['create temp view v as select 1', 'temp_object'],
   ['create temporary sequence s', 'temp_object'],
   ['begin; create temp table t as select 1; commit', 'temp_object'],
-  // SET of a setting the server does not report
-  ['set work_mem = 65536', 'set_unreported'],
-  ['SET work_mem TO 65536', 'set_unreported'],
-  ['SET SESSION work_mem = 65536', 'set_unreported'],
-  ['  set statement_timeout = 5', 'set_unreported'],
-  ['select 1; set lock_timeout = 5', 'set_unreported'],
-  ['set role postgres', 'set_unreported'],
-  ['set session authorization postgres', 'set_unreported'],
-  ['set _custom.x = 1', 'set_unreported'],
-  // names that only begin like an exempt one
-  ['set timezone_abbreviations = Default', 'set_unreported'],
-  ['set transaction_timeout = 1000', 'set_unreported'],
-  // the session's transaction defaults (default_transaction_read_only etc.) last beyond it
-  ['SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY', 'set_unreported'],
-  // search_path: unreported before PostgreSQL 18 (pins there), reported since (follows the client)
-  ['set search_path = pg_catalog', 'set_unreported', null],
-  ['SET SESSION search_path TO a, b', 'set_unreported', null],
-  ['select 1; set search_path = a', 'set_unreported', null],
-  // ... but anything else that outlives the transaction still pins where it is reported
-  ['set search_path = a; listen chan', 'listen', 'listen'],
-  ['set search_path = a; set work_mem = 1', 'set_unreported', 'set_unreported'],
-  ['set search_path = a; select pg_advisory_lock(1)', 'advisory_lock', 'advisory_lock'],
+  ['create or replace temp view v as select 1', 'temp_object'],
+  // pg_temp: a search_path through it creates the backend's temp namespace
+  ['create table pg_temp.x (a int)', 'temp_object'],
+  ['SET search_path TO pg_temp', 'temp_object'],
+  ['set search_path = public, pg_temp', 'temp_object'],
+  // not a setting set_config can carry
+  ['set session authorization postgres', 'session_authorization'],
+  ['SET SESSION SESSION AUTHORIZATION DEFAULT', 'session_authorization'],
+  // a SET does not hide what else a statement does
+  ['set search_path = a; listen chan', 'listen'],
+  ['set work_mem = 1; select pg_advisory_lock(1)', 'advisory_lock'],
   // several triggers: the first in README's order is named
   ['create temp table t (x int); listen c', 'listen'],
 ];
@@ -66,7 +57,20 @@ const STAYS: Case[] = [
   ['set local search_path = a', null],
   ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', null],
   ['SET CONSTRAINTS ALL DEFERRED', null],
-  // reported parameters: Tessera carries them to each backend
+  // settings: Tessera carries them to each backend (read back after the transaction), reported or not
+  ['set work_mem = 65536', null],
+  ['SET work_mem TO 65536', null],
+  ['SET SESSION work_mem = 65536', null],
+  ['  set statement_timeout = 5', null],
+  ['select 1; set lock_timeout = 5', null],
+  ['set role postgres', null],
+  ['set _custom.x = 1', null],
+  ['set timezone_abbreviations = Default', null],
+  ['SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY', null],
+  ['set search_path = pg_catalog', null],
+  ['SET SESSION search_path TO a, b', null],
+  ['SET extra_float_digits = 3', null],
+  ['SET client_min_messages TO warning', null],
   ['SET application_name = x', null],
   ['set session application_name = x', null],
   ['set DateStyle = ISO', null],
@@ -99,17 +103,57 @@ const STAYS: Case[] = [
   ['select * from temp_table', null],
   [`insert into notes values ('create temp tables here')`, null],
   ['create temporary_thing', null],
+  ['select * from pg_temporary', null],
   ['drop table temp_t', null],
 ];
 
 for (const [label, cases] of [['pins', PINS], ['does not pin', STAYS]] as const) {
   test(`outlivesTransaction: every statement that ${label}`, () => {
-    for (const [sql, unreported, reported = unreported] of cases) {
-      assert.is(outlivesTransaction(sql, false), unreported, `${JSON.stringify(sql)}, search_path not reported`);
-      assert.is(outlivesTransaction(sql, true), reported, `${JSON.stringify(sql)}, search_path reported`);
-    }
+    for (const [sql, reason] of cases) assert.is(outlivesTransaction(sql), reason, JSON.stringify(sql));
   });
 }
+
+/** [statement, changes settings (read back after its transaction), what it returns to startup values] */
+const SETTINGS: [string, boolean, 'all' | string[] | null][] = [
+  ['select 1', false, null],
+  ['update t set a = 1', false, null],
+  ['select offset_value from t', false, null],
+  ['SET extra_float_digits = 3', true, null],
+  ['SET client_min_messages TO warning', true, null],
+  ['set session work_mem = 1024', true, null],
+  ["SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE", true, null],
+  ['set role alice', true, null],
+  ["select set_config('work_mem', '1MB', false)", true, null],
+  ['select pg_catalog.set_config ($1, $2, false)', true, null],
+  ['set session characteristics as transaction isolation level serializable', true, null],
+  ['begin; set work_mem = 5; commit', true, null],
+  ['set "work_mem" = 5', true, null],
+  // transaction-scoped: nothing outlives the transaction
+  ['SET LOCAL work_mem = 1024', false, null],
+  ['set transaction isolation level serializable', false, null],
+  ['SET CONSTRAINTS ALL DEFERRED', false, null],
+  // RESET and friends return to the session-start values: the client's own startup values
+  ['RESET ALL', true, 'all'],
+  ['discard all', true, 'all'],
+  ['DISCARD PLANS', false, null],
+  ['reset search_path', true, ['search_path']],
+  ['RESET "DateStyle"', true, ['datestyle']],
+  ['reset time zone', true, ['timezone']],
+  ['SET application_name TO DEFAULT', true, ['application_name']],
+  ['set session statement_timeout = default; reset DateStyle', true, ['statement_timeout', 'datestyle']],
+  ['set time zone local', true, ['timezone']],
+  ['reset work_mem; reset all', true, 'all'],
+  // DEFAULT as a value among others, or quoted, is a value
+  ["set work_mem = 'default'", true, null],
+  ['set search_path = default, public', true, null],
+];
+
+test('changesSettings and resetsToStartup: every form of SET, RESET, set_config and DISCARD ALL', () => {
+  for (const [sql, changes, resets] of SETTINGS) {
+    assert.is(changesSettings(sql), changes, JSON.stringify(sql));
+    assert.equal(resetsToStartup(sql), resets, JSON.stringify(sql));
+  }
+});
 
 test('rebindsSession: calls of the functions that bind or unbind a session, not look-alikes', () => {
   const yes = ['select tessera.open_connection($1, $2, $3)', 'select close_connection()', 'SELECT tessera.redeem_ticket($1)', 'select tessera.hello (1)', 'select 1; select hello(2)'];

@@ -42,7 +42,8 @@ export const SHOW_COLUMNS = {
     'sv_active', 'sv_active_cancel', 'sv_being_canceled', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login',
     'maxwait', 'maxwait_us', 'pool_mode', 'load_balance_hosts',
   ),
-  clients: columns('ssssssisiTTiiississii', ...SOCKET_NAMES),
+  // pin_reason, after PgBouncer's columns: why a transaction-mode client keeps its backend.
+  clients: columns('ssssssisiTTiiississiis', ...SOCKET_NAMES, 'pin_reason'),
   // Tessera adds the server's host role (primary, standby, unknown) after PgBouncer's columns.
   servers: columns('ssssssisiTTiiississiis', ...SOCKET_NAMES, 'role'),
   sockets: columns('ssssssisiTTiiississiiiiiiiii', ...SOCKET_NAMES, ...SOCKET_DEBUG_NAMES),
@@ -269,7 +270,7 @@ function socketCells(type: 'C' | 'S', c: ConnectionSnapshot, state: string): Cel
 }
 
 const showClients: CommandHandler = ({ view }) =>
-  resultSet(SHOW_COLUMNS.clients, view.clients().map((c) => socketCells('C', c, shownState(c))));
+  resultSet(SHOW_COLUMNS.clients, view.clients().map((c) => [...socketCells('C', c, shownState(c)), c.pin_reason ?? '']));
 
 const showServers: CommandHandler = ({ view }) =>
   resultSet(SHOW_COLUMNS.servers, view.servers().map((s) => [...socketCells('S', s, shownState(s)), s.role ?? 'unknown']));
