@@ -98,6 +98,18 @@ interface Options {
 
 class UsageError extends Error {}
 
+/** A sample from a load loop of our own (node-postgres clients, the token storm). */
+function loopSample(r: { completed: number; failed: number; latencyAvgMs: number | null; latencyP99Ms: number | null; firstError: string | null }, rate: number, unit: string): Sample {
+  return {
+    round: 0,
+    value: r.completed > 0 ? rate : null,
+    latencyAvgMs: r.latencyAvgMs,
+    latencyP99Ms: r.latencyP99Ms,
+    failed: r.failed,
+    error: r.completed === 0 ? `no ${unit} completed: ${r.firstError}` : r.failed > 0 ? r.firstError : null,
+  };
+}
+
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick');
   const sizes = defaultSizes(quick);
@@ -381,28 +393,11 @@ export async function main(argv: string[]): Promise<void> {
       }
       if (s.kind === 'driver') {
         const r = await runDriverLoad({ port: portOf(t), user: BENCH_USER, db: t === 'direct' ? BENCH_DB : s.poolerDb, clients: s.clients, seconds });
-        return {
-          round: 0,
-          value: r.completed > 0 ? r.queriesPerSecond : null,
-          latencyAvgMs: r.latencyAvgMs,
-          latencyP99Ms: r.latencyP99Ms,
-          failed: r.failed,
-          error: r.completed === 0 ? `no query completed: ${r.firstError}` : r.failed > 0 ? r.firstError : null,
-          extra: { transactions: r.completed },
-        };
+        return { ...loopSample(r, r.queriesPerSecond, 'query'), extra: { transactions: r.completed } };
       }
       if (s.kind === 'token') {
         const r = await runStorm(t, portOf(t), sessions, seconds);
-        return {
-          round: 0,
-          value: r.completed > 0 ? r.connectionsPerSecond : null,
-          latencyAvgMs: r.latencyAvgMs,
-          latencyP99Ms: r.latencyP99Ms,
-          failed: r.failed,
-          error: r.completed === 0 ? `no connection completed: ${r.firstError}` : r.failed > 0 ? r.firstError : null,
-          seconds: r.seconds,
-          extra: { completed: r.completed, clientCpuPercent: Math.round(r.clientCpuPercent) },
-        };
+        return { ...loopSample(r, r.connectionsPerSecond, 'connection'), seconds: r.seconds, extra: { completed: r.completed, clientCpuPercent: Math.round(r.clientCpuPercent) } };
       }
       throw new Error('memory is measured separately');
     };
