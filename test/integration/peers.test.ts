@@ -104,10 +104,13 @@ test('rolling restart: SIGTERM one of two instances behind a round-robin forward
   let committed = 0;
   const failures: string[] = [];
   const refusedBegins: string[] = [];
+  const refusedConnects: string[] = [];
   const worker = async (id: number) => {
     for (let n = 0; !stop; n++) {
       const client = await pool.connect().catch((err: Error) => {
-        failures.push(`connect: ${err.message}`);
+        // No transaction ran: the connection was reset while it was being opened (one accepted
+        // into the backlog of the listening socket the stopping instance closes). Pools open another.
+        refusedConnects.push(err.message);
         return null;
       });
       if (!client) continue;
@@ -150,6 +153,7 @@ test('rolling restart: SIGTERM one of two instances behind a round-robin forward
     // (measured: 0 to 1 per run on this 2-core machine, with 10 ms between transactions). At most
     // once per pooled connection, and that BEGIN ran nothing.
     assert.ok(refusedBegins.length <= 4, refusedBegins.join('; '));
+    assert.ok(refusedConnects.length <= 4, refusedConnects.join('; '));
     const { rows } = await cluster.query('select count(*)::int as n from rolling_log', [], TEST_DB);
     assert.is(rows[0].n, committed, 'every committed transaction is in the table');
     // New connections after the SIGTERM all went to B.
