@@ -412,6 +412,14 @@ export class Pool {
   }
 
   private cleanUp(server: ServerConnection): void {
+    if (server.state === ServerState.Closed) return;
+    // A cancel sent for the abandoned query and still on its way would hit ROLLBACK or the reset
+    // (which then fails, and the server is closed): wait until PostgreSQL has it, as handOut does.
+    // Delivered to a backend that is idle by then, PostgreSQL ignores it.
+    if (server.cancelsInFlight > 0) {
+      this.move(server, ServerState.Canceling);
+      return server.whenNotBeingCanceled(() => this.cleanUp(server));
+    }
     const queries = this.cleanupQueries(server);
     if (this.settings.closeQuery && server.linkEnd !== null) server.boundSession = null;
     if (queries.length === 0) {

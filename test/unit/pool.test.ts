@@ -246,6 +246,25 @@ test('a released server goes to the longest-waiting client; a cancel in flight h
   assertListsHonest(pool);
 });
 
+test('a cancel still in flight for an abandoned query is waited for before ROLLBACK and the reset run', async () => {
+  const { pool, server } = await linkedServer();
+  server.txStatus = 0x54; // 'T'
+  server.owe(1);
+  server.markSessionState('session mode');
+  server.cancelsInFlight = 1; // the drain's cancel, not yet through to PostgreSQL
+  server.endLink('left');
+  pool.release(server);
+  await settle();
+  assert.equal(server.ran, [], 'nothing runs while the cancel could still hit it');
+  assert.is(server.state, ServerState.Canceling);
+  server.cancelsInFlight = 0;
+  (server as unknown as { afterCancels: (() => void) | null }).afterCancels?.();
+  await settle();
+  assert.equal(server.ran, ['ROLLBACK', 'DISCARD ALL']);
+  assert.is(server.state, ServerState.Idle);
+  assertListsHonest(pool);
+});
+
 test('RECONNECT: a server in use is closed when released, not reused', async () => {
   const { pool, server } = await linkedServer();
   await new Promise((r) => setTimeout(r, 2));
