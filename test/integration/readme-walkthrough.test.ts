@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { startCluster, type Cluster } from '../support/cluster.js';
 import { spawnTessera, run, ROOT, type TesseraProcess } from '../support/tessera.js';
 import { needing, tool } from '../support/tools.js';
+import { shippedConfig } from '../support/shipped-config.js';
 
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const TSX = path.join(ROOT, 'node_modules/tsx/dist/loader.mjs');
@@ -20,19 +21,6 @@ function walkthrough(): string {
   const block = /```sh\n([\s\S]*?)```/.exec(README.slice(at));
   assert.ok(block, 'the walkthrough has a sh block');
   return block[1];
-}
-
-/** The shipped config's entries, pointed at `cluster` instead of the embedded server. */
-function shippedConfig(cluster: Cluster): Record<string, unknown> {
-  const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, 'proxy.config.json'), 'utf8'));
-  delete shipped.$schema;
-  delete shipped.listen_port;
-  const databases: Record<string, unknown> = {};
-  for (const [name, entry] of Object.entries(shipped.databases as Record<string, Record<string, unknown>>)) {
-    const { embedded: _embedded, ...rest } = entry;
-    databases[name] = { ...rest, host: cluster.host, port: cluster.port, ...(rest.user ? {} : { user: 'postgres', password: cluster.superPassword }) };
-  }
-  return { ...shipped, databases };
 }
 
 needing('psql')('README walkthrough: psql through Tessera sees only alice\'s rows, then only bob\'s', async () => {

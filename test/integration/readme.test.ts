@@ -9,6 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PG_BIN, sharedCluster, type Cluster } from '../support/cluster.js';
 import { spawnTessera, run, ROOT } from '../support/tessera.js';
+import { shippedConfig } from '../support/shipped-config.js';
 
 let cluster: Cluster;
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -28,26 +29,13 @@ function words(line: string): string[] {
   return [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
 }
 
-/** The shipped config, on `port`, its embedded entries replaced by the test cluster. */
-function shippedConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, 'proxy.config.json'), 'utf8'));
-  delete shipped.$schema;
-  delete shipped.listen_port;
-  const databases: Record<string, unknown> = {};
-  for (const [name, entry] of Object.entries(shipped.databases as Record<string, Record<string, unknown>>)) {
-    const { embedded: _embedded, ...rest } = entry;
-    databases[name] = { ...rest, host: cluster.host, port: cluster.port, ...(rest.user ? {} : { user: 'postgres', password: cluster.superPassword }) };
-  }
-  return { ...shipped, databases, ...extra };
-}
-
 test.before(async () => {
   cluster = await sharedCluster();
 });
 
 (PSQL ? test : test.skip)('the admin console line works on the shipped config', async () => {
   const line = readmeCommand('psql -h 127.0.0.1 -p 6432 -U admin pgbouncer');
-  const t = await spawnTessera(shippedConfig());
+  const t = await spawnTessera(shippedConfig(cluster));
   try {
     const [, ...args] = words(line.replace('-p 6432', `-p ${t.port}`));
     const r = await run(PSQL!, [...args, '-X', '-At'], { input: 'SHOW VERSION;\n' });
@@ -75,7 +63,7 @@ test.before(async () => {
     const settings = README.match(/"client_tls_sslmode": "require",\n"client_tls_key_file": "([^"]+)",\n"client_tls_cert_file": "([^"]+)",/);
     assert.ok(settings, 'README shows the three TLS settings');
     const t = await spawnTessera(
-      shippedConfig({ client_tls_sslmode: 'require', client_tls_key_file: path.join(cwd, settings![1]), client_tls_cert_file: path.join(cwd, settings![2]) }),
+      shippedConfig(cluster, { client_tls_sslmode: 'require', client_tls_key_file: path.join(cwd, settings![1]), client_tls_cert_file: path.join(cwd, settings![2]) }),
     );
     try {
       const line = readmeCommand('psql "host=localhost port=6432');
