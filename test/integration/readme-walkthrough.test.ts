@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startCluster, type Cluster } from '../support/cluster.js';
+import { startCluster } from '../support/cluster.js';
 import { spawnTessera, run, ROOT, type TesseraProcess } from '../support/tessera.js';
 import { needing, tool } from '../support/tools.js';
 import { shippedConfig } from '../support/shipped-config.js';
