@@ -807,7 +807,12 @@ export class Pool {
           } else i++;
         }
         // The retry for the clients kept waiting is this pool's own, not left to the janitor's next tick.
-        if (kept) setTimeout(() => this.grow(), retryMs + 1).unref();
+        if (kept) {
+          setTimeout(() => this.grow(), retryMs + 1).unref();
+          // Each of them hears the error once its server_connect_timeout has passed, not only at
+          // the next retry (server_login_retry may well be longer).
+          setTimeout(() => this.failExpiredWaiters(variant), this.settings.connectTimeoutMs + 1).unref();
+        }
         this.grow();
       },
     );
@@ -827,6 +832,23 @@ export class Pool {
       facts = { standby, readOnly: standby || row?.[1] === 'on' };
     }
     if (this.hostSet.noteFacts(server.target, facts)) log.info({ pool: this.name, host: server.target.host, port: server.target.port, role: facts.standby ? 'standby' : 'primary' }, 'server host role learned');
+  }
+
+  /**
+   * Clients kept waiting through a refused or unanswered login (see launch) whose
+   * server_connect_timeout has passed get the server's error, unless a server for them came up.
+   */
+  private failExpiredWaiters(variant: string): void {
+    const now = Date.now();
+    const failure = this.recentLoginFailure(variant, now);
+    if (!failure || this.hasServerFor(variant)) return;
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i];
+      if (w.variant === variant && now - w.waitingSince >= this.settings.connectTimeoutMs) {
+        this.waiters.splice(i, 1);
+        w.onServerFailed(failure);
+      } else i++;
+    }
   }
 
   /** The server's socket closed by itself (PostgreSQL went away, or a close finished). */
