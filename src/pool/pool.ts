@@ -541,10 +541,7 @@ export class Pool {
     // No host fits target_session_attrs (or every one is down): after server_connect_timeout a
     // waiting client hears so, instead of waiting out query_wait_timeout for nothing.
     if (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.connectTimeoutMs && !this.hostSet.hasCandidate(now)) {
-      const error = PgError.fatal(
-        SqlState.ConnectionFailure,
-        `no server for "${this.name}" matches target_session_attrs "${s.hosts.attrs}" (${this.hostSet.describe()})`,
-      );
+      const error = this.noFittingHost();
       while (this.waiters.length > 0 && now - this.waiters[0].waitingSince > s.connectTimeoutMs) this.waiters.shift()!.onServerFailed(error);
     }
     // Clients that waited too long get PgBouncer's error.
@@ -840,8 +837,10 @@ export class Pool {
    */
   private failExpiredWaiters(variant: string): void {
     const now = Date.now();
-    const failure = this.recentLoginFailure(variant, now);
-    if (!failure || this.hasServerFor(variant)) return;
+    const loginFailure = this.recentLoginFailure(variant, now);
+    if (!loginFailure || this.hasServerFor(variant)) return;
+    // With no host left that may serve, say so (as the janitor's sweep does), not one host's refusal.
+    const failure = this.hostSet.hasCandidate(now) ? loginFailure : this.noFittingHost();
     for (let i = 0; i < this.waiters.length; ) {
       const w = this.waiters[i];
       if (w.variant === variant && now - w.waitingSince >= this.settings.connectTimeoutMs) {
@@ -849,6 +848,11 @@ export class Pool {
         w.onServerFailed(failure);
       } else i++;
     }
+  }
+
+  /** What a client hears when no host of the entry may serve it now. */
+  private noFittingHost(): PgError {
+    return PgError.fatal(SqlState.ConnectionFailure, `no server for "${this.name}" matches target_session_attrs "${this.settings.hosts.attrs}" (${this.hostSet.describe()})`);
   }
 
   /** The server's socket closed by itself (PostgreSQL went away, or a close finished). */
