@@ -29,7 +29,7 @@ test.before(async () => {
       auth_type: 'scram-sha-256',
       admin_users: ADMIN.user,
       session_tokens: { max_failures: 1000 },
-      databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: 'tessera_app', password: 'tessera-app-password', pool_size: 10 }) },
+      databases: { app: clusterEntry(cluster, { dbname: DB, auth_type: 'session_token', user: 'tessera_app', password: 'tessera-app-password', pool_size: 60 }) },
     },
     `"${ADMIN.user}" "${ADMIN.password}"\n`,
   );
@@ -65,6 +65,8 @@ test('KILL_SESSION ends the session and disconnects its clients on both workers'
   const errors = new Map<pg.Client, (Error & { code?: string })[]>();
   try {
     // Alice's clients until both workers hold some (ids are odd on worker 0, even on worker 1).
+    // Each keeps a server (session mode), and the kernel may hand one worker many in a row: the
+    // pool (pool_size 60, 30 per worker) must not run dry before the other worker gets one.
     for (let i = 0; ; i++) {
       if (i === 100) throw new Error('100 connections all landed on one worker');
       const c = await connect(tokenConn(alice.creds.asPassword()));
