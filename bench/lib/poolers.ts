@@ -12,6 +12,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 /** Databases every pooler offers (names clients connect to). */
 export const DB_SESSION = 'bench_session';
 export const DB_TX = 'bench_tx';
+/** Transaction mode with Tessera's auto_prepare on (PgBouncer: a plain transaction pool). */
+export const DB_TX_AUTO = 'bench_tx_auto';
 export const DB_TOKENS = 'tokens';
 
 export interface Backend {
@@ -90,6 +92,7 @@ export async function startTessera(backend: Backend, s: PoolerSettings, runner: 
   const databases: Record<string, unknown> = {
     [DB_SESSION]: { ...server, dbname: backend.benchDb, pool_mode: 'session' },
     [DB_TX]: { ...server, dbname: backend.benchDb, pool_mode: 'transaction' },
+    [DB_TX_AUTO]: { ...server, dbname: backend.benchDb, pool_mode: 'transaction', auto_prepare: true },
   };
   if (backend.tokenDb) {
     databases[DB_TOKENS] = {
@@ -154,6 +157,7 @@ export async function startPgBouncer(bin: string, backend: Backend, s: PoolerSet
   const dbs = [
     `${DB_SESSION} = ${server} dbname=${backend.benchDb} pool_mode=session`,
     `${DB_TX} = ${server} dbname=${backend.benchDb} pool_mode=transaction`,
+    `${DB_TX_AUTO} = ${server} dbname=${backend.benchDb} pool_mode=transaction`,
   ];
   if (backend.tokenDb) {
     dbs.push(`${DB_TOKENS} = ${server} dbname=${backend.tokenDb} user=${TOKEN_POOL_ROLE.user} password=${TOKEN_POOL_ROLE.password} pool_mode=session`);

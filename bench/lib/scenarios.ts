@@ -1,5 +1,5 @@
 // The scenarios, by id. Titles depend on the sizes in use (--quick shrinks the big ones).
-import { DB_SESSION, DB_TX } from './poolers.js';
+import { DB_SESSION, DB_TX, DB_TX_AUTO } from './poolers.js';
 
 export interface SizeOptions {
   quick: boolean;
@@ -75,8 +75,17 @@ export function scenarios(o: SizeOptions): Scenario[] {
       flags: ['-S'],
     },
     { kind: 'pgbench', id: 'select-extended', title: 'pgbench -S -M extended, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: ['-S', '-M', 'extended'] },
+    {
+      kind: 'pgbench',
+      id: 'select-extended-auto',
+      title: 'pgbench -S -M extended, 16 clients, transaction mode, Tessera auto_prepare on',
+      poolerDb: DB_TX_AUTO,
+      clients: 16,
+      flags: ['-S', '-M', 'extended'],
+    },
     { kind: 'pgbench', id: 'select-prepared', title: 'pgbench -S -M prepared, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: ['-S', '-M', 'prepared'] },
     { kind: 'driver', id: 'node-postgres', title: 'node-postgres parameterised select, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16 },
+    { kind: 'driver', id: 'node-postgres-auto', title: 'node-postgres parameterised select, 16 clients, transaction mode, Tessera auto_prepare on', poolerDb: DB_TX_AUTO, clients: 16 },
     { kind: 'pgbench', id: 'connect', title: 'pgbench -S -C (connection per transaction), 16 clients', poolerDb: DB_TX, clients: 16, flags: ['-S', '-C'] },
     { kind: 'pgbench', id: 'tpcb', title: 'pgbench TPC-B-like, 16 clients, transaction mode', poolerDb: DB_TX, clients: 16, flags: [] },
     { kind: 'token', id: 'token-storm', title: `session-token connect/query/disconnect, ${o.tokenConcurrency} loops`, concurrency: o.tokenConcurrency },

@@ -57,6 +57,7 @@ export const DatabaseSchema = Type.Object(
     max_replica_lag: Type.Optional(
       nonEmpty('A standby further behind than this is not used for new transactions until it catches up: replayed WAL behind received WAL ("16MB", units B, kB, MB, GB) or age of the last replayed commit while replay is behind ("10s", units ms, s, min). Unset: no limit (Tessera setting).'),
     ),
+    auto_prepare: Type.Optional(Type.Boolean({ description: 'auto_prepare for this database only; defaults to the global setting (Tessera setting).' })),
     embedded: Type.Optional(Type.Boolean({ default: false, description: 'Start an embedded PostgreSQL for this entry instead of connecting to host and port.' })),
     dbname: Type.Optional(nonEmpty('Database name on the server; defaults to the entry name, or for "*" to the name the client asked for.')),
     user: Type.Optional(nonEmpty('Server user every client of this database connects as, whatever user it logged in with.')),
@@ -134,6 +135,13 @@ export const ConfigSchema = Type.Object(
     stats_users: UserList('Users allowed the read-only SHOW commands of the admin console, as a list or comma-separated string.'),
 
     max_prepared_statements: count(200, 'Protocol-level prepared statements kept per server connection in transaction mode (LRU); 0 passes Parse/Bind through untracked.'),
+    auto_prepare: setting(
+      Type.Boolean({
+        default: false,
+        description:
+          'Transaction mode: an unnamed Parse whose text was seen before runs as a prepared statement shared per backend, so PostgreSQL skips parse and analysis (see "auto_prepare" in README); needs max_prepared_statements > 0 (Tessera setting).',
+      }),
+    ),
     server_reset_query: setting(Type.String({ default: 'DISCARD ALL', description: 'Query run on a server connection before another client gets it; empty disables it.' })),
     server_reset_query_always: setting(Type.Boolean({ default: false, description: 'Run server_reset_query in transaction mode too, not only in session mode.' })),
     server_connect_timeout: seconds(15, 'Seconds to wait for a server connection and login to finish.'),

@@ -16,7 +16,8 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { Framer, ProtocolViolation, type FrameSink } from '../protocol/framing.js';
 import * as msg from '../protocol/messages.js';
-import { Frontend, PgError, SqlState } from '../protocol/messages.js';
+import { Backend, Frontend, PgError, SqlState } from '../protocol/messages.js';
+import { wholeMessage, type Statement } from '../pool/prepared.js';
 import type { ServerConnection, ServerPeer } from '../pool/server-connection.js';
 import { shareParams, type Pool, type PoolClient } from '../pool/pool.js';
 import type { Authenticator, AuthStep, SessionCredentials } from './client-auth.js';
@@ -630,8 +631,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.txRelay?.onParameterStatus(name, value);
   }
 
-  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
-    this.txRelay?.onStalePlan(server, statement, error);
+  onStatementError(server: ServerConnection, statement: Statement, err: PgError, body: Buffer): Buffer | null {
+    return this.txRelay ? this.txRelay.onStatementError(server, statement, err, body) : wholeMessage(Backend.ErrorResponse, body);
   }
 
   /**

@@ -20,7 +20,7 @@ import * as msg from '../protocol/messages.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
 import { Frontend } from '../protocol/messages.js';
-import { readParse, readBind, readTarget, statementFor, parseMessage, bindMessage, describeStatement, closeStatement, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE, NO_DATA, NO_PARAMETERS, type Statement } from '../pool/prepared.js';
+import { readParse, readBind, readTarget, statementFor, renameInError, parseMessage, bindMessage, describeStatement, closeStatement, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE, NO_DATA, NO_PARAMETERS, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 
 /** How the relay sends and answers for this class. */
@@ -121,6 +121,17 @@ export class ClientStatements {
   private inBatch = false;
   /** A schema change ran: the epoch is raised once its transaction is over. */
   private schemaChanged = false;
+  /**
+   * auto_prepare: the shared server statement that stands for the client's unnamed statement (its
+   * text was seen before), until the client's next unnamed Parse, Close of it, or simple Query.
+   */
+  private auto: Statement | null = null;
+  /**
+   * Set by parse(): this Parse opened a batch on an idle backend with an auto_prepare statement,
+   * so the batch can be sent again as it was if the statement turns out stale (see
+   * TransactionRelay.retryBatch); else null.
+   */
+  autoBatch: Statement | null = null;
 
   constructor(
     private readonly pool: Pool,
@@ -133,10 +144,18 @@ export class ClientStatements {
     const batchStart = !this.inBatch;
     this.inBatch = true;
     const command = this.commandOf(tail, batchStart ? server : null);
+    this.autoBatch = null;
     if (name === '') {
       this.unnamed = command;
+      this.auto = null;
       if (command !== null && command.kind !== Kind.DiscardAll) return this.wire.answer(PARSE_COMPLETE);
-      return this.wire.forward(raw, Expect.Parse);
+      const st = command === null && this.pool.settings.autoPrepare ? this.autoStatement(tail) : null;
+      if (st === null) return this.wire.forward(raw, Expect.Parse);
+      this.auto = st;
+      if (batchStart && server.txStatus === IDLE) this.autoBatch = st;
+      return this.parseShared(server, st, () => {
+        if (this.auto === st) this.auto = null;
+      });
     }
     if (this.owns(name)) {
       // As PostgreSQL: an error, and the rest of the batch is skipped up to Sync.
@@ -152,7 +171,11 @@ export class ClientStatements {
     const st = statementFor(tail, this.pool.knownStatements.keyFor(tail));
     const named = (this.named ??= new Map());
     named.set(name, st);
-    const forget = () => named.get(name) === st && named.delete(name);
+    this.parseShared(server, st, () => named.get(name) === st && named.delete(name));
+  }
+
+  /** The client's Parse of `st`: answered by Tessera where the backend has it, else prepared there. */
+  private parseShared(server: ServerConnection, st: Statement, forget: () => void): void {
     this.ready(server);
     if (server.statements.has(st.key)) {
       server.statements.touch(st.key);
@@ -160,6 +183,21 @@ export class ClientStatements {
     } else {
       this.prepareOn(server, st, false, forget);
     }
+  }
+
+  /**
+   * auto_prepare: the shared statement for an unnamed Parse of `tail`, when its text was seen
+   * before (a text used once, a query with its values written in, never takes a backend's
+   * statement slot); null to send the Parse as it is. Statements this class reads (DDL among them)
+   * always go as they are.
+   */
+  private autoStatement(tail: Buffer): Statement | null {
+    if (mayMatter(tail)) return null;
+    const known = this.pool.knownStatements;
+    const key = known.keyFor(tail);
+    const st = known.get(key);
+    if (st !== undefined) return st;
+    return known.seenBefore(key) ? statementFor(tail, key) : null;
   }
 
   bind(server: ServerConnection, body: Buffer, raw: Buffer): void {
@@ -171,7 +209,7 @@ export class ClientStatements {
       (this.portals ??= new Map()).set(portal, command);
       if (command.kind !== Kind.DiscardAll) return this.wire.answer(BIND_COMPLETE);
     }
-    const st = statement === '' ? undefined : this.named?.get(statement);
+    const st = statement === '' ? this.auto : this.named?.get(statement);
     // An unknown name goes through as it is: the server answers 26000 with the client's name.
     if (!st) return this.wire.forward(raw, Expect.Bind);
     if (!this.ensurePrepared(server, st)) return;
@@ -191,7 +229,7 @@ export class ClientStatements {
       this.wire.answer(NO_PARAMETERS);
       return this.wire.answer(NO_DATA);
     }
-    const st = name === '' ? undefined : this.named?.get(name);
+    const st = name === '' ? this.auto : this.named?.get(name);
     if (!st) return this.wire.forward(raw, Expect.DescribeStatement);
     if (!this.ensurePrepared(server, st)) return;
     this.wire.send(server, describeStatement(st.serverName), 0, (st.described ??= Object.freeze({ expect: Expect.DescribeStatement, statement: st })));
@@ -223,6 +261,7 @@ export class ClientStatements {
     }
     if (name === '') {
       this.unnamed = null;
+      this.auto = null;
       return this.wire.forward(raw, Expect.Close);
     }
     // Shared on the server and kept for other clients; closing a missing name is no error.
@@ -238,6 +277,8 @@ export class ClientStatements {
 
   query(server: ServerConnection, body: Buffer, raw: Buffer): void {
     this.inBatch = false;
+    // A simple Query drops the session's unnamed statement (PostgreSQL's exec_simple_query).
+    this.unnamed = this.auto = null;
     // The common case decodes nothing: no statement that matters here, no SQL-level statements.
     if (!mayMatter(body) && this.sql === null && server.statements.sql === null) return this.wire.forward(raw, Expect.Ready);
     const text = textOf(body);
@@ -348,6 +389,21 @@ export class ClientStatements {
   staled(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
     server.statements.discard(statement.key);
     this.pool.knownStatements.markStale(statement.key, error);
+  }
+
+  /**
+   * The server's error to a message Tessera rewrote to `st`: as the client would have it, naming
+   * the client's statement (its unnamed one under auto_prepare, else the name it gave the text).
+   */
+  errorFor(st: Statement, body: Buffer): Buffer {
+    let name: string | undefined = this.auto === st ? '' : undefined;
+    if (name === undefined && this.named !== null) for (const [n, s] of this.named) if (s === st) name = n;
+    return renameInError(body, st.serverName, name ?? '');
+  }
+
+  /** The batch is sent again as it came (a stale auto_prepare statement): its unnamed Parse goes as it is. */
+  forgetAuto(): void {
+    this.auto = null;
   }
 
   // ---- with no server linked ----

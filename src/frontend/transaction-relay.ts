@@ -10,11 +10,11 @@
  * link (see RelayLink).
  */
 import * as msg from '../protocol/messages.js';
-import { Frontend } from '../protocol/messages.js';
+import { Frontend, Backend, type PgError } from '../protocol/messages.js';
 import type { Framer } from '../protocol/framing.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
-import { readParse, wholeMessage } from '../pool/prepared.js';
+import { readParse, wholeMessage, isStalePlan, type Statement } from '../pool/prepared.js';
 import { ClientStatements, type StatementWire } from './client-statements.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
@@ -57,6 +57,8 @@ const NO_RESETS: ReadonlySet<string> = new Set();
 
 /** A statement Tessera rewrote (LISTEN/UNLISTEN): its own CommandComplete is replaced. */
 const SWALLOWED_EXECUTE: Entry = Object.freeze({ expect: Expect.Execute, swallow: true });
+/** A Parse sent again whose client already has its ParseComplete (see resend()). */
+const SWALLOWED_PARSE: Entry = Object.freeze({ expect: Expect.Parse, swallow: true });
 
 /** Queue entries that carry nothing but their kind, shared: one per message would be garbage. */
 const PLAIN_ENTRIES: Entry[] = [];
@@ -96,6 +98,8 @@ export class TransactionRelay {
   private queued: Buffer[] | null = null;
   /** Inside relayChunk(): whatever is queued for the server goes out once, when the chunk is done. */
   private relaying = false;
+  /** Tessera's own answers due while a chunk is read: they leave with the server's reply (see flush()). */
+  private dueForClient: Buffer[] | null = null;
   /** The client's channels, from its first LISTEN on (see notifications.ts); null for most clients. */
   private notifications: ClientNotifications | null = null;
   /**
@@ -105,6 +109,12 @@ export class TransactionRelay {
   private gated: { type: number; body: Buffer; raw: Buffer }[] | null = null;
   /** The listener could not LISTEN for the gated message: it runs on the backend, pinned, as before. */
   private bypassListener = false;
+  /** auto_prepare: the client's batch as it sent it, while it may have to be sent again (see record()). */
+  private recorded: Buffer[] | null = null;
+  /** The statement the recorded batch's Parse was mapped to. */
+  private recordedFor: Statement | null = null;
+  /** The recorded batch reached its Sync. */
+  private recordedWhole = false;
 
   constructor(
     private readonly link: RelayLink,
@@ -142,7 +152,10 @@ export class TransactionRelay {
     }
     const server = this.link.server;
     if (server) this.flush(server);
-    else this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
+    else {
+      this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
+      this.answerNow();
+    }
   }
 
   /** A message header from the framer: remember where the message starts in the chunk. */
@@ -183,9 +196,60 @@ export class TransactionRelay {
     return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192))) === null;
   };
 
-  /** The server said a statement's cached plan met a schema change (0A000). */
-  onStalePlan(server: ServerConnection, statement: { readonly key: string }, error: Buffer): void {
-    this.statements?.staled(server, statement, error);
+  /**
+   * The server's error to a message rewritten to `statement` (see ServerPeer.onStatementError):
+   * what the client gets instead, or null when the batch is sent again.
+   */
+  onStatementError(server: ServerConnection, statement: Statement, err: PgError, body: Buffer): Buffer | null {
+    const statements = this.statements;
+    if (statements === null) return wholeMessage(Backend.ErrorResponse, body);
+    if (isStalePlan(err)) {
+      statements.staled(server, statement, wholeMessage(Backend.ErrorResponse, body));
+      if (this.retryBatch(server, statement)) return null;
+    }
+    return statements.errorFor(statement, body);
+  }
+
+  /**
+   * auto_prepare turned the client's unnamed statement into a shared one that PostgreSQL now
+   * finds stale (a schema change made outside Tessera): where PostgreSQL had parsed the unnamed
+   * statement afresh and never failed, Tessera sends the batch again as the client sent it, and
+   * the client sees only that answer. Only a recorded batch (see recordBatch) whose Bind failed
+   * and after which nothing is owed: nothing in it ran (the error came at its only Bind, the
+   * implicit transaction is rolled back), and nothing after it was sent.
+   */
+  private retryBatch(server: ServerConnection, statement: Statement): boolean {
+    const batch = this.recorded;
+    this.recorded = null;
+    const responses = server.responses;
+    if (batch === null || !this.recordedWhole || this.recordedFor !== statement || responses === null || !responses.onlyReadyLeft) return false;
+    responses.retryAtReady(() => this.resend(server, batch));
+    return true;
+  }
+
+  /** The recorded batch again, its unnamed Parse parsed afresh and its ParseComplete Tessera's own (the client has one). */
+  private resend(server: ServerConnection, batch: Buffer[]): void {
+    if (this.link.server !== server) return;
+    this.statements?.forgetAuto();
+    const [parse, ...rest] = batch;
+    this.send(server, parse, 0, SWALLOWED_PARSE);
+    for (const raw of rest) this.forward(raw[0], raw.subarray(5), raw);
+    this.flush(server);
+  }
+
+  /**
+   * Keeps the client's messages from an auto_prepare Parse that opened a batch on an idle
+   * backend up to its Sync, for retryBatch. A batch with more than its one Bind right after the
+   * Parse, or anything after its Sync, is not kept (something in it could have run or been sent).
+   */
+  private record(type: number, raw: Buffer): void {
+    const batch = this.recorded!;
+    if (this.recordedWhole || (batch.length === 1 && type !== Frontend.Bind) || (batch.length > 1 && type === Frontend.Bind)) {
+      this.recorded = null;
+      return;
+    }
+    batch.push(raw);
+    if (type === Frontend.Sync) this.recordedWhole = true;
   }
 
   /** Messages held while no server was linked, now that one is. */
@@ -206,6 +270,7 @@ export class TransactionRelay {
     const server = this.link.server!;
     const pool = this.pool;
     if (this.discarding && type !== Frontend.Sync) return;
+    if (this.recorded !== null) this.record(type, raw);
     const statements = this.statements;
     switch (type) {
       case Frontend.Parse: {
@@ -213,7 +278,13 @@ export class TransactionRelay {
         const { name, tail } = readParse(body);
         this.noteStatement(server, tail, null);
         if (statements === null) return this.forwardExpecting(raw, Expect.Parse);
-        return statements.parse(server, name, tail, raw);
+        statements.parse(server, name, tail, raw);
+        if (statements.autoBatch !== null) {
+          this.recorded = [raw];
+          this.recordedFor = statements.autoBatch;
+          this.recordedWhole = false;
+        }
+        return;
       }
       case Frontend.Bind:
         pool.counters.binds++;
@@ -269,7 +340,17 @@ export class TransactionRelay {
   }
 
   private deliver(due: readonly Buffer[]): void {
-    for (const b of due) this.link.writeFromServer(b);
+    if (due.length === 0) return;
+    if (this.relaying) (this.dueForClient ??= []).push(...due);
+    else for (const b of due) this.link.writeFromServer(b);
+  }
+
+  /** Tessera's answers held while the chunk was read, to the client now. */
+  private answerNow(): void {
+    const due = this.dueForClient;
+    if (due === null) return;
+    this.dueForClient = null;
+    this.link.writeFromServer(due.length === 1 ? due[0] : Buffer.concat(due));
   }
 
   /**
@@ -295,6 +376,13 @@ export class TransactionRelay {
   }
 
   private flush(server: ServerConnection): void {
+    const due = this.dueForClient;
+    if (due !== null) {
+      this.dueForClient = null;
+      // The server owes the rest of the batch: Tessera's answers go ahead of its reply, in one write.
+      if (server.responses !== null && !server.responses.empty) server.answerAhead(due);
+      else this.link.writeFromServer(due.length === 1 ? due[0] : Buffer.concat(due));
+    }
     const batch = this.batch;
     const queued = this.queued;
     this.batch = this.queued = null;

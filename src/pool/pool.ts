@@ -88,6 +88,8 @@ export interface PoolSettings {
   cancelWaitTimeoutMs: number;
   /** Per-backend bound on transaction-mode prepared statements; 0 turns the tracking off. */
   maxPreparedStatements: number;
+  /** auto_prepare: unnamed Parses of texts seen before use shared server statements. */
+  autoPrepare: boolean;
   /** Idle longer than this (ms), a server is checked with checkQuery before reuse. */
   checkDelayMs: number;
   checkQuery: string;

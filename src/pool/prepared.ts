@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BodyReader, ProtocolViolation } from '../protocol/framing.js';
-import { message } from '../protocol/messages.js';
+import { message, type PgError } from '../protocol/messages.js';
 import type { Entry } from './response-queue.js';
 
 export interface Statement {
@@ -63,6 +63,31 @@ export const closeStatement = (name: string): Buffer => message(0x43, Buffer.fro
 
 /** Rebuilds a whole message from its type and body (for messages that arrived in pieces). */
 export const wholeMessage = (type: number, body: Buffer): Buffer => message(type, body);
+
+/** PostgreSQL's words when a prepared statement's result type changed under it (0A000). */
+const STALE_PLAN = 'cached plan must not change result type';
+
+/** The server's 0A000 for a statement whose result type changed since it was prepared. */
+export const isStalePlan = (err: PgError): boolean => err.fields.code === '0A000' && err.fields.message === STALE_PLAN;
+
+/**
+ * An ErrorResponse body with Tessera's statement name replaced by the client's (as in
+ * `prepared statement "tessera_..." requires 2`), as a whole message; the body as it is when the
+ * name is not in it.
+ */
+export function renameInError(body: Buffer, serverName: string, clientName: string): Buffer {
+  const quoted = `"${serverName}"`;
+  if (body.indexOf(quoted) < 0) return wholeMessage(0x45, body);
+  const fields: Buffer[] = [];
+  let at = 0;
+  while (at < body.length && body[at] !== 0) {
+    const end = body.indexOf(0, at + 1);
+    if (end < 0) break;
+    fields.push(Buffer.from([body[at]]), Buffer.from(body.toString('utf8', at + 1, end).replaceAll(quoted, `"${clientName}"`) + '\0', 'utf8'));
+    at = end + 1;
+  }
+  return message(0x45, ...fields, Buffer.from([0]));
+}
 
 /** Server responses Tessera makes up for messages it answered itself. */
 export const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
@@ -152,12 +177,17 @@ export class ServerStatements {
  * verdict on it). A statement PostgreSQL said changed its result type is stale: where a backend
  * lacks it, Tessera gives the client the error PostgreSQL would.
  */
+/** Unnamed texts remembered per pool for auto_prepare's "seen before" (about 100 bytes each). */
+const SEEN_BOUND = 10000;
+
 export class KnownStatements {
   private readonly byKey = new Map<string, Statement>();
   /** Stale statements' keys -> PostgreSQL's error about them (drivers read its routine field). */
   private readonly stale = new Map<string, Buffer>();
   private epoch = 0;
   private suffix = '';
+  /** auto_prepare: keys of unnamed Parses seen once, oldest first (bounded, see seenBefore). */
+  private readonly seenOnce = new Set<string>();
 
   /** The key a statement with this Parse tail gets now. */
   keyFor(tail: Buffer): string {
@@ -173,6 +203,17 @@ export class KnownStatements {
     this.byKey.delete(s.key);
     this.byKey.set(s.key, s);
     if (this.byKey.size > bound) this.byKey.delete(this.byKey.keys().next().value!);
+  }
+
+  /**
+   * auto_prepare: true when an unnamed Parse of this key was seen before; else it is remembered
+   * (at most `SEEN_BOUND` keys, oldest forgotten first) and false.
+   */
+  seenBefore(key: string): boolean {
+    if (this.seenOnce.delete(key)) return true;
+    if (this.seenOnce.size >= SEEN_BOUND) this.seenOnce.delete(this.seenOnce.values().next().value!);
+    this.seenOnce.add(key);
+    return false;
   }
 
   /** The schema changed: new preparations get new statements. */

@@ -34,7 +34,10 @@ export interface Entry {
   onSkipped?: () => void;
   /** The message ran: `ok` unless the server answered it (or its query) with an error. */
   onDone?: (ok: boolean) => void;
-  /** The prepared statement a Bind or Describe names (for the server's verdict on it). */
+  /**
+   * The prepared statement a rewritten Bind or Describe names: an ErrorResponse answering it goes
+   * to the client's relay first (which names the client's statement, or retries the batch).
+   */
   statement?: { readonly key: string; readonly serverName: string };
   /** A Ready entry with onDone saw an ErrorResponse before its ReadyForQuery. */
   failed?: boolean;
@@ -80,6 +83,25 @@ export class ResponseQueue {
     const head = this.entries[0];
     if (head === undefined || head.expect === Expect.Synthetic) return false;
     return head.swallowAll === true || (head.swallow === true && COMPLETES[head.expect].includes(type));
+  }
+
+  /** True when an ErrorResponse now would answer a rewritten statement's message (see Entry.statement). */
+  reviewsError(): boolean {
+    const head = this.entries[0];
+    return head !== undefined && head.statement !== undefined;
+  }
+
+  /** After an error: nothing is owed but the ReadyForQuery of the failed batch's Sync. */
+  get onlyReadyLeft(): boolean {
+    return this.entries.length === 1 && this.entries[0].expect === Expect.Ready;
+  }
+
+  /**
+   * The failed batch is sent again (see TransactionRelay.retryBatch): its ReadyForQuery is
+   * Tessera's own, and `then` resends the batch when it arrives. Only while onlyReadyLeft.
+   */
+  retryAtReady(then: () => void): void {
+    this.entries[0] = { expect: Expect.Ready, swallowAll: true, onDone: then };
   }
 
   /** A swallowed response, shown to the head entry's inspector before it advances the queue. */

@@ -16,7 +16,7 @@ import { Framer, BodyReader, type FrameSink } from '../protocol/framing.js';
 import { Backend, PgError, SqlState } from '../protocol/messages.js';
 import { ServerAuthenticator, type ServerCredentials } from './server-auth.js';
 import { applySocketOptions, type SocketOptions } from '../net/socket-options.js';
-import { ServerStatements } from './prepared.js';
+import { ServerStatements, wholeMessage } from './prepared.js';
 import { ResponseQueue, TRACKED_RESPONSES } from './response-queue.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import { idSequence } from '../net/worker-identity.js';
@@ -98,8 +98,12 @@ export interface ServerPeer {
   onceDrained(resume: () => void): void;
   /** A ParameterStatus the client saw (its own SET, in transaction mode). */
   onParameterStatus?(name: string, value: string): void;
-  /** A statement's cached plan met a schema change (0A000) while the client's messages are rewritten. */
-  onStalePlan?(server: ServerConnection, statement: { readonly key: string; readonly serverName: string }, error: Buffer): void;
+  /**
+   * The server's ErrorResponse (`body`) to a Bind or Describe Tessera rewrote to `statement`:
+   * the bytes the client gets instead (its own statement's name in the text), or null when the
+   * relay retries the batch and the client gets nothing.
+   */
+  onStatementError?(server: ServerConnection, statement: { readonly key: string; readonly serverName: string }, error: PgError, body: Buffer): Buffer | null;
   /** Called after a chunk that contained at least one ReadyForQuery. */
   onServerReady(server: ServerConnection): void;
   /**
@@ -112,9 +116,6 @@ export interface ServerPeer {
 }
 
 const READY_IDLE = 0x49; // 'I'
-/** PostgreSQL's words when a prepared statement's result type changed under it (0A000). */
-const STALE_PLAN = 'cached plan must not change result type';
-
 /** A backend carrying no client's session settings (fresh, or after RESET ALL). Never changed. */
 export const NO_SESSION_SETTINGS: ReadonlyMap<string, string> = new Map();
 
@@ -206,6 +207,11 @@ export class ServerConnection implements FrameSink {
   private chunk: Buffer = Buffer.alloc(0);
   private heldPending: Buffer | null = null;
   private dropping = false;
+  /**
+   * Answers Tessera gave the client's batch itself while this server still owes the rest of it:
+   * they go out in front of the server's next bytes, in the same write (see answerAhead()).
+   */
+  private ahead: Buffer[] | null = null;
 
   /** The TCP or Unix socket, replaced by its TLS layer when the server accepts SSLRequest. */
   socket: net.Socket;
@@ -403,12 +409,23 @@ export class ServerConnection implements FrameSink {
     this.lastUsedAt = Date.now();
     this.errorsRelayed = 0;
     this.responses = track ? new ResponseQueue() : null;
+    this.ahead = null;
+  }
+
+  /**
+   * Tessera's own answers to the client that are due now, while the server owes responses to
+   * what followed them: sent ahead of the server's next bytes, so a batch Tessera partly
+   * answered (a known Parse) still reaches the client in one write, as directly.
+   */
+  answerAhead(parts: readonly Buffer[]): void {
+    (this.ahead ??= []).push(...parts);
   }
 
   detach(): void {
     // Responses still owed to a rewritten batch would leave our statement bookkeeping unsure.
     if (this.responses && !this.responses.empty) this.broken = true;
     this.responses = null;
+    this.ahead = null;
     this.peer = null;
     this.lastUsedAt = Date.now();
     // Reading may have been paused for a client that was slow to read and then left: its 'drain'
@@ -575,16 +592,18 @@ export class ServerConnection implements FrameSink {
    */
   private relayTracked(chunk: Buffer): void {
     this.heldPending = this.framer.heldHeaderBytes > 0 ? this.framer.heldHeader() : null;
-    this.out = [];
+    this.out = this.ahead ?? [];
+    this.ahead = null;
     this.outFrom = 0;
     this.chunk = chunk;
     if (!this.frame(chunk)) return;
     this.emitUpTo(chunk.length - this.framer.heldHeaderBytes);
     const peer = this.peer;
     if (!peer) return;
-    let ok = true;
-    for (const part of this.out) ok = peer.writeFromServer(part) && ok;
+    const out = this.out;
     this.out = [];
+    // One write for the chunk: a part per write would be a system call each.
+    const ok = out.length === 0 || peer.writeFromServer(out.length === 1 ? out[0] : Buffer.concat(out));
     if (!ok) {
       this.socket.pause();
       peer.onceDrained(() => resumeReading(this.socket));
@@ -617,7 +636,7 @@ export class ServerConnection implements FrameSink {
     }
     if (this.peer) {
       if (this.responses) {
-        if (this.responses.swallows(type)) {
+        if (this.responses.swallows(type) || (type === Backend.ErrorResponse && this.responses.reviewsError())) {
           // Cut this message: send what came before it, skip it (its body ends the message).
           if (start === -1) this.heldPending = null;
           else this.emitUpTo(start!);
@@ -675,9 +694,14 @@ export class ServerConnection implements FrameSink {
         const err = PgError.fromServer(body);
         if (this.loginDone) return this.finishLogin(err);
         if (this.internalDone) this.internalError ??= err;
-        else if (this.responses && err.fields.code === '0A000' && err.fields.message === STALE_PLAN) {
-          const statement = this.responses.failed?.statement;
-          if (statement) this.peer?.onStalePlan?.(this, statement, err.toMessage());
+        else if (dropped && this.responses?.failed?.statement !== undefined) {
+          // Cut at its header (reviewsError): the client's relay says what the client gets.
+          const peer = this.peer;
+          const instead = peer?.onStatementError ? peer.onStatementError(this, this.responses.failed.statement, err, body) : wholeMessage(Backend.ErrorResponse, body);
+          if (instead !== null) {
+            this.out.push(instead);
+            dropped = false;
+          }
         }
         // An error outside any query (admin shutdown of an idle server) comes before a close;
         // a query's own error, relayed to its client, is not the server's last word.

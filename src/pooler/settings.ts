@@ -72,6 +72,7 @@ export function poolSettings(c: Readonly<Config>, entry: DatabaseConfig, user: s
     checkDelayMs: c.server_check_delay * 1000,
     checkQuery: c.server_check_query,
     maxPreparedStatements: c.max_prepared_statements,
+    autoPrepare: entry.auto_prepare ?? c.auto_prepare,
     socket: socketOptions(c),
     tls,
     hosts: hostPolicy(c, entry),

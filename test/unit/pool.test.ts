@@ -60,6 +60,7 @@ const SETTINGS: PoolSettings = {
   connectTimeoutMs: 1000,
   cancelWaitTimeoutMs: 1000,
   maxPreparedStatements: 0,
+  autoPrepare: false,
   checkDelayMs: 60_000,
   checkQuery: 'select 1',
   loginRetryMs: 1000,
