@@ -91,13 +91,23 @@ export interface TesseraProcess {
   stop(): Promise<void>;
 }
 
-/** Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens. */
-export async function spawnTessera(settings: Record<string, unknown>, userlist?: string, cliArgs: (configFile: string) => string[] = (file) => ['--config', file]): Promise<TesseraProcess & { file: string }> {
+/**
+ * Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens.
+ * `cliArgs` gets that file and its port (to write a pgbouncer.ini of the test's own instead);
+ * `env` is added to this process's environment.
+ */
+export async function spawnTessera(
+  settings: Record<string, unknown>,
+  userlist?: string,
+  cliArgs: (configFile: string, port: number) => string[] = (file) => ['--config', file],
+  env: Record<string, string> = {},
+): Promise<TesseraProcess & { file: string }> {
   const port = await freePort();
   const { dir, file } = writeConfig(settings, userlist, port);
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...cliArgs(file)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...cliArgs(file, port)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
