@@ -191,3 +191,14 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined 
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** A promise's outcome as a value, to be awaited later without an unhandled rejection. */
+export const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: Error) => ({ ok: false as const, e }));
+
+/** Whether `p` settles within a short, bounded wait (used only to see that something is still waiting). */
+export async function settledSoon(p: Promise<unknown>, ms = 500): Promise<boolean> {
+  let done = false;
+  void p.finally(() => (done = true)).catch(() => {});
+  await new Promise((r) => setTimeout(r, ms));
+  return done;
+}
