@@ -15,7 +15,7 @@ import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
 import { removeStaleSocket } from './pooler/pooler.js';
 import { TlsSettingError } from './tls/contexts.js';
-import { log, configureLogOutput, reopenLogfile, type LogOutput } from './log.js';
+import { log, configureLogOutput, reopenLogDestinations, type LogOutput } from './log.js';
 import { tesseraVersion } from './admin/commands/show.js';
 import { dropPrivileges, writePidfile, ServiceError } from './service.js';
 import { newWarnings } from './config/warnings.js';
@@ -89,7 +89,13 @@ function effectiveLevel(config: Config, cliVerbose: number): string {
 }
 
 function logOutput(config: Config, args: CliArgs): LogOutput {
-  return { level: effectiveLevel(config, args.verbose), format: config.log_format, logfile: config.logfile, quiet: args.quiet };
+  return {
+    level: effectiveLevel(config, args.verbose),
+    format: config.log_format,
+    logfile: config.logfile,
+    quiet: args.quiet,
+    syslog: config.syslog ? { ident: config.syslog_ident, facility: config.syslog_facility, socket: config.syslog_socket } : null,
+  };
 }
 
 async function main(): Promise<void> {
@@ -172,11 +178,11 @@ async function main(): Promise<void> {
     userlist,
     embedded,
     configPath: args.config,
-    onReload: (reloaded) => {
+    onConfigChanged: (changed) => {
       try {
-        configureLogOutput(logOutput(reloaded, args));
+        configureLogOutput(logOutput(changed, args));
       } catch (err) {
-        log.error({ logfile: reloaded.logfile, err: (err as Error).message }, 'logfile: cannot open; logging where it did');
+        log.error({ logfile: changed.logfile, err: (err as Error).message }, 'logfile: cannot open; logging where it did');
       }
     },
     // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
@@ -240,8 +246,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('wait_for_servers', 'SIGINT'));
   process.on('SIGQUIT', () => void stop('immediate', 'SIGQUIT'));
   process.on('SIGHUP', () => {
-    // logrotate moved the file away: write to a new one at the same path.
-    reopenLogfile();
+    // logrotate moved the file away: write to a new one at the same path (and restart a stopped logger).
+    reopenLogDestinations();
     // A failed reload is logged by reload() itself.
     pooler.reload().catch(() => {});
   });

@@ -1,11 +1,12 @@
 /**
  * One pino logger for the process, and where its lines go: standard output (JSON, or readable text
- * on a terminal) and the `logfile`, reopened on SIGHUP for logrotate. Callers log ids, addresses,
+ * on a terminal), the `logfile`, reopened on SIGHUP for logrotate, and syslog (log/syslog.ts). Callers log ids, addresses,
  * users and databases; never passwords, tokens or query text at info level. The named events an
  * admin acts on (logins, refusals, disconnects, server connections, stats) are in log/events.ts.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
 import { textLines } from './log/text-format.js';
+import { SyslogStream, sameSyslogTarget, type SyslogTarget } from './log/syslog.js';
 
 export type { Logger };
 
@@ -37,10 +38,16 @@ export interface LogOutput {
   logfile: string;
   /** -q: nothing on standard output (the logfile still gets every line). */
   quiet: boolean;
+  /** syslog = 1: where lines at info and above also go (as PgBouncer sends them); null for none. */
+  syslog: SyslogTarget | null;
 }
 
 let file: ReturnType<typeof pino.destination> | null = null;
+let syslog: SyslogStream | null = null;
 let current: LogOutput | null = null;
+
+const sameDestinations = (a: LogOutput, b: LogOutput) =>
+  a.format === b.format && a.logfile === b.logfile && a.quiet === b.quiet && sameSyslogTarget(a.syslog, b.syslog);
 
 /**
  * Points the process logger at standard output and/or the logfile. Called at start-up, and on
@@ -48,9 +55,10 @@ let current: LogOutput | null = null;
  * opened, so the caller can name the setting.
  */
 export function configureLogOutput(out: LogOutput): void {
-  if (current && current.format === out.format && current.logfile === out.logfile && current.quiet === out.quiet) {
+  if (current && sameDestinations(current, out)) {
     log.level = out.level;
     current = out;
+    syslog?.restartIfStopped();
     return;
   }
   const text = (stream: { isTTY?: boolean }) => out.format === 'text' || (out.format === 'auto' && stream.isTTY === true);
@@ -65,14 +73,24 @@ export function configureLogOutput(out: LogOutput): void {
     const stdout = pino.destination({ dest: 1, sync: true });
     streams.push({ stream: text(process.stdout) ? textLines(stdout) : stdout, level: 'trace' });
   }
-  const previous = file;
+  // Kept when its target did not change: a RELOAD of another log setting does not restart logger.
+  const keptSyslog = syslog && out.syslog && sameSyslogTarget(syslog.target, out.syslog) ? syslog : null;
+  const openedSyslog = out.syslog ? (keptSyslog ?? new SyslogStream(out.syslog)) : null;
+  if (openedSyslog) streams.push({ stream: openedSyslog, level: 'info' });
+  const previous = { file, syslog };
   file = opened;
+  syslog = openedSyslog;
   current = out;
   log = pino({ level: out.level, ...OPTIONS }, pino.multistream(streams));
-  previous?.end();
+  previous.file?.end();
+  if (previous.syslog !== openedSyslog) previous.syslog?.end();
 }
 
-/** SIGHUP: the logfile was moved away (logrotate); write to a fresh file at the same path. */
-export function reopenLogfile(): void {
+/**
+ * SIGHUP: the logfile was moved away (logrotate), write to a fresh file at the same path; a
+ * logger that stopped (the syslog daemon restarted) is started again.
+ */
+export function reopenLogDestinations(): void {
   file?.reopen();
+  syslog?.restartIfStopped();
 }

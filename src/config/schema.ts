@@ -206,6 +206,20 @@ export const ConfigSchema = Type.Object(
       }),
     ),
     logfile: setting(Type.String({ default: '', description: 'File the log is also written to (appended; reopened on SIGHUP, for logrotate); empty writes to standard output only.' })),
+    syslog: setting(
+      Type.Boolean({
+        default: false,
+        description: 'Also send log lines at info level and above to the system log, through util-linux\'s logger (one long-lived process); if logger is missing or stops, standard error says so once and the other destinations go on (SIGHUP or RELOAD starts it again).',
+      }),
+    ),
+    syslog_ident: setting(Type.String({ minLength: 1, default: 'tessera', description: 'Program name syslog lines carry (PgBouncer\'s default is "pgbouncer").' })),
+    syslog_facility: setting(
+      Type.Union(
+        [Type.Literal('auth'), Type.Literal('authpriv'), Type.Literal('daemon'), Type.Literal('user'), Type.Literal('local0'), Type.Literal('local1'), Type.Literal('local2'), Type.Literal('local3'), Type.Literal('local4'), Type.Literal('local5'), Type.Literal('local6'), Type.Literal('local7')],
+        { default: 'daemon', description: 'Syslog facility of the lines: auth, authpriv, daemon, user or local0 to local7.' },
+      ),
+    ),
+    syslog_socket: setting(Type.String({ minLength: 1, default: '/dev/log', description: 'Unix socket of the syslog daemon (journald\'s and rsyslog\'s is /dev/log) (Tessera setting).' })),
     pidfile: setting(Type.String({ default: '', description: 'File Tessera writes its process id to at start-up and removes at exit; empty writes none.' })),
     user: setting(Type.String({ default: '', description: 'When started as root: the OS user Tessera switches to once it listens and has opened its files (as PgBouncer\'s -u); empty stays as started.' })),
     log_connections: setting(Type.Boolean({ default: true, description: 'Log every client login and every server connection opened.' })),

@@ -320,7 +320,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     }
     if (this.admin) {
       if (type === Frontend.Query) return true;
-      if (type === Frontend.Terminate) this.close();
+      // As a database client's: logged as "client close request", not as an unexpected EOF.
+      if (type === Frontend.Terminate) this.terminate();
       else this.fail(PgError.fatal(SqlState.FeatureNotSupported, 'extended query protocol not supported by admin console'));
       return false;
     }

@@ -31,20 +31,30 @@ function value(v: unknown): string {
   return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
 }
 
-/** One JSON log line as text; a line that is not JSON passes through unchanged. */
-export function textLine(json: string): string {
-  let entry: Record<string, unknown>;
+/** A JSON log line parsed, or undefined when it is not JSON. */
+export function parseLine(json: string): Record<string, unknown> | undefined {
   try {
-    entry = JSON.parse(json) as Record<string, unknown>;
+    return JSON.parse(json) as Record<string, unknown>;
   } catch {
-    return json;
+    return undefined;
   }
+}
+
+/** `INFO client logged in client=3 ...`: the level, message and fields, without time and pid. */
+export function describe(entry: Record<string, unknown>): string {
   const fields = Object.entries(entry)
     .filter(([k]) => !OWN_FIELDS.has(k))
     .map(([k, v]) => ` ${k}=${value(v)}`)
     .join('');
   const level = LEVELS[entry.level as number] ?? String(entry.level);
-  return `${localTime(Number(entry.time ?? Date.now()))} [${String(entry.pid ?? process.pid)}] ${level} ${String(entry.msg ?? '')}${fields}\n`;
+  return `${level} ${String(entry.msg ?? '')}${fields}`;
+}
+
+/** One JSON log line as text; a line that is not JSON passes through unchanged. */
+export function textLine(json: string): string {
+  const entry = parseLine(json);
+  if (!entry) return json;
+  return `${localTime(Number(entry.time ?? Date.now()))} [${String(entry.pid ?? process.pid)}] ${describe(entry)}\n`;
 }
 
 /** A stream for pino that writes each JSON line it gets to `out` as text. */

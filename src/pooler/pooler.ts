@@ -46,8 +46,8 @@ export interface PoolerOptions {
   config: Readonly<Config>;
   /** Where the config came from, for RELOAD and SIGHUP. */
   configPath?: string;
-  /** After a RELOAD applied `config` (the CLI re-points the log output). */
-  onReload?: (config: Readonly<Config>) => void;
+  /** After a RELOAD or the console's SET applied `config` (the CLI re-points the log output). */
+  onConfigChanged?: (config: Readonly<Config>) => void;
   /** What SHUTDOWN from the admin console does (the CLI exits the process). */
   onShutdown?: (mode: ShutdownMode) => void;
   /** auth_file's secrets by user name. */
@@ -194,13 +194,15 @@ export class Pooler implements ClientHost {
     for (const setting of notApplied) log.warn({ setting }, 'setting changed in the config file needs a restart; not applied');
     this.applyConfiguration({ ...read.configuration, config });
     log.info({ config: configPath }, 'configuration reloaded');
-    this.options.onReload?.(config);
+    this.options.onConfigChanged?.(config);
   }
 
   /** SET key = value from the admin console: the running config with one setting changed. */
   set(key: string, value: string): void {
     this.applyConfiguration(withSetting(this.configuration, key, value, this.options.configPath));
     log.info({ key }, 'setting changed from the admin console');
+    // log_level, logfile, syslog, ...: as after a RELOAD.
+    this.options.onConfigChanged?.(this.config);
   }
 
   private applyConfiguration(configuration: Configuration): void {

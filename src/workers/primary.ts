@@ -7,7 +7,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { ADMIN_OPERATIONS, type AdminOperation, type ArgsOf, type PrimaryOperation, type ResultOf, type ShutdownMode } from '../admin/operations.js';
-import { log } from '../log.js';
+import { log, reopenLogDestinations } from '../log.js';
 import { isMessage, type OpResult, type ToPrimary, type ToWorker } from './messages.js';
 import { workersFor } from './fan-out.js';
 import { workerOfPid } from '../net/worker-identity.js';
@@ -55,6 +55,8 @@ export class Primary {
     process.on('SIGINT', () => this.stop('wait_for_servers'));
     process.on('SIGQUIT', () => this.stop('immediate'));
     for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => this.signalAll(signal));
+    // This process writes log lines too: its logfile is rotated with the workers'.
+    process.on('SIGHUP', () => reopenLogDestinations());
     if (this.opts.metricsListen) await this.serveMetrics();
     log.info({ workers: this.opts.workers }, 'workers started');
   }

@@ -4,21 +4,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
-import { startTessera, clusterEntry, connect, rejection, until, capturedLogs, type RunningTessera } from '../support/tessera.js';
+import { startTessera, clusterEntry, connect, rejection, until, settle, settledSoon, capturedLogs, type RunningTessera } from '../support/tessera.js';
 import type pg from 'pg';
 
 let cluster: Cluster;
 const user = ROLES.trust.user;
 
 const admin = (t: RunningTessera) => connect(t.conn('admin', undefined, 'pgbouncer'));
-const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: Error) => ({ ok: false as const, e }));
-/** Whether `p` settles within a short, bounded wait (used only to see that something is still waiting). */
-async function settledSoon(p: Promise<unknown>, ms = 500): Promise<boolean> {
-  let done = false;
-  void p.finally(() => (done = true)).catch(() => {});
-  await new Promise((r) => setTimeout(r, ms));
-  return done;
-}
 
 test.before(async () => {
   cluster = await sharedCluster();

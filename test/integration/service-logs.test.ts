@@ -99,6 +99,8 @@ test('query_wait_timeout and KILL_CLIENT: a "client closed" line by the pooler, 
     assert.is(killed.by, 'pooler');
     assert.match(String(killed.reason), 'KILL_CLIENT');
     await admin.end();
+    // The console's Terminate is a close request too, not an unexpected EOF.
+    assert.ok(await until('the console close line', async () => findLine(from, 'client closed', { user: 'admin', by: 'client', reason: 'client close request' })));
     // A client that leaves on its own says so.
     const leaver = await connect(t.conn(user));
     await leaver.end();

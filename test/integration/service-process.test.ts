@@ -1,6 +1,7 @@
 // Tessera as a service, on the real CLI in a child process: PgBouncer's command line (positional
 // config, -V, -q, -v, -d refused), pidfile, dropping to an unprivileged user, SIGINT pausing new
-// transactions, the logfile reopened on SIGHUP, readable text logs, the stats line.
+// transactions, the logfile reopened on SIGHUP, readable text logs (log_format "text", and "auto"
+// on a real terminal), the stats line.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { spawnTessera, clusterEntry, connect, rejection, until, freePort, ROOT } from '../support/tessera.js';
+import { needing, tool } from '../support/tools.js';
 
 let cluster: Cluster;
 const user = ROLES.trust.user;
@@ -188,6 +190,51 @@ test('log_format "text": readable lines with local time; log_stats writes a stat
     child.kill('SIGTERM');
     await exited;
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+needing('script')('log_format "auto": readable local-time lines on a terminal (a real pseudo-terminal), JSON on a pipe', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-tty-'));
+  const port = await freePort();
+  const file = path.join(dir, 'proxy.config.json');
+  // log_format left at its default, "auto".
+  fs.writeFileSync(file, JSON.stringify({ listen_port: port, auth_type: 'trust', unix_socket_dir: '', databases: { [TEST_DB]: clusterEntry(cluster) } }));
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const command = [process.execPath, '--import', 'tsx', CLI, file].map(quote).join(' ');
+  // util-linux script: runs the command on a new pseudo-terminal and copies what it shows. A time
+  // zone with a 45-minute offset, so local time cannot be UTC by accident.
+  const terminal = spawn(tool('script'), ['-qfec', command, '/dev/null'], { cwd: ROOT, env: { ...process.env, TZ: 'Asia/Kathmandu' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let screen = '';
+  terminal.stdout.on('data', (d) => (screen += d));
+  const closed = new Promise((r) => terminal.on('close', r));
+  const lines = () => screen.split(/\r?\n/).filter(Boolean);
+  let pid = 0;
+  try {
+    const listening = await until('listening on the terminal', async () => lines().find((l) => l.includes('listening')), 20000);
+    // Tessera's own pid, on every line (in either format): it is stopped by its pid, and script ends with it.
+    const pidOf = /\[(\d+)\]|"pid":(\d+)/.exec(listening);
+    pid = Number(pidOf?.[1] ?? pidOf?.[2] ?? 0);
+    assert.match(listening, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \+05:45 \[\d+\] INFO listening addr=127\.0\.0\.1 port=\d+$/);
+    const c = await connect({ host: '127.0.0.1', port, user, database: TEST_DB });
+    await c.end();
+    const login = await until('the login on the terminal', async () => lines().find((l) => / INFO client logged in /.test(l)));
+    assert.match(login, new RegExp(`\\+05:45 \\[\\d+\\] INFO client logged in client=\\d+ user=${user} db=${TEST_DB} addr=127\\.0\\.0\\.1$`));
+    assert.not.ok(lines().some((l) => l.startsWith('{')), `JSON on the terminal:\n${screen}`);
+    process.kill(pid, 'SIGTERM');
+    await closed;
+  } finally {
+    if (terminal.exitCode === null) {
+      if (pid) process.kill(pid, 'SIGKILL');
+      terminal.kill('SIGKILL');
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // The same config on a pipe: JSON lines.
+  const piped = await spawnTessera({ databases: { [TEST_DB]: clusterEntry(cluster) } });
+  try {
+    assert.ok(jsonLines(piped.output()).some((l) => l.msg === 'listening'), piped.output());
+  } finally {
+    await piped.stop();
   }
 });
 

@@ -1,6 +1,7 @@
 // `workers: 2`: two processes share the port, each with its own pools sized so the totals stay as
 // configured; the admin console and the metrics endpoint sum both; a cancel request reaches the
-// worker that owns the client whichever worker it lands on; signals stop both.
+// worker that owns the client whichever worker it lands on; SUSPEND spans both, and so does the
+// resume when its admin leaves; signals stop both.
 import fs from 'node:fs';
 import net from 'node:net';
 import { serialize } from 'pg-protocol';
@@ -9,7 +10,7 @@ import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { testUnless } from '../support/tools.js';
-import { spawnTessera, clusterEntry, connect, rejection, until, freePort, sendCancel, type TesseraProcess } from '../support/tessera.js';
+import { spawnTessera, clusterEntry, connect, rejection, until, freePort, sendCancel, settle, settledSoon, type TesseraProcess } from '../support/tessera.js';
 
 let cluster: Cluster;
 let t: TesseraProcess;
@@ -223,6 +224,30 @@ test('the metrics endpoint sums the workers: /metrics, the dashboard\'s data, /r
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await admin.end();
+  }
+});
+
+test('SUSPEND reaches both workers; when the admin who suspended disconnects, both resume by themselves', async () => {
+  const admin = () => connect({ ...conn('pgbouncer'), user: 'admin' });
+  const finder = await admin();
+  const clients = await clientsOnBothWorkers(finder);
+  await finder.end();
+  // The console connection lands on one worker; SUSPEND runs on every worker.
+  const suspender = await admin();
+  try {
+    await suspender.query('SUSPEND');
+    const answers = clients.map((c, i) => settle(c.query(`select ${i} as i`)));
+    assert.not.ok(await settledSoon(Promise.race(answers)), 'a query ran under SUSPEND');
+    await suspender.end();
+    // Clients of both workers are served again (ids odd on worker 0, even on worker 1).
+    let done: Awaited<(typeof answers)[number]>[] | undefined;
+    void Promise.all(answers).then((r) => (done = r));
+    const results = await until('the queries to run', async () => done, 15000);
+    results.forEach((r, i) => assert.ok(r.ok && (r.v as pg.QueryResult).rows[0].i === i, r.ok ? `client ${i}` : r.e.message));
+    await until('the log line', async () => t.output().includes('"msg":"admin disappeared when suspended, doing RESUME"'));
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    await suspender.end().catch(() => {});
   }
 });
 

@@ -91,13 +91,23 @@ export interface TesseraProcess {
   stop(): Promise<void>;
 }
 
-/** Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens. */
-export async function spawnTessera(settings: Record<string, unknown>, userlist?: string, cliArgs: (configFile: string) => string[] = (file) => ['--config', file]): Promise<TesseraProcess & { file: string }> {
+/**
+ * Runs the real CLI (through tsx) on a config written from `settings`; waits until it listens.
+ * `cliArgs` gets that file and its port (to write a pgbouncer.ini of the test's own instead);
+ * `env` is added to this process's environment.
+ */
+export async function spawnTessera(
+  settings: Record<string, unknown>,
+  userlist?: string,
+  cliArgs: (configFile: string, port: number) => string[] = (file) => ['--config', file],
+  env: Record<string, string> = {},
+): Promise<TesseraProcess & { file: string }> {
   const port = await freePort();
   const { dir, file } = writeConfig(settings, userlist, port);
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...cliArgs(file)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...cliArgs(file, port)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
@@ -180,4 +190,15 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A promise's outcome as a value, to be awaited later without an unhandled rejection. */
+export const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: Error) => ({ ok: false as const, e }));
+
+/** Whether `p` settles within a short, bounded wait (used only to see that something is still waiting). */
+export async function settledSoon(p: Promise<unknown>, ms = 500): Promise<boolean> {
+  let done = false;
+  void p.finally(() => (done = true)).catch(() => {});
+  await new Promise((r) => setTimeout(r, ms));
+  return done;
 }

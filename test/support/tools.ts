@@ -1,5 +1,5 @@
 // The one policy for tests that need a program this machine may not have (psql, pgbench, java,
-// ruby-pg, a python3 module, pgbouncer, chromium): declare it with needing(), and where it is
+// ruby-pg, a python3 module, pgbouncer, chromium, logger, script): declare it with needing(), and where it is
 // missing the test is not run, is counted as skipped in the summary line (`N passed, N failed,
 // N skipped`) and is listed with the reason at the end of the output. Never `if (!tool) return`:
 // that counts as passed a test that checked nothing.
@@ -21,6 +21,8 @@ export type Tool =
   | 'pgjdbc'
   | 'ruby-pg'
   | 'chromium'
+  | 'logger'
+  | 'script'
   | `python3:${string}`;
 
 function executable(file: string): boolean {
@@ -60,6 +62,9 @@ const FINDERS: Record<string, { find: () => string | undefined; looked: string }
     looked: 'ruby on PATH able to require "pg" (apt-get install ruby-pg)',
   },
   chromium: { find: () => onPath('chromium') ?? onPath('chromium-browser'), looked: 'PATH (apt-get install chromium)' },
+  // util-linux's, from Debian's essential bsdutils package.
+  logger: { find: () => onPath('logger'), looked: 'PATH (apt-get install bsdutils)' },
+  script: { find: () => onPath('script'), looked: 'PATH (apt-get install bsdutils)' },
 };
 
 function finder(tool: Tool): { find: () => string | undefined; looked: string } {

@@ -55,6 +55,9 @@ reserve_pool_timeout = 2.5
 server_idle_timeout = 300
 tcp_keepalive = yes
 ignore_startup_parameters = extra_float_digits
+syslog = 1
+syslog_ident = pgbouncer
+syslog_facility = LOCAL3
 
 [users]
 alice = pool_mode=session max_user_connections=3
@@ -87,6 +90,9 @@ const EQUIVALENT_JSON = {
   reserve_pool_timeout: 2.5,
   server_idle_timeout: 300,
   tcp_keepalive: true,
+  syslog: true,
+  syslog_ident: 'pgbouncer',
+  syslog_facility: 'local3',
   databases: {
     appdb: { host: '127.0.0.1', port: 5432, dbname: 'app' },
     forcedb: { host: '10.0.0.5', port: 6543, dbname: 'forced', user: 'svc', password: PASSWORD, pool_size: 5, pool_mode: 'session' },
@@ -132,7 +138,7 @@ test('warnings for database and user parameters Tessera lacks; host lists and [p
     `[pgbouncer]
 listen_addr = *
 auth_type = trust
-syslog = 1
+dns_max_ttl = 15
 max_cilent_conn = 5
 [databases]
 db = host=a.example,b.example auth_user=pgb connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC password=topsecret
@@ -148,7 +154,7 @@ bob = pool_size=4 query_timeout=10 query_wait_timeout=5
   assert.is(config.databases.db!.connect_query, 'SELECT 1');
   assert.equal(config.users.bob, { pool_size: 4, query_timeout: 10 });
   const expected = [
-    `${path}:4: setting "syslog" is not supported by Tessera and is ignored`,
+    `${path}:4: setting "dns_max_ttl" is not supported by Tessera and is ignored`,
     `${path}:5: setting "max_cilent_conn" is not a PgBouncer or Tessera setting (a typo?) and is ignored`,
     `${path}:7: database "db": parameter "client_encoding" is not supported by Tessera and is ignored`,
     `${path}:7: database "db": parameter "datestyle" is not supported by Tessera and is ignored`,
@@ -230,6 +236,8 @@ test('schema errors from the converted config land on their ini line', () => {
   assert.is(errorOf(() => loadAnyConfig(auth)), `${auth}:2: auth_file: file not found (${join(dir, 'missing.txt')})`);
   const hba = file('hba.ini', '[pgbouncer]\nauth_type = pam\n');
   assert.match(errorOf(() => loadAnyConfig(hba)), `${hba}:2: auth_type: expected one of`);
+  const facility = file('facility.ini', '[pgbouncer]\nauth_type = trust\nsyslog = 1\nsyslog_facility = local9\n');
+  assert.match(errorOf(() => loadAnyConfig(facility)), `${facility}:4: syslog_facility: expected one of "auth", "authpriv", "daemon"`);
 });
 
 test('TLS settings from a pgbouncer.ini: file paths beside the ini, modes in any case, the rest named', () => {
