@@ -65,14 +65,21 @@ export class Pooler implements ClientHost {
   private readonly runtime: Runtime;
   /** Databases closed to new clients by DISABLE. */
   private readonly disabled = new Set<string>();
-  /** Where each client that is logging in goes once authenticated (until it has its pool). */
-  private readonly destinations = new WeakMap<ClientConnection, Destination>();
+  /**
+   * Where each client that is logging in goes once authenticated, until it has its pool (or
+   * leaves: onClientClosed). A Map, not a WeakMap: an entry per login, short-lived, is much
+   * cheaper to add and drop there (connection storms).
+   */
+  private readonly destinations = new Map<ClientConnection, Destination>();
   private readonly consoleView: PoolerAdminView;
   private workerLink: WorkerLink | undefined;
   /** The console connection that ran SUSPEND: when it goes, the pooler resumes (onClientClosed). */
   private suspendedBy: ClientConnection | null = null;
   /** Refused logins, client errors, session logins and the per-accessor accounting (metrics). */
   readonly stats: PoolerStats;
+  private cachedLoginContext: LoginContext | null = null;
+  /** The configuration cachedLoginContext was made from. */
+  private loginContextOf: Configuration | null = null;
 
   constructor(private readonly options: PoolerOptions) {
     this.configuration = configurationOf(options.config, options.userlist);
@@ -242,9 +249,25 @@ export class Pooler implements ClientHost {
     return { start: () => ({ kind: 'later', next: resumed.then(() => auth.start()) }), receive: (body) => auth.receive(body) };
   }
 
+  /** What the login policy reads, made once per configuration rather than per login. */
   private loginContext(): LoginContext {
+    if (this.loginContextOf === this.configuration) return this.cachedLoginContext!;
     const { config, userlist, hba, tls } = this.configuration;
-    return { config, userlist, hba, serverTls: tls.server, embedded: this.embedded, stopping: this.runtime.isStopping, registry: this.registry, disabled: this.disabled, limiter: this.limiter };
+    const runtime = this.runtime;
+    this.loginContextOf = this.configuration;
+    return (this.cachedLoginContext = {
+      config,
+      userlist,
+      hba,
+      serverTls: tls.server,
+      embedded: this.embedded,
+      get stopping() {
+        return runtime.isStopping;
+      },
+      registry: this.registry,
+      disabled: this.disabled,
+      limiter: this.limiter,
+    });
   }
 
   poolFor(client: ClientConnection): Pool {
@@ -309,6 +332,7 @@ export class Pooler implements ClientHost {
 
   onClientClosed(client: ClientConnection): void {
     this.registry.removeClient(client);
+    this.destinations.delete(client);
     if (client.account) this.stats.accounting.close(client.account);
     if (client === this.suspendedBy && suspension.active) {
       log.warn({ client: client.id, user: client.user }, 'admin disappeared when suspended, doing RESUME');
