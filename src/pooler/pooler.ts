@@ -287,8 +287,10 @@ export class Pooler implements ClientHost {
         () => this.mayOpen(name, serverUser),
       );
     });
-    // Keys proven by the latest client replace older ones (the password may have changed).
-    if (!created && (credentials.kind === 'scram-keys' || pool.credentials.kind === 'none')) pool.credentials = credentials;
+    // What the latest login brings replaces what the pool had: keys a client just proved, or the
+    // auth_file secret as it stands since the last RELOAD (the password may have changed). A login
+    // that brings nothing (a SCRAM secret whose keys this client did not prove) keeps the old.
+    if (!created && credentials.kind !== 'none') pool.credentials = credentials;
     return pool;
   }
 
