@@ -17,6 +17,10 @@
 // socket: what an idle client costs a Node.js process at least.
 //
 //   node --import tsx bench/floor.ts [--duration S] [--rounds N] [--memory-clients N]
+//                                    [--only select,connect,memory] [--tessera-cpu-prof DIR]
+//
+// --only runs some of the three parts (e.g. `--only connect` to work on the login path);
+// --tessera-cpu-prof runs Tessera with node --cpu-prof, its profile written to DIR at its exit.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
@@ -52,10 +56,32 @@ async function startBaseline(mode: 'relay' | 'pool' | 'idle', args: string[]): P
   return { pid: p.child.pid, port, stop: () => stop(p, 'SIGTERM') };
 }
 
+const PARTS = ['select', 'connect', 'memory'] as const;
+type Part = (typeof PARTS)[number];
+
+function parts(argv: string[]): Set<Part> {
+  const i = argv.indexOf('--only');
+  if (i < 0) return new Set(PARTS);
+  const wanted = (argv[i + 1] ?? '').split(',').filter(Boolean);
+  const unknown = wanted.filter((w) => !(PARTS as readonly string[]).includes(w));
+  if (wanted.length === 0 || unknown.length > 0) throw new Error(`--only expects some of ${PARTS.join(',')}`);
+  return new Set(wanted as Part[]);
+}
+
+function textOption(argv: string[], name: string): string | null {
+  const i = argv.indexOf(name);
+  if (i < 0) return null;
+  const v = argv[i + 1];
+  if (!v || v.startsWith('--')) throw new Error(`${name} needs a value`);
+  return v;
+}
+
 async function main(argv: string[]): Promise<void> {
   const duration = option(argv, '--duration', 10);
   const rounds = option(argv, '--rounds', 2);
   const memoryClients = option(argv, '--memory-clients', 10_000);
+  const only = parts(argv);
+  const cpuProf = textOption(argv, '--tessera-cpu-prof');
   if (!PG_BIN) throw new Error('pgbench not found (/usr/lib/postgresql/*/bin or PATH)');
   const pgbouncerBin = pgbouncerBinary();
   if (!pgbouncerBin) throw new Error('no pgbouncer on PATH (apt-get install pgbouncer): the floor is measured against it');
@@ -72,7 +98,7 @@ async function main(argv: string[]): Promise<void> {
     const settings = { poolSize: 20, maxClientConn: 1000 };
     const pgbouncer: Pooler = await startPgBouncer(pgbouncerBin, backend, settings);
     stops.push(() => pgbouncer.stop());
-    const tessera: Pooler = await startTessera(backend, settings, runner);
+    const tessera: Pooler = await startTessera(backend, settings, runner, cpuProf === null ? null : path.resolve(cpuProf));
     stops.push(() => tessera.stop());
     const relay = await startBaseline('relay', [String(cluster.port)]);
     stops.push(relay.stop);
@@ -101,12 +127,12 @@ async function main(argv: string[]): Promise<void> {
       lines.push('');
     };
     const target = (label: string, port: number, pid: number | undefined, db: string): Target => ({ label, port, pid, db, tps: [], cpuUs: [] });
-    await compare('pgbench -S, 16 clients, session mode', ['-S'], [
+    if (only.has('select')) await compare('pgbench -S, 16 clients, session mode', ['-S'], [
       target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_SESSION),
       target('Tessera', tessera.port, tessera.pid, DB_SESSION),
       target('Node relay, no parsing', relay.port, relay.pid, 'bench'),
     ]);
-    await compare('pgbench -S -C, 16 clients, transaction mode', ['-S', '-C'], [
+    if (only.has('connect')) await compare('pgbench -S -C, 16 clients, transaction mode', ['-S', '-C'], [
       target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX),
       target('Tessera', tessera.port, tessera.pid, DB_TX),
       target('Node pool, fixed login reply, no checks', pool.port, pool.pid, 'bench'),
@@ -120,8 +146,8 @@ async function main(argv: string[]): Promise<void> {
       { label: 'Tessera', launch: () => startTessera(backend, memSettings, runner) },
       { label: 'Node server, fixed login reply', launch: () => startBaseline('idle', []) },
     ];
-    lines.push(`| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
-    for (const m of memoryTargets) {
+    if (only.has('memory')) lines.push(`| ${memoryClients.toLocaleString('en-US')} idle clients | RSS per client |`, '|---|---:|');
+    for (const m of only.has('memory') ? memoryTargets : []) {
       const p = await m.launch();
       stops.push(p.stop);
       const r = await measureIdleClients(p.pid, p.port, BENCH_USER, DB_TX, memoryClients);

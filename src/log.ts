@@ -21,6 +21,17 @@ const OPTIONS = {
 
 export let log: Logger = pino({ level: process.env.TESSERA_LOG_LEVEL ?? 'info', ...OPTIONS });
 
+/** pino's numbers for the levels; a level is logged when its number is at least the logger's. */
+const INFO = 30;
+const DEBUG = 20;
+
+/**
+ * Whether info (debug) lines are written: for lines on a connection's path, asked before their
+ * fields are gathered, so that under log_level warn a connection storm builds nothing for them.
+ */
+export const logsInfo = (): boolean => log.levelVal <= INFO;
+export const logsDebug = (): boolean => log.levelVal <= DEBUG;
+
 export function setLogLevel(level: string): void {
   log.level = level;
 }

@@ -1,7 +1,7 @@
 // MD5 password auth (PostgreSQL's AuthenticationMD5Password) and cleartext password checks.
 import { createHash } from 'node:crypto';
 import { constantTimeEqual, type StoredSecret } from './secret.js';
-import { scramKeys } from './scram.js';
+import { rememberScramKeys, scramKeys } from './scram.js';
 
 const md5hex = (data: string | Buffer) => createHash('md5').update(data).digest('hex');
 const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest();
@@ -40,10 +40,12 @@ export function verifyPlainPassword(secret: StoredSecret, user: string, password
     case 'md5':
       return constantTimeEqual(Buffer.from(md5Secret(password, user)), Buffer.from(secret.hash));
     case 'scram': {
-      const { clientKey, serverKey } = scramKeys(password, secret.salt, secret.iterations);
+      // A client's guess: its keys are kept only if it turns out right.
+      const keys = scramKeys(password, secret.salt, secret.iterations, false);
       // Evaluate both comparisons (no short-circuit) so timing doesn't depend on which one failed.
-      const storedOk = constantTimeEqual(sha256(clientKey), secret.storedKey);
-      const serverOk = constantTimeEqual(serverKey, secret.serverKey);
+      const storedOk = constantTimeEqual(sha256(keys.clientKey), secret.storedKey);
+      const serverOk = constantTimeEqual(keys.serverKey, secret.serverKey);
+      if (storedOk && serverOk) rememberScramKeys(password, secret.salt, secret.iterations, keys);
       return storedOk && serverOk;
     }
   }

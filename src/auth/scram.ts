@@ -26,10 +26,54 @@ function xor(a: Buffer, b: Buffer): Buffer {
   return out;
 }
 
-/** ClientKey and ServerKey for a password (SaltedPassword never leaves this function). */
-export function scramKeys(password: string, salt: Buffer, iterations: number): { clientKey: Buffer; serverKey: Buffer } {
+/**
+ * ClientKey and ServerKey derived before, by a digest of (iterations, salt, password): the
+ * PBKDF2 rounds are paid once per secret, not at every login of the same user with the same
+ * password (a client verified against a plaintext auth_file password, Tessera logging in to
+ * PostgreSQL with one), as PgBouncer 1.25 caches them. A changed password, salt or iteration
+ * count has another digest and misses. The digest is an HMAC under a key drawn at start, so the
+ * cache holds no password and nothing a guess could be checked against outside this process.
+ * Only configured or verified passwords are kept, never a client's mere guess. Module-private,
+ * never logged or shown; bounded, the oldest entry going first.
+ */
+export interface ScramKeys {
+  readonly clientKey: Buffer;
+  readonly serverKey: Buffer;
+}
+const derivedKeys = new Map<string, ScramKeys>();
+const DERIVED_KEYS_LIMIT = 1000;
+const derivedKeysKey = randomBytes(32);
+
+function derivedKeysId(password: string, salt: Buffer, iterations: number): string {
+  // The salt's length first, so that no (salt, password) pair can run into another's.
+  return createHmac('sha256', derivedKeysKey).update(`${iterations}:${salt.length}:`).update(salt).update(password, 'utf8').digest('base64');
+}
+
+/**
+ * ClientKey and ServerKey for a password (SaltedPassword never leaves this function); the Buffers
+ * may be shared with earlier callers, so they are never written to. `remember`: the password is
+ * a configured one, whose keys are kept for the next login; false for a client's cleartext
+ * password, kept only once it verified (rememberScramKeys).
+ */
+export function scramKeys(password: string, salt: Buffer, iterations: number, remember = true): ScramKeys {
+  const id = derivedKeysId(password, salt, iterations);
+  const known = derivedKeys.get(id);
+  if (known) return known;
   const salted = pbkdf2Sync(Buffer.from(password, 'utf8'), salt, iterations, KEY_LEN, 'sha256');
-  return { clientKey: hmac(salted, 'Client Key'), serverKey: hmac(salted, 'Server Key') };
+  const keys = { clientKey: hmac(salted, 'Client Key'), serverKey: hmac(salted, 'Server Key') };
+  salted.fill(0);
+  if (remember) keep(id, keys);
+  return keys;
+}
+
+/** Keeps the keys of a password that verified against its secret (see scramKeys). */
+export function rememberScramKeys(password: string, salt: Buffer, iterations: number, keys: ScramKeys): void {
+  keep(derivedKeysId(password, salt, iterations), keys);
+}
+
+function keep(id: string, keys: ScramKeys): void {
+  if (derivedKeys.size >= DERIVED_KEYS_LIMIT) derivedKeys.delete(derivedKeys.keys().next().value!);
+  derivedKeys.set(id, keys);
 }
 
 /** A SCRAM secret in PostgreSQL's format (formatSecret() gives the rolpassword text). */

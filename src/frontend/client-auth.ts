@@ -41,10 +41,12 @@ export function refuse(error: PgError): Authenticator {
 }
 
 const SCRAM = 'SCRAM-SHA-256';
+/** Until an md5 exchange draws its salt: shared, never written to. */
+const NO_SALT = Buffer.alloc(0);
 
 export class PasswordAuthenticator implements Authenticator {
   private stage: 'start' | 'cleartext' | 'md5' | 'scram-first' | 'scram-final' | 'done' = 'start';
-  private salt = Buffer.alloc(0);
+  private salt = NO_SALT;
   private scram: ScramServer | null = null;
 
   constructor(
@@ -134,6 +136,9 @@ export class PasswordAuthenticator implements Authenticator {
   }
 }
 
+/** What the credentials' `-c` names start with (options.ts's PARAM_*). */
+const CREDENTIAL_PREFIX = 'tessera.';
+
 /**
  * Takes session-token credentials out of the startup parameters (directly, or as `-c tessera.*`
  * inside `options`). They never reach PostgreSQL, whatever kind of database the client asked for.
@@ -142,23 +147,27 @@ export function takeSessionCredentials(params: ReadonlyMap<string, string>): {
   credentials: SessionCredentials | null;
   serverParams: Map<string, string>;
 } {
-  const serverParams = new Map(params);
-  const found = new Map<string, string>();
-  for (const name of [PARAM_SESSION_ID, PARAM_NONCE, PARAM_AUTHENT_TOKEN]) {
-    const v = serverParams.get(name);
-    if (v !== undefined) found.set(name, v);
-    serverParams.delete(name);
+  // One pass that copies what is not a credential (a Map copied whole, then pruned, costs more).
+  const serverParams = new Map<string, string>();
+  let sessionId: string | undefined;
+  let nonce: string | undefined;
+  let authentToken: string | undefined;
+  for (const [name, value] of params) {
+    if (name === PARAM_SESSION_ID) sessionId = value;
+    else if (name === PARAM_NONCE) nonce = value;
+    else if (name === PARAM_AUTHENT_TOKEN) authentToken = value;
+    else serverParams.set(name, value);
   }
   const options = serverParams.get('options');
-  if (options !== undefined) {
-    const { settings, rest } = extractSettings(options, 'tessera.');
-    for (const [k, v] of settings) found.set(k, v);
+  if (options !== undefined && options.toLowerCase().includes(CREDENTIAL_PREFIX)) {
+    // Inside `options` they win over top-level ones; every tessera.* setting is taken out.
+    const { settings, rest } = extractSettings(options, CREDENTIAL_PREFIX);
+    sessionId = settings.get(PARAM_SESSION_ID) ?? sessionId;
+    nonce = settings.get(PARAM_NONCE) ?? nonce;
+    authentToken = settings.get(PARAM_AUTHENT_TOKEN) ?? authentToken;
     if (rest === undefined) serverParams.delete('options');
     else serverParams.set('options', rest);
   }
-  const sessionId = found.get(PARAM_SESSION_ID);
-  const nonce = found.get(PARAM_NONCE);
-  const authentToken = found.get(PARAM_AUTHENT_TOKEN);
   const credentials = sessionId !== undefined && nonce !== undefined && authentToken !== undefined ? { sessionId, nonce, authentToken } : null;
   return { credentials, serverParams };
 }

@@ -27,7 +27,7 @@ import { Negotiation, type NegotiatingClient } from './negotiate.js';
 import { TokenLogin, type TokenLoginClient } from './token-login.js';
 import { HeldInput } from './held-input.js';
 import { splitStartupParameters } from '../pool/startup-parameters.js';
-import { checkStartup, knownStartup, loginStatus, type Settings } from './session-settings.js';
+import { checkStartup, knownStartup, loginStatusBlock, type Settings } from './session-settings.js';
 import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
 import { sessionStateDisturbance } from '../pool/session-sql.js';
 import type { ClientTls } from '../tls/contexts.js';
@@ -79,8 +79,8 @@ export interface ClientHost {
 const READY_IDLE = 0x49;
 const READY_IDLE_MESSAGE = msg.readyForQuery(READY_IDLE);
 const nextClientId = idSequence();
-/** Shared empty list, replaced by a real array when a login reply has a prefix: never pushed to. */
-const NOTHING_HELD: Buffer[] = [];
+/** Shared empty list of early chunks: never pushed to. */
+const NOTHING_EARLY: readonly Buffer[] = [];
 
 const ignore = (): void => {};
 const NO_PARAMS: ReadonlyMap<string, string> = new Map();
@@ -159,8 +159,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private negotiation: Negotiation | null;
   private readonly framer = new Framer(this);
   private auth: Authenticator | null = null;
-  /** AuthenticationOk (and SASLFinal), held to go out with the rest of the login reply. */
-  private replyPrefix: Buffer[] = NOTHING_HELD;
+  /** SCRAM's SASLFinal, held to go out with the rest of the login reply (msg.loginReply). */
+  private saslFinal: Buffer | null = null;
   /** Waiting for the server its database's connect_query runs on, which it then keeps. */
   private connectPending = false;
   private waiting = false;
@@ -230,6 +230,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   terminate(): void {
     this.terminated = true;
     this.closeReason ??= { reason: 'client close request', byPooler: false };
+    if (this.phase !== ClientPhase.Closed && this.tlsSocket === null && this.socket.writableLength === 0) {
+      // Nothing left to send and no TLS session to end: closed at once, as PostgreSQL and
+      // PgBouncer close theirs, without a half-close and a wait for the client's FIN.
+      this.socket.destroy();
+      this.teardown();
+      return;
+    }
     this.close();
   }
 
@@ -385,7 +392,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
         return;
       case 'ok':
         // Sent with the rest of the login reply: one write per login (connection storms).
-        this.replyPrefix = step.before ? [step.before, msg.authOk()] : [msg.authOk()];
+        this.saslFinal = step.before ?? null;
         this.auth = null;
         this.scramClientKey = step.scramClientKey;
         this.beginSession(step.serverParams);
@@ -420,7 +427,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       return this.requestServer();
     }
     const cached = this.pool!.statusCache.get(this.variant);
-    if (cached && this.uncheckedStartup === null) this.finishLogin(loginStatus(cached, this.startupSettings), this.startupSettings.size === 0);
+    if (cached && this.uncheckedStartup === null) this.finishLogin(cached, true);
     else this.requestServer();
   }
 
@@ -499,7 +506,6 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   // ---- TokenLoginClient ----
 
   sessionOpened(server: ServerConnection | null, status: ReadonlyMap<string, string>): void {
-    this.replyPrefix = [msg.authOk()];
     if (server) this.keepServer(server);
     else this.finishLogin(status);
   }
@@ -521,16 +527,18 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.txRelay!.queue(server, bytes, readies);
   }
 
-  /** `unchanging`: `status` is a pool's cached copy, whose encoded bytes can be reused. */
+  /**
+   * Sends the whole login reply in one write. `status`: the server's ParameterStatus values, the
+   * client's startup settings over them; `unchanging`: `status` is a pool's cached copy, whose
+   * encoded bytes are reused.
+   */
   private finishLogin(status: ReadonlyMap<string, string>, unchanging = false): void {
-    const parts: Buffer[] = this.replyPrefix === NOTHING_HELD ? [] : this.replyPrefix;
-    this.replyPrefix = NOTHING_HELD;
-    parts.push(msg.parameterStatusBlock(status, unchanging), msg.backendKeyData(this.pid, this.secret), READY_IDLE_MESSAGE);
-    this.socket.write(Buffer.concat(parts));
+    this.socket.write(msg.loginReply(this.saslFinal, loginStatusBlock(status, this.startupSettings, unchanging), this.pid, this.secret));
+    this.saslFinal = null;
     this.phase = ClientPhase.Ready;
     if (!this.admin) this.account = this.host.openAccount(this);
     clientLoggedIn(this);
-    const early = this.held.takeChunks().chunks;
+    const early = this.held.empty ? NOTHING_EARLY : this.held.takeChunks().chunks;
     if (this.admin) this.socket.resume();
     else resumeReading(this.socket);
     for (const chunk of early) this.onData(chunk);
@@ -665,7 +673,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   onStatusKnown(status: ReadonlyMap<string, string>): void {
     this.waiting = false;
-    if (this.phase === ClientPhase.Login) this.finishLogin(loginStatus(status, this.startupSettings), this.startupSettings.size === 0);
+    // The pool's cached copy (see Pool.launch).
+    if (this.phase === ClientPhase.Login) this.finishLogin(status, true);
   }
 
   onServerAssigned(server: ServerConnection): void {
@@ -719,7 +728,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
         this.uncheckedStartup = null;
         this.startupSettings = canonical;
         this.txRelay?.startWith(canonical);
-        this.finishLogin(loginStatus(server.status, canonical));
+        this.finishLogin(server.status);
       },
       (err: PgError) => {
         this.pool!.release(server);

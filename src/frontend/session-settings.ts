@@ -9,7 +9,7 @@
  * identity test, and clients with the same startup values share one map.
  */
 import { NO_SESSION_SETTINGS, decodeDataRow, type ServerConnection } from '../pool/server-connection.js';
-import { Backend } from '../protocol/messages.js';
+import { Backend, parameterStatusBlock } from '../protocol/messages.js';
 
 export type Settings = ReadonlyMap<string, string>;
 
@@ -67,8 +67,16 @@ export function textArray(values: readonly string[]): string {
   return `{${values.map((v) => `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`;
 }
 
-/** Checked startup values per pool: `name\0value` -> canonical value (bounded). */
-const checked = new WeakMap<object, Map<string, string>>();
+/**
+ * Per pool: the startup values checked there (`name\0value` -> canonical value), and the canonical
+ * settings already worked out for a client's whole set (by `name\0value\0...` in the order sent),
+ * so that a login like many before it costs one lookup. Both bounded.
+ */
+interface CheckedStartup {
+  values: Map<string, string>;
+  sets: Map<string, Settings>;
+}
+const checked = new WeakMap<object, CheckedStartup>();
 const CHECKED_LIMIT = 10000;
 
 /** The canonical form of every startup value, if each was checked on this pool before; else null. */
@@ -76,25 +84,31 @@ export function knownStartup(pool: object, startup: Settings): Settings | null {
   if (startup.size === 0) return NO_SESSION_SETTINGS;
   const known = checked.get(pool);
   if (!known) return null;
+  let key = '';
+  for (const [name, value] of startup) key += `${name}\0${value}\0`;
+  const seen = known.sets.get(key);
+  if (seen !== undefined) return seen;
   const canonical = new Map<string, string>();
   for (const [name, value] of startup) {
-    const c = known.get(`${name}\0${value}`);
+    const c = known.values.get(`${name}\0${value}`);
     if (c === undefined) return null;
     canonical.set(name, c);
   }
-  return sharedSettings(canonical);
+  const settings = sharedSettings(canonical);
+  if (known.sets.size < CHECKED_LIMIT) known.sets.set(key, settings);
+  return settings;
 }
 
 /** Remembers the rows CHECK_STARTUP_SQL returned; gives the client's canonical startup values. */
 export function rememberStartup(pool: object, startup: Settings, rows: (string | null)[][]): Settings {
   let known = checked.get(pool);
-  if (!known) checked.set(pool, (known = new Map()));
+  if (!known) checked.set(pool, (known = { values: new Map(), sets: new Map() }));
   const canonical = new Map<string, string>();
   const values = [...startup.values()];
   rows.forEach((row, i) => {
     const value = row[1] ?? '';
     canonical.set(row[0]!, value);
-    if (known.size < CHECKED_LIMIT) known.set(`${row[0]}\0${values[i]}`, value);
+    if (known.values.size < CHECKED_LIMIT) known.values.set(`${row[0]}\0${values[i]}`, value);
   });
   return sharedSettings(canonical);
 }
@@ -108,6 +122,23 @@ export function loginStatus(status: ReadonlyMap<string, string>, startup: Settin
     if (value !== undefined) mine.set(name, value);
   }
   return mine;
+}
+
+/** ParameterStatus blocks by cached status map, then by the client's startup settings (both never changed). */
+const loginBlocks = new WeakMap<ReadonlyMap<string, string>, WeakMap<Settings, Buffer>>();
+
+/**
+ * The login reply's ParameterStatus messages (loginStatus, encoded). `unchanging`: `status` is a
+ * pool's cached copy, never modified, so the bytes for it and these startup settings are built
+ * once and shared by every such login.
+ */
+export function loginStatusBlock(status: ReadonlyMap<string, string>, startup: Settings, unchanging: boolean): Buffer {
+  if (!unchanging) return parameterStatusBlock(loginStatus(status, startup));
+  let byStartup = loginBlocks.get(status);
+  if (byStartup === undefined) loginBlocks.set(status, (byStartup = new WeakMap()));
+  let block = byStartup.get(startup);
+  if (block === undefined) byStartup.set(startup, (block = parameterStatusBlock(loginStatus(status, startup))));
+  return block;
 }
 
 /**

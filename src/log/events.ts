@@ -6,7 +6,7 @@
  * Never a secret: only ids, user and database names, addresses, SQLSTATEs and Tessera's own
  * messages (which never quote a password or token).
  */
-import { log } from '../log.js';
+import { log, logsInfo } from '../log.js';
 
 /** What the events read of a client (ClientConnection has these fields). */
 export interface LoggedClient {
@@ -44,11 +44,17 @@ export function applyLogSwitches(config: LogSwitches): void {
   switches = { log_connections: config.log_connections, log_disconnections: config.log_disconnections, log_pooler_errors: config.log_pooler_errors };
 }
 
+/**
+ * A switch is on and info lines are logged: checked before a line's fields are gathered, so that
+ * with log_level warn a connection storm builds no objects for lines nobody writes.
+ */
+const logging = (on: boolean): boolean => on && logsInfo();
+
 const who = (c: LoggedClient) => ({ client: c.id, user: c.user || undefined, db: c.database || undefined, addr: c.remoteAddress });
 const ageSeconds = (since: number) => Math.round((Date.now() - since) / 100) / 10;
 
 export function clientLoggedIn(c: LoggedClient): void {
-  if (switches.log_connections) log.info(who(c), 'client logged in');
+  if (logging(switches.log_connections)) log.info(who(c), 'client logged in');
 }
 
 /**
@@ -56,12 +62,12 @@ export function clientLoggedIn(c: LoggedClient): void {
  * timeout before the login finished, the server unreachable): the line brute force shows up in.
  */
 export function loginRefused(c: LoggedClient, err: LoggedError): void {
-  if (switches.log_pooler_errors) log.info({ ...who(c), code: err.code, reason: err.message }, 'login refused');
+  if (logging(switches.log_pooler_errors)) log.info({ ...who(c), code: err.code, reason: err.message }, 'login refused');
 }
 
 /** An error Tessera sent a logged-in client that stays connected. */
 export function poolerError(c: LoggedClient, err: LoggedError): void {
-  if (switches.log_pooler_errors) log.info({ ...who(c), code: err.code, reason: err.message }, 'pooler error');
+  if (logging(switches.log_pooler_errors)) log.info({ ...who(c), code: err.code, reason: err.message }, 'pooler error');
 }
 
 /**
@@ -69,7 +75,7 @@ export function poolerError(c: LoggedClient, err: LoggedError): void {
  * shutdown, its server lost), with the error it was sent; else the client left.
  */
 export function clientClosed(c: LoggedClient, reason: string, byPooler: boolean, code?: string): void {
-  if (switches.log_disconnections) log.info({ ...who(c), by: byPooler ? 'pooler' : 'client', code, reason, age_s: ageSeconds(c.connectedAt) }, 'client closed');
+  if (logging(switches.log_disconnections)) log.info({ ...who(c), by: byPooler ? 'pooler' : 'client', code, reason, age_s: ageSeconds(c.connectedAt) }, 'client closed');
 }
 
 /** A startup packet that is not one (bad length, unknown request code): closed without a reply. */
@@ -80,12 +86,12 @@ export function invalidStartupPacket(addr: string, reason: string): void {
 const server = (pool: string, s: LoggedServer) => ({ pool, server: s.id, backend_pid: s.pid || undefined, host: s.target.host, port: s.target.port });
 
 export function serverConnected(pool: string, s: LoggedServer): void {
-  if (switches.log_connections) log.info(server(pool, s), 'server connection opened');
+  if (logging(switches.log_connections)) log.info(server(pool, s), 'server connection opened');
 }
 
 /** A logged-in server connection closed; `reason` says who ended it and why. */
 export function serverClosed(pool: string, s: LoggedServer, reason: string): void {
-  if (switches.log_disconnections) log.info({ ...server(pool, s), reason, age_s: ageSeconds(s.createdAt) }, 'server connection closed');
+  if (logging(switches.log_disconnections)) log.info({ ...server(pool, s), reason, age_s: ageSeconds(s.createdAt) }, 'server connection closed');
 }
 
 /** A server login failed; `retryInS`: when the pool tries again for the clients still waiting. */

@@ -39,14 +39,15 @@ export function workerOfId(id: number, workers = workerCount): number {
 const randomPool = Buffer.alloc(4096);
 let randomOffset = randomPool.length;
 
-function random8(): Buffer {
+/** The offset in randomPool of 8 fresh random bytes (read in place: no view allocated per key). */
+function random8(): number {
   if (randomOffset + 8 > randomPool.length) {
     randomFillSync(randomPool);
     randomOffset = 0;
   }
-  const key = randomPool.subarray(randomOffset, randomOffset + 8);
+  const at = randomOffset;
   randomOffset += 8;
-  return key;
+  return at;
 }
 
 /** peer_id's place in a peered key's secret: bits 30..17; bit 31 marks a forwarded request. */
@@ -64,10 +65,10 @@ const FORWARDED = 0x80000000;
  * connection, and a wrong key is dropped without an answer.
  */
 export function newCancelKey(peerId = 0): { pid: number; secret: number } {
-  const key = random8();
-  const random = key.readUInt32BE(0) & 0xffffff;
-  const pid = workerCount > 1 ? (workerIndex << 24) | random : key.readInt32BE(0) & 0x7fffffff;
-  const secret = peerId > 0 ? ((peerId & PEER_MASK) << PEER_SHIFT) | (key.readInt32BE(4) & SECRET_RANDOM) : key.readInt32BE(4);
+  const at = random8();
+  const random = randomPool.readUInt32BE(at) & 0xffffff;
+  const pid = workerCount > 1 ? (workerIndex << 24) | random : randomPool.readInt32BE(at) & 0x7fffffff;
+  const secret = peerId > 0 ? ((peerId & PEER_MASK) << PEER_SHIFT) | (randomPool.readInt32BE(at + 4) & SECRET_RANDOM) : randomPool.readInt32BE(at + 4);
   return { pid: pid || 1, secret };
 }
 

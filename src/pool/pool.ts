@@ -156,15 +156,24 @@ export interface ClientParams {
  * so a stream of unique application_names cannot grow it; the rest keep their own copy.
  */
 const sharedParams = new Map<string, ClientParams>();
+/** The same, by the parameters in the order sent (`name\0value\0...`): a login like many before it sorts nothing. */
+const sharedByOrder = new Map<string, ClientParams>();
 const SHARED_PARAMS_LIMIT = 1000;
 
 export function shareParams(params: ReadonlyMap<string, string>): ClientParams {
+  let order = '';
+  for (const [name, value] of params) order += `${name}\0${value}\0`;
+  const seen = sharedByOrder.get(order);
+  if (seen) return seen;
   const variant = variantOf(params);
-  const known = sharedParams.get(variant);
-  if (known) return known;
-  const mine = { variant, params };
-  if (sharedParams.size < SHARED_PARAMS_LIMIT) sharedParams.set(variant, mine);
-  return mine;
+  let shared = sharedParams.get(variant);
+  if (!shared) {
+    shared = { variant, params };
+    if (sharedParams.size >= SHARED_PARAMS_LIMIT) return shared;
+    sharedParams.set(variant, shared);
+  }
+  if (sharedByOrder.size < SHARED_PARAMS_LIMIT) sharedByOrder.set(order, shared);
+  return shared;
 }
 
 /** Totals since start, for SHOW STATS (the relay adds to them with plain increments). */

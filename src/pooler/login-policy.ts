@@ -23,6 +23,8 @@ import { addressOf, secretCredentials, type Address } from './server-targets.js'
 export const ADMIN_DB = 'pgbouncer';
 
 const NOT_REPLICATION = new Set(['', 'false', 'off', 'no', '0']);
+/** trust needs no secret, so no auth_query lookup. */
+const NO_LOOKUP: { authUser: string | undefined; query: string } = { authUser: undefined, query: '' };
 
 /** What the policy reads of the pooler. */
 export interface LoginContext {
@@ -31,7 +33,7 @@ export interface LoginContext {
   hba: HbaRules;
   serverTls: ServerTls;
   embedded: Address | undefined;
-  stopping: boolean;
+  readonly stopping: boolean;
   registry: Registry;
   /** Databases closed to new clients by DISABLE. */
   disabled: ReadonlySet<string>;
@@ -67,32 +69,30 @@ export function planLogin(ctx: LoginContext, client: Connecting, params: Readonl
   const user = params.get('user');
   if (!user) return refused('', '', PgError.fatal(SqlState.InvalidAuthorization, 'no PostgreSQL user name specified in startup packet'));
   const database = params.get('database') || user;
-  const refusal = (error: PgError) => refused(user, database, error);
 
-  if (ctx.stopping) return refusal(PgError.fatal(SqlState.CannotConnectNow, 'the pooler is shutting down'));
+  if (ctx.stopping) return refused(user, database, PgError.fatal(SqlState.CannotConnectNow, 'the pooler is shutting down'));
   if (ctx.registry.clients.size > shareOf(c.max_client_conn)) {
-    return refusal(PgError.fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'));
+    return refused(user, database, PgError.fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'));
   }
   const maxForUser = shareOf(maxUserClientConnections(c, user));
   if (maxForUser > 0 && ctx.registry.clientsOfUser(user, client) >= maxForUser) {
-    return refusal(PgError.fatal(SqlState.TooManyConnections, `no more connections allowed for user "${user}" (max_user_client_connections)`));
+    return refused(user, database, PgError.fatal(SqlState.TooManyConnections, `no more connections allowed for user "${user}" (max_user_client_connections)`));
   }
   const replication = params.get('replication');
   if (replication !== undefined && !NOT_REPLICATION.has(replication.toLowerCase())) {
-    return refusal(PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
+    return refused(user, database, PgError.fatal(SqlState.FeatureNotSupported, 'replication connections are not supported through Tessera'));
   }
   const method = authMethod(ctx, client, database, user);
-  if (method instanceof PgError) return refusal(method);
+  if (method instanceof PgError) return refused(user, database, method);
   if (database === ADMIN_DB) {
     return { user, database, admin: true, authenticator: new PasswordAuthenticator(method, user, ctx.userlist.get(user), new Map()), destination: null };
   }
   if (ctx.disabled.has(database)) {
-    return refusal(PgError.fatal('55000', `database "${database}" is not currently accepting connections (DISABLE)`));
+    return refused(user, database, PgError.fatal('55000', `database "${database}" is not currently accepting connections (DISABLE)`));
   }
   const entry = databaseEntryFor(c, database);
-  if (!entry) return refusal(PgError.fatal(SqlState.InvalidCatalogName, `database "${database}" does not exist`));
+  if (!entry) return refused(user, database, PgError.fatal(SqlState.InvalidCatalogName, `database "${database}" does not exist`));
   const destination: Destination = { name: database, entry, lookedUpSecret: undefined };
-  const plan = (authenticator: Authenticator): LoginPlan => ({ user, database, admin: false, authenticator, destination });
 
   // Everything but user, database and session credentials goes to the server as the client
   // sent it, so the server session runs with the client's application_name, options,
@@ -102,14 +102,14 @@ export function planLogin(ctx: LoginContext, client: Connecting, params: Readonl
   serverParams.delete('database');
   if (entry.auth_type === 'session_token') {
     // Every form carries a secret (the first login's password, later a token proof).
-    if (cleartextRefused(ctx, client)) return refusal(tlsRequired('session-token login'));
+    if (cleartextRefused(ctx, client)) return refused(user, database, tlsRequired('session-token login'));
     if (ctx.limiter.isBanned(client.remoteAddress)) {
-      return refusal(PgError.fatal(SqlState.InvalidAuthorization, 'too many failed session logins from this address; try again later'));
+      return refused(user, database, PgError.fatal(SqlState.InvalidAuthorization, 'too many failed session logins from this address; try again later'));
     }
-    return plan(new SessionTokenAuthenticator(credentials, serverParams));
+    return accepted(user, database, new SessionTokenAuthenticator(credentials, serverParams), destination);
   }
-  const { authUser, query } = secretLookup(c, entry);
-  if (method !== 'trust' && authUser && !ctx.userlist.has(user)) {
+  const { authUser, query } = method === 'trust' ? NO_LOOKUP : secretLookup(c, entry);
+  if (authUser && !ctx.userlist.has(user)) {
     // Not in auth_file: ask the database for the user's secret (auth_user + auth_query).
     const lookup = lookupSecret(
       {
@@ -124,15 +124,18 @@ export function planLogin(ctx: LoginContext, client: Connecting, params: Readonl
       },
       user,
     );
-    return plan(
-      new LookupAuthenticator(
-        lookup,
-        (secret) => new PasswordAuthenticator(method, user, secret, serverParams),
-        (secret) => (destination.lookedUpSecret = secret),
-      ),
+    const authenticator = new LookupAuthenticator(
+      lookup,
+      (secret) => new PasswordAuthenticator(method, user, secret, serverParams),
+      (secret) => (destination.lookedUpSecret = secret),
     );
+    return accepted(user, database, authenticator, destination);
   }
-  return plan(new PasswordAuthenticator(method, user, ctx.userlist.get(user), serverParams));
+  return accepted(user, database, new PasswordAuthenticator(method, user, ctx.userlist.get(user), serverParams), destination);
+}
+
+function accepted(user: string, database: string, authenticator: Authenticator, destination: Destination): LoginPlan {
+  return { user, database, admin: false, authenticator, destination };
 }
 
 function refused(user: string, database: string, error: PgError): LoginPlan {

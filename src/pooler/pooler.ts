@@ -65,14 +65,21 @@ export class Pooler implements ClientHost {
   private readonly runtime: Runtime;
   /** Databases closed to new clients by DISABLE. */
   private readonly disabled = new Set<string>();
-  /** Where each client that is logging in goes once authenticated (until it has its pool). */
-  private readonly destinations = new WeakMap<ClientConnection, Destination>();
+  /**
+   * Where each client that is logging in goes once authenticated, until it has its pool (or
+   * leaves: onClientClosed). A Map, not a WeakMap: an entry per login, short-lived, is much
+   * cheaper to add and drop there (connection storms).
+   */
+  private readonly destinations = new Map<ClientConnection, Destination>();
   private readonly consoleView: PoolerAdminView;
   private workerLink: WorkerLink | undefined;
   /** The console connection that ran SUSPEND: when it goes, the pooler resumes (onClientClosed). */
   private suspendedBy: ClientConnection | null = null;
   /** Refused logins, client errors, session logins and the per-accessor accounting (metrics). */
   readonly stats: PoolerStats;
+  private cachedLoginContext: LoginContext | null = null;
+  /** The configuration cachedLoginContext was made from. */
+  private loginContextOf: Configuration | null = null;
 
   constructor(private readonly options: PoolerOptions) {
     this.configuration = configurationOf(options.config, options.userlist);
@@ -244,9 +251,25 @@ export class Pooler implements ClientHost {
     return { start: () => ({ kind: 'later', next: resumed.then(() => auth.start()) }), receive: (body) => auth.receive(body) };
   }
 
+  /** What the login policy reads, made once per configuration rather than per login. */
   private loginContext(): LoginContext {
+    if (this.loginContextOf === this.configuration) return this.cachedLoginContext!;
     const { config, userlist, hba, tls } = this.configuration;
-    return { config, userlist, hba, serverTls: tls.server, embedded: this.embedded, stopping: this.runtime.isStopping, registry: this.registry, disabled: this.disabled, limiter: this.limiter };
+    const runtime = this.runtime;
+    this.loginContextOf = this.configuration;
+    return (this.cachedLoginContext = {
+      config,
+      userlist,
+      hba,
+      serverTls: tls.server,
+      embedded: this.embedded,
+      get stopping() {
+        return runtime.isStopping;
+      },
+      registry: this.registry,
+      disabled: this.disabled,
+      limiter: this.limiter,
+    });
   }
 
   poolFor(client: ClientConnection): Pool {
@@ -266,8 +289,10 @@ export class Pooler implements ClientHost {
         () => this.mayOpen(name, serverUser),
       );
     });
-    // Keys proven by the latest client replace older ones (the password may have changed).
-    if (!created && (credentials.kind === 'scram-keys' || pool.credentials.kind === 'none')) pool.credentials = credentials;
+    // What the latest login brings replaces what the pool had: keys a client just proved, or the
+    // auth_file secret as it stands since the last RELOAD (the password may have changed). A login
+    // that brings nothing (a SCRAM secret whose keys this client did not prove) keeps the old.
+    if (!created && credentials.kind !== 'none') pool.credentials = credentials;
     return pool;
   }
 
@@ -311,6 +336,7 @@ export class Pooler implements ClientHost {
 
   onClientClosed(client: ClientConnection): void {
     this.registry.removeClient(client);
+    this.destinations.delete(client);
     if (client.account) this.stats.accounting.close(client.account);
     if (client === this.suspendedBy && suspension.active) {
       log.warn({ client: client.id, user: client.user }, 'admin disappeared when suspended, doing RESUME');

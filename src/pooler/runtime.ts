@@ -12,10 +12,9 @@ import type { ClientConnection } from '../frontend/client-connection.js';
 import { applySocketOptions } from '../net/socket-options.js';
 import { beginSuspension, endSuspension } from '../net/suspension.js';
 import { workerCount } from '../net/worker-identity.js';
-import { log } from '../log.js';
+import { log, logsDebug } from '../log.js';
 import type { Registry } from './registry.js';
 import type { Janitor } from './janitor.js';
-import { socketOptions } from './settings.js';
 
 /** Shutting down, a transaction-mode client quiet this long between transactions is closed. */
 const QUIET_CLOSE_MS = 1000;
@@ -85,11 +84,12 @@ export class Runtime {
   }
 
   private accept(socket: net.Socket): void {
-    applySocketOptions(socket, socketOptions(this.config()));
+    // The config carries the tcp_* settings under their own names: no copy per connection.
+    applySocketOptions(socket, this.config());
     const client = this.newClient(socket);
     // Under SUSPEND it is let in (the console must stay reachable); its login waits for RESUME.
     this.registry.addClient(client);
-    log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
+    if (logsDebug()) log.debug({ client: client.id, addr: client.remoteAddress }, 'client connected');
   }
 
   /**

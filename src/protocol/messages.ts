@@ -80,20 +80,36 @@ export const authSASLFinal = (data: string): Buffer =>
   message(Backend.Authentication, AuthCode.SASLFinal, Buffer.from(data, 'utf8'));
 export const parameterStatus = (name: string, value: string): Buffer => message(Backend.ParameterStatus, name, value);
 
-const statusBlocks = new WeakMap<ReadonlyMap<string, string>, Buffer>();
-
-/**
- * A login reply's ParameterStatus messages, one per entry. `unchanging`: the map is never
- * modified (a pool's cached copy), so its bytes are built once and shared by every login.
- */
-export function parameterStatusBlock(status: ReadonlyMap<string, string>, unchanging: boolean): Buffer {
-  const cached = unchanging ? statusBlocks.get(status) : undefined;
-  if (cached) return cached;
+/** A login reply's ParameterStatus messages, one per entry (callers cache the block: session-settings.ts). */
+export function parameterStatusBlock(status: ReadonlyMap<string, string>): Buffer {
   const parts: Buffer[] = [];
   for (const [name, value] of status) parts.push(parameterStatus(name, value));
-  const block = Buffer.concat(parts);
-  if (unchanging) statusBlocks.set(status, block);
-  return block;
+  return Buffer.concat(parts);
+}
+
+const BACKEND_KEY_DATA_LENGTH = 13;
+const READY_FOR_QUERY_LENGTH = 6;
+
+/**
+ * The reply that ends a login, in one buffer for one write: SCRAM's SASLFinal when there is one,
+ * AuthenticationOk, the ParameterStatus block, BackendKeyData and ReadyForQuery (idle). Built with
+ * one allocation: connection storms pay for every login.
+ */
+export function loginReply(saslFinal: Buffer | null, statusBlock: Buffer, pid: number, secret: number): Buffer {
+  const before = saslFinal === null ? 0 : saslFinal.length;
+  const out = Buffer.allocUnsafe(before + AUTH_OK.length + statusBlock.length + BACKEND_KEY_DATA_LENGTH + READY_FOR_QUERY_LENGTH);
+  let pos = saslFinal === null ? 0 : saslFinal.copy(out, 0);
+  pos += AUTH_OK.copy(out, pos);
+  pos += statusBlock.copy(out, pos);
+  out[pos] = Backend.BackendKeyData;
+  out.writeInt32BE(BACKEND_KEY_DATA_LENGTH - 1, pos + 1);
+  out.writeInt32BE(pid, pos + 5);
+  out.writeInt32BE(secret, pos + 9);
+  pos += BACKEND_KEY_DATA_LENGTH;
+  out[pos] = Backend.ReadyForQuery;
+  out.writeInt32BE(READY_FOR_QUERY_LENGTH - 1, pos + 1);
+  out[pos + 5] = 0x49; // I: idle
+  return out;
 }
 export const backendKeyData = (pid: number, secret: number): Buffer => message(Backend.BackendKeyData, pid, secret);
 export const readyForQuery = (status: number): Buffer => message(Backend.ReadyForQuery, Buffer.from([status]));

@@ -28,9 +28,12 @@ export type StartupPacket =
  * Collects the bytes of one startup packet. push() returns the decoded packet once it is whole, or
  * null while more bytes are needed; bytes beyond the packet are kept in `leftover`.
  */
+/** Shared by every reader for "nothing": never written to. */
+const EMPTY = Buffer.alloc(0);
+
 export class StartupReader {
-  private buf: Buffer = Buffer.alloc(0);
-  leftover: Buffer = Buffer.alloc(0);
+  private buf: Buffer = EMPTY;
+  leftover: Buffer = EMPTY;
 
   /** Nothing of a packet has arrived yet. */
   get empty(): boolean {
@@ -43,9 +46,10 @@ export class StartupReader {
     const length = this.buf.readInt32BE(0);
     if (length < 8 || length > MAX_STARTUP_PACKET) throw new InvalidStartupPacket(`invalid length of startup packet`);
     if (this.buf.length < length) return null;
-    const packet = this.buf.subarray(0, length);
-    this.leftover = this.buf.subarray(length);
-    this.buf = Buffer.alloc(0);
+    // Most packets arrive whole and alone: no views to cut then.
+    const packet = this.buf.length === length ? this.buf : this.buf.subarray(0, length);
+    this.leftover = this.buf.length === length ? EMPTY : this.buf.subarray(length);
+    this.buf = EMPTY;
     return decodeStartup(packet);
   }
 }

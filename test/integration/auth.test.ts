@@ -1,6 +1,8 @@
 // Client authentication to Tessera (auth_type, auth_file) and Tessera's own login to PostgreSQL
 // (SCRAM, md5 and cleartext as the server asks), plus the errors a client sees at login.
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { serialize } from 'pg-protocol';
@@ -210,6 +212,38 @@ test('auth_user + auth_query: users not in auth_file are checked against pg_auth
   assert.is((await rejection(connect(t.conn(ROLES.scram.user, 'wrong')))).code, '28P01');
   assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
   assert.is((await rejection(connect(t.conn('nobody_at_all', 'x')))).code, '28P01');
+});
+
+test('SCRAM with a plaintext auth_file password: repeat logins reuse the derived keys, a changed password or salt is never served from them', async () => {
+  // A role of its own, so its password can change under this test only.
+  const role = 'scram_rotating_user';
+  const quoted = (pw: string) => `'${pw}'`;
+  await cluster.query(`drop role if exists ${role}`);
+  await cluster.query(`create role ${role} login password ${quoted('first-password')}`);
+  try {
+    const t = await tessera({ auth_type: 'scram-sha-256' }, `"${role}" "first-password"\n`);
+    // Client to Tessera (SCRAM against a secret Tessera derives from the password) and Tessera to
+    // PostgreSQL (SCRAM with the password, against the role's salt): both, several times.
+    for (let i = 0; i < 3; i++) assert.is(await whoami(t, role, 'first-password'), role);
+    assert.is((await rejection(connect(t.conn(role, 'second-password')))).code, '28P01');
+
+    // The same password with a new salt on the server: keys derived for the old salt would fail.
+    await cluster.query(`alter role ${role} password ${quoted('first-password')}`);
+    t.proxy.adminView.reconnect();
+    assert.is(await whoami(t, role, 'first-password'), role);
+
+    // A new password on both sides, then RELOAD: the old one is refused, the new one logs in
+    // (the client's exchange and, after RECONNECT, a new server login).
+    await cluster.query(`alter role ${role} password ${quoted('second-password')}`);
+    fs.writeFileSync(path.join(t.dir, 'userlist.txt'), `"${role}" "second-password"\n`);
+    await t.proxy.reload();
+    t.proxy.adminView.reconnect();
+    const refused = await rejection(connect(t.conn(role, 'first-password')));
+    assert.is(refused.code, '28P01');
+    for (let i = 0; i < 2; i++) assert.is(await whoami(t, role, 'second-password'), role);
+  } finally {
+    await cluster.query(`drop role if exists ${role}`);
+  }
 });
 
 test.run();

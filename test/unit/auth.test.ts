@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,6 +164,45 @@ test('verifyPlainPassword for plain, md5 and scram secrets', () => {
 });
 
 // ---------- SCRAM ----------
+
+test('scramKeys: the keys PBKDF2 gives, for a repeat and for every change of password, salt or iterations', () => {
+  const direct = (password: string, salt: Buffer, iterations: number) => {
+    const salted = pbkdf2Sync(Buffer.from(password, 'utf8'), salt, iterations, 32, 'sha256');
+    return { clientKey: hmac(salted, 'Client Key'), serverKey: hmac(salted, 'Server Key') };
+  };
+  const salt = Buffer.from('salt-one');
+  const cases: [string, Buffer, number][] = [
+    ['pw', salt, 4096],
+    ['pw', salt, 4096], // the same again: kept keys
+    ['pw2', salt, 4096], // a changed password
+    ['pw', Buffer.from('salt-two'), 4096], // a changed salt (ALTER ROLE ... PASSWORD draws one)
+    ['pw', salt, 4097],
+    // Where one (salt, password) pair ends and the next begins must not matter.
+    [':c', Buffer.from('ab'), 1000],
+    ['c', Buffer.from('ab:'), 1000],
+    ['ünïcødé', salt, 1000],
+  ];
+  for (const [password, s, iterations] of cases) {
+    const want = direct(password, s, iterations);
+    for (const remember of [true, false]) {
+      const got = scramKeys(password, s, iterations, remember);
+      assert.equal(got.clientKey, want.clientKey, `${password} ${s} ${iterations}`);
+      assert.equal(got.serverKey, want.serverKey, `${password} ${s} ${iterations}`);
+    }
+  }
+});
+
+test('verifyPlainPassword against a SCRAM secret: a right password stays right and a wrong one wrong, in any order', () => {
+  const secret = scramSecret('right-password', 1000);
+  for (const guess of ['wrong-password', 'right-password', 'wrong-password', 'right-password', 'right-password!']) {
+    assert.is(verifyPlainPassword(secret, 'u', guess), guess === 'right-password', guess);
+  }
+  // The same password against another salt (a re-created secret) is checked against that salt.
+  const other = scramSecret('right-password', 1000);
+  assert.ok(verifyPlainPassword(other, 'u', 'right-password'));
+  assert.not.ok(verifyPlainPassword(scramSecret('another-password', 1000), 'u', 'right-password'));
+});
+
 
 // RFC 7677 section 3.
 const RFC = {
