@@ -241,7 +241,7 @@ export class HostSet {
       h.downUntil = now + this.policy().retryMs;
       h.lastError = error.message;
     }
-    return this.next(now) !== null;
+    return this.hasCandidate(now);
   }
 
   /**
