@@ -47,6 +47,9 @@ export interface HostFacts {
   readOnly: boolean;
 }
 
+/** What the set reads of a server: where it is, and what its host last reported (ParameterStatus). */
+export type HostedServer = Pick<ServerConnection, 'target' | 'status'>;
+
 /** An error naming the setting, for the config loader to place on its key. */
 export class HostListError extends Error {
   constructor(
@@ -188,32 +191,51 @@ export class HostSet {
     return this.pick(now) !== undefined;
   }
 
+  /**
+   * Every host that may serve now, best first, from the first host of the list (round-robin is
+   * for the pool's own servers): where a connection outside the pool goes (auth_query,
+   * KILL_SESSION, /readyz's probe). Moves nothing.
+   */
+  fitting(now = Date.now()): HostAddress[] {
+    return this.ranked(now, 0).map((h) => h.address);
+  }
+
   private pick(now: number): HostState | undefined {
+    return this.ranked(now, this.policy().balance === 'round-robin' ? this.cursor : 0)[0];
+  }
+
+  /**
+   * The hosts that may serve now, in the order they are tried from `start`: up (not skipped
+   * after a failure) and not lagging, of a fitting role or not checked yet; prefer-standby as
+   * libpq: standbys first (known, then not yet known), a primary only after them.
+   */
+  private ranked(now: number, start: number): HostState[] {
     const p = this.policy();
     const n = this.hosts.length;
-    const start = p.balance === 'round-robin' ? this.cursor % n : 0;
     const up: HostState[] = [];
     for (let i = 0; i < n; i++) {
       const h = this.hosts[(start + i) % n]!;
       if (h.downUntil <= now && !h.lagging) up.push(h);
     }
     const facts = (h: HostState) => (p.checkIntervalMs > 0 || h.factsUntil > now ? h.facts : null);
-    // prefer-standby as libpq: standbys first (known, then not yet known), a primary only when no
-    // host can be a standby.
-    if (p.attrs === 'prefer-standby') return up.find((h) => facts(h)?.standby === true) ?? up.find((h) => facts(h) === null) ?? up[0];
-    return up.find((h) => {
+    if (p.attrs === 'prefer-standby') {
+      const standbys = up.filter((h) => facts(h)?.standby === true);
+      const unknown = up.filter((h) => facts(h) === null);
+      return [...standbys, ...unknown, ...up.filter((h) => facts(h)?.standby === false)];
+    }
+    return up.filter((h) => {
       const f = facts(h);
       return f === null || acceptsFacts(p.attrs, f);
     });
   }
 
   /** A server logged in (or the monitor answered): what its host is now. Returns whether it changed. */
-  noteFacts(address: HostAddress, facts: HostFacts): boolean {
+  noteFacts(address: HostAddress, facts: HostFacts, now = Date.now()): boolean {
     const h = this.byKey.get(addressKey(address));
     if (!h) return false;
     const changed = h.facts === null || h.facts.standby !== facts.standby || h.facts.readOnly !== facts.readOnly;
     h.facts = facts;
-    h.factsUntil = Date.now() + this.policy().retryMs;
+    h.factsUntil = now + this.policy().retryMs;
     h.downUntil = 0;
     h.lastError = null;
     return changed;
@@ -249,7 +271,7 @@ export class HostSet {
    * ParameterStatus, then by what the set knows) fits the entry and is not lagging; for
    * prefer-standby, a server on a primary is let go once a standby can serve again.
    */
-  mismatch(server: ServerConnection, now = Date.now()): HostMismatch | null {
+  mismatch(server: HostedServer, now = Date.now()): HostMismatch | null {
     const p = this.policy();
     const h = this.byKey.get(addressKey(server.target));
     const facts = factsFromStatus(server.status) ?? h?.facts ?? null;
@@ -279,7 +301,7 @@ export class HostSet {
   }
 
   /** SHOW SERVERS / metrics: the role a server's host has, as far as is known. */
-  roleOf(server: ServerConnection): 'primary' | 'standby' | 'unknown' {
+  roleOf(server: HostedServer): 'primary' | 'standby' | 'unknown' {
     const facts = factsFromStatus(server.status) ?? this.byKey.get(addressKey(server.target))?.facts ?? null;
     return facts === null ? 'unknown' : facts.standby ? 'standby' : 'primary';
   }
