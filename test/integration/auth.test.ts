@@ -4,7 +4,7 @@ import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { serialize } from 'pg-protocol';
-import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, freePort, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, type RunningTessera } from '../support/tessera.js';
 import { WireClient, authCode, errorCodes, errorFields, negotiatedVersion } from '../support/wire.js';
 import { md5Secret } from '../../src/auth/md5.js';
@@ -210,6 +210,17 @@ test('auth_user + auth_query: users not in auth_file are checked against pg_auth
   assert.is((await rejection(connect(t.conn(ROLES.scram.user, 'wrong')))).code, '28P01');
   assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
   assert.is((await rejection(connect(t.conn('nobody_at_all', 'x')))).code, '28P01');
+});
+
+test('auth_query with the first host of the list down: the lookup goes to a host that answers, as the pool\'s servers do', async () => {
+  const down = await freePort(); // nothing listens there
+  const t = await tessera(
+    { auth_type: 'md5', auth_user: 'postgres', databases: { '*': { host: `127.0.0.1,${cluster.host}`, port: `${down},${cluster.port}` } } },
+    `"postgres" "${cluster.superPassword}"\n`,
+  );
+  // Twice: before any pool exists, and once the pool has seen the first host fail.
+  for (let i = 0; i < 2; i++) assert.is(await whoami(t, ROLES.md5.user, ROLES.md5.password), ROLES.md5.user);
+  assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
 });
 
 test.run();

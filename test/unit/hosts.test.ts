@@ -4,7 +4,8 @@
 // connection outside the pool may use, and whether a server already open may be handed out.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HostSet, factsFromStatus, type HostAddress, type HostFacts, type HostPolicy, type TargetSessionAttrs } from '../../src/pool/hosts.js';
+import { HostSet, factsFromStatus, openFitting, type HostAddress, type HostFacts, type HostPolicy, type TargetSessionAttrs } from '../../src/pool/hosts.js';
+import { ServerConnection } from '../../src/pool/server-connection.js';
 import { PgError } from '../../src/protocol/messages.js';
 
 const A = { host: 'pg-a', port: 5432 };
@@ -193,6 +194,67 @@ test('factsFromStatus: in_hot_standby and default_transaction_read_only as Postg
   assert.equal(factsFromStatus(new Map([['in_hot_standby', 'off'], ['default_transaction_read_only', 'off']])), PRIMARY);
   assert.equal(factsFromStatus(new Map([['in_hot_standby', 'off'], ['default_transaction_read_only', 'on']])), READ_ONLY_PRIMARY);
   assert.is(factsFromStatus(new Map([['server_version', '13.9']])), null);
+});
+
+/** A host as a one-off connection meets it: refuses with an error, or logs in and reports a role (PostgreSQL 14+). */
+type FakeHost = PgError | HostFacts;
+
+class FakeServer extends ServerConnection {
+  closedByCaller = false;
+  constructor(address: HostAddress, private readonly host: FakeHost) {
+    super({ ...address, database: 'db', user: 'u', credentials: { kind: 'none' }, params: new Map(), connectTimeoutMs: 1000, socket: { tcp_keepalive: false, tcp_keepidle: 0, tcp_keepintvl: 0, tcp_keepcnt: 0, tcp_user_timeout: 0 }, tls: { mode: 'disable' } as never }, '', () => {});
+  }
+  override login(): Promise<void> {
+    if (this.host instanceof PgError) return Promise.reject(this.host);
+    this.status.set('in_hot_standby', this.host.standby ? 'on' : 'off');
+    this.status.set('default_transaction_read_only', this.host.readOnly ? 'on' : 'off');
+    return Promise.resolve();
+  }
+  override close(): void {
+    this.closedByCaller = true;
+  }
+}
+
+/** openFitting over hosts A, B, C as given; which host it returned (or its error) and which connections it left open. */
+async function oneOff(attrs: TargetSessionAttrs, hosts: [HostAddress, FakeHost][]): Promise<{ got: string | null; error: PgError | null; open: string[] }> {
+  const made: FakeServer[] = [];
+  const byHost = new Map(hosts.map(([a, h]) => [a.host, h]));
+  let got: ServerConnection | null = null;
+  let error: PgError | null = null;
+  try {
+    got = await openFitting(hosts.map(([a]) => a), attrs, (address) => {
+      const s = new FakeServer(address, byHost.get(address.host)!);
+      made.push(s);
+      return s;
+    });
+  } catch (err) {
+    error = err as PgError;
+  }
+  return { got: got?.target.host ?? null, error, open: made.filter((s) => !s.closedByCaller).map((s) => s.target.host) };
+}
+
+test('a connection outside the pool passes over a host that is down and one of the wrong role, and closes what it does not use', async () => {
+  assert.equal(await oneOff('read-write', [[A, REFUSED], [B, STANDBY], [C, PRIMARY]]), { got: 'pg-c', error: null, open: ['pg-c'] });
+  assert.equal(await oneOff('any', [[A, REFUSED], [B, STANDBY], [C, PRIMARY]]), { got: 'pg-b', error: null, open: ['pg-b'] });
+  assert.equal(await oneOff('standby', [[A, PRIMARY], [B, STANDBY]]), { got: 'pg-b', error: null, open: ['pg-b'] });
+});
+
+test('prefer-standby keeps a primary in reserve until no standby answered', async () => {
+  assert.equal(await oneOff('prefer-standby', [[A, PRIMARY], [B, REFUSED], [C, STANDBY]]), { got: 'pg-c', error: null, open: ['pg-c'] });
+  assert.equal(await oneOff('prefer-standby', [[A, PRIMARY], [B, REFUSED], [C, PRIMARY]]), { got: 'pg-a', error: null, open: ['pg-a'] });
+});
+
+test('a refusal that is not about the host (a wrong password) is final; nothing fitting is a clear 08006 naming each host', async () => {
+  const wrong = PgError.fatal('28P01', 'password authentication failed for user "u"');
+  const refusedLogin = await oneOff('any', [[A, wrong], [B, PRIMARY]]);
+  assert.is(refusedLogin.error, wrong);
+  assert.equal(refusedLogin.open, []);
+  const none = await oneOff('read-write', [[A, REFUSED], [B, STANDBY], [C, READ_ONLY_PRIMARY]]);
+  assert.is(none.error?.code, '08006');
+  assert.is(none.error?.message, 'no host matches target_session_attrs "read-write" (pg-a:5432 (unreachable: connect ECONNREFUSED), pg-b:5432 (standby), pg-c:5433 (primary, read-only))');
+  assert.equal(none.open, []);
+  // A lone host that does not answer: its own error, as before host lists.
+  assert.is((await oneOff('read-write', [[A, REFUSED]])).error, REFUSED);
 });
 
 test.run();
