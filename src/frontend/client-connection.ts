@@ -68,8 +68,6 @@ export interface ClientHost {
   cancel(pid: number, secret: number): void;
   /** This instance's peer_id (0: no peering); cancel keys carry it. */
   readonly peerId: number;
-  /** Shutting down: a transaction-mode client is closed as its transaction ends (rolling restarts). */
-  readonly isStopping: boolean;
   /** The admin console (database "pgbouncer"): the welcome ParameterStatus set, or a refusal. */
   adminLogin(client: ClientConnection): ReadonlyMap<string, string>;
   adminQuery(client: ClientConnection, sql: string): Promise<Buffer>;
@@ -178,6 +176,8 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private closeTimer: NodeJS.Timeout | null = null;
   /** Why a logged-in client's connection ends, for its log line; unset: it went away. */
   private closeReason: { reason: string; byPooler: boolean; code?: string } | null = null;
+  /** The pooler is shutting down: in transaction mode the client is closed as its transaction ends (leaveAtTransactionEnd). */
+  private leaving = false;
 
   constructor(
     /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
@@ -210,6 +210,14 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   get mode(): 'session' | 'transaction' {
     return this.pool!.settings.mode;
+  }
+
+  /**
+   * Shutting down (a rolling restart): a transaction-mode client is closed at its next transaction
+   * boundary, not mid-transaction, so it reconnects (through its load balancer) elsewhere.
+   */
+  leaveAtTransactionEnd(): void {
+    this.leaving = true;
   }
 
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
@@ -779,11 +787,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (server.atTransactionBoundary && this.held.empty && this.held.readies === 0) {
       // Settings this transaction may have changed are read back first; released at that answer.
       if (relay.readBackSettings(server)) return;
-      this.releaseServer();
-      relay.onIdle();
-      // Shutting down: the FIN follows the ReadyForQuery, so a driver sees the close before it
-      // could start another transaction here, and reconnects (through its load balancer) elsewhere.
-      if (this.host.isStopping && this.betweenTransactions) this.close();
+      this.endTransaction(relay);
     }
   }
 
@@ -800,10 +804,15 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.close();
   }
 
-  private releaseServer(): void {
+  /** Transaction mode, at a boundary: the server goes back, and a client asked to leave leaves now. */
+  private endTransaction(relay: TransactionRelay): void {
     const server = this.server!;
     this.server = null;
     this.pool!.release(server);
+    relay.onIdle();
+    // The FIN follows the ReadyForQuery, so a driver sees the close before it could start another
+    // transaction here, and reconnects (through its load balancer) elsewhere.
+    if (this.leaving && this.betweenTransactions) this.close();
   }
 
   // ---- leaving ----

@@ -1,8 +1,8 @@
 /**
  * /healthz and /readyz, for Kubernetes probes and load balancers. Alive is the process answering
  * at all. Ready is: listening, not shutting down, and every configured database either has a live
- * server connection or its server accepts a TCP connection now. The JSON body says which check
- * failed, so an operator reading a probe failure needs no log.
+ * server connection or a server it would use (hostsFor) accepts a TCP connection now. The JSON
+ * body says which check failed, so an operator reading a probe failure needs no log.
  */
 import net from 'node:net';
 import type { DatabaseConfig } from '../config/schema.js';
@@ -28,7 +28,11 @@ export interface Readiness {
 }
 
 export interface ReadinessSource extends ObservedPooler {
-  address(entry: DatabaseConfig): { host: string; port: number };
+  /**
+   * The hosts of a database entry its pools would use now (a live one of its target_session_attrs,
+   * by what they have learned; every host before any pool exists), and each host's state for the body.
+   */
+  hostsFor(database: string, entry: DatabaseConfig): { fitting: { host: string; port: number }[]; attrs: string; describe(): string };
 }
 
 export async function readiness(pooler: ReadinessSource): Promise<Readiness> {
@@ -39,14 +43,21 @@ export async function readiness(pooler: ReadinessSource): Promise<Readiness> {
   const databases = await Promise.all(
     Object.entries(pooler.currentConfig.databases).map(async ([database, entry]): Promise<DatabaseReadiness> => {
       if (live.has(database)) return { database, ok: true, detail: 'live server connection' };
-      let address;
+      let hosts;
       try {
-        address = pooler.address(entry);
+        hosts = pooler.hostsFor(database, entry);
       } catch (err) {
         return { database, ok: false, detail: (err as Error).message };
       }
-      const failure = await probe(address.host, address.port);
-      return failure === null ? { database, ok: true, detail: 'server accepts connections' } : { database, ok: false, detail: failure };
+      if (hosts.fitting.length === 0) return { database, ok: false, detail: `no host matches target_session_attrs "${hosts.attrs}" now (${hosts.describe()})` };
+      // The first host of the list that accepts is enough; the body names every one that did not.
+      const failures: string[] = [];
+      for (const { host, port } of hosts.fitting) {
+        const failure = await probe(host, port);
+        if (failure === null) return { database, ok: true, detail: 'server accepts connections' };
+        failures.push(failure);
+      }
+      return { database, ok: false, detail: failures.join('; ') };
     }),
   );
   return { ready: listening && !shuttingDown && databases.every((d) => d.ok), listening, shutting_down: shuttingDown, databases };

@@ -7,10 +7,12 @@ import { ServerConnection, type ServerCredentials } from './server-connection.js
 import { parseSecret, type StoredSecret } from '../auth/secret.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import type { ServerTls } from '../tls/contexts.js';
+import { openFitting, type HostAddress, type TargetSessionAttrs } from './hosts.js';
 
 export interface AuthQueryTarget {
-  host: string;
-  port: number;
+  /** The hosts to try, in order, and the role the entry needs (see openFitting). */
+  hosts: readonly HostAddress[];
+  attrs: TargetSessionAttrs;
   database: string;
   authUser: string;
   credentials: ServerCredentials;
@@ -22,13 +24,10 @@ export interface AuthQueryTarget {
 
 /** The user's stored secret, or undefined when the query returns no row or a null password. */
 export async function lookupSecret(t: AuthQueryTarget, user: string): Promise<StoredSecret | undefined> {
-  const server = new ServerConnection(
-    { host: t.host, port: t.port, database: t.database, user: t.authUser, credentials: t.credentials, params: new Map(), connectTimeoutMs: t.connectTimeoutMs, socket: t.socket, tls: t.tls },
-    '',
-    () => {},
+  const server = await openFitting(t.hosts, t.attrs, ({ host, port }) =>
+    new ServerConnection({ host, port, database: t.database, user: t.authUser, credentials: t.credentials, params: new Map(), connectTimeoutMs: t.connectTimeoutMs, socket: t.socket, tls: t.tls }, '', () => {}),
   );
   try {
-    await server.login();
     const rows = await server.query(t.query, [user]);
     const secret = rows[0]?.[1];
     return secret ? parseSecret(secret) : undefined;

@@ -12,7 +12,7 @@
  * and the HostMonitor's periodic check over a connection of its own, which also measures replay
  * lag and notices a promotion while the pool's servers sit idle.
  */
-import type { PgError } from '../protocol/messages.js';
+import { PgError, SqlState } from '../protocol/messages.js';
 import type { ServerConnection } from './server-connection.js';
 
 export interface HostAddress {
@@ -46,6 +46,12 @@ export interface HostFacts {
   standby: boolean;
   readOnly: boolean;
 }
+
+/** What a pool shares of its HostSet with connections outside it: reading only. */
+export type HostKnowledge = Pick<HostSet, 'fitting' | 'describe'>;
+
+/** What the set reads of a server: where it is, and what its host last reported (ParameterStatus). */
+export type HostedServer = Pick<ServerConnection, 'target' | 'status'>;
 
 /** An error naming the setting, for the config loader to place on its key. */
 export class HostListError extends Error {
@@ -113,6 +119,20 @@ export const MONITOR_QUERY = `select pg_catalog.pg_is_in_recovery()::text,
   case when pg_catalog.pg_is_in_recovery() then pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())::text end,
   case when pg_catalog.pg_is_in_recovery() and pg_catalog.pg_last_wal_receive_lsn() is distinct from pg_catalog.pg_last_wal_replay_lsn()
     then extract(epoch from pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())::text else '0' end`;
+
+/** What a logged-in server's host is: from its ParameterStatus (PostgreSQL 14+), else by asking. */
+export async function readFacts(server: ServerConnection): Promise<HostFacts> {
+  const reported = factsFromStatus(server.status);
+  if (reported) return reported;
+  const [row] = await server.query(ROLE_QUERY, []);
+  const standby = row?.[0] === 'true';
+  return { standby, readOnly: standby || row?.[1] === 'on' };
+}
+
+/** A refusal that says the host is not there now (PostgreSQL starting, or no answer), not that the login is wrong. */
+export function hostUnavailable(err: PgError): boolean {
+  return err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
+}
 
 /** Whether a host with these facts may serve an entry with `attrs` (libpq's definitions). */
 export function acceptsFacts(attrs: TargetSessionAttrs, f: HostFacts): boolean {
@@ -188,32 +208,51 @@ export class HostSet {
     return this.pick(now) !== undefined;
   }
 
+  /**
+   * Every host that may serve now, best first, from the first host of the list (round-robin is
+   * for the pool's own servers): where a connection outside the pool goes (auth_query,
+   * KILL_SESSION, /readyz's probe). Moves nothing.
+   */
+  fitting(now = Date.now()): HostAddress[] {
+    return this.ranked(now, 0).map((h) => h.address);
+  }
+
   private pick(now: number): HostState | undefined {
+    return this.ranked(now, this.policy().balance === 'round-robin' ? this.cursor : 0)[0];
+  }
+
+  /**
+   * The hosts that may serve now, in the order they are tried from `start`: up (not skipped
+   * after a failure) and not lagging, of a fitting role or not checked yet; prefer-standby as
+   * libpq: standbys first (known, then not yet known), a primary only after them.
+   */
+  private ranked(now: number, start: number): HostState[] {
     const p = this.policy();
     const n = this.hosts.length;
-    const start = p.balance === 'round-robin' ? this.cursor % n : 0;
     const up: HostState[] = [];
     for (let i = 0; i < n; i++) {
       const h = this.hosts[(start + i) % n]!;
       if (h.downUntil <= now && !h.lagging) up.push(h);
     }
     const facts = (h: HostState) => (p.checkIntervalMs > 0 || h.factsUntil > now ? h.facts : null);
-    // prefer-standby as libpq: standbys first (known, then not yet known), a primary only when no
-    // host can be a standby.
-    if (p.attrs === 'prefer-standby') return up.find((h) => facts(h)?.standby === true) ?? up.find((h) => facts(h) === null) ?? up[0];
-    return up.find((h) => {
+    if (p.attrs === 'prefer-standby') {
+      const standbys = up.filter((h) => facts(h)?.standby === true);
+      const unknown = up.filter((h) => facts(h) === null);
+      return [...standbys, ...unknown, ...up.filter((h) => facts(h)?.standby === false)];
+    }
+    return up.filter((h) => {
       const f = facts(h);
       return f === null || acceptsFacts(p.attrs, f);
     });
   }
 
   /** A server logged in (or the monitor answered): what its host is now. Returns whether it changed. */
-  noteFacts(address: HostAddress, facts: HostFacts): boolean {
+  noteFacts(address: HostAddress, facts: HostFacts, now = Date.now()): boolean {
     const h = this.byKey.get(addressKey(address));
     if (!h) return false;
     const changed = h.facts === null || h.facts.standby !== facts.standby || h.facts.readOnly !== facts.readOnly;
     h.facts = facts;
-    h.factsUntil = Date.now() + this.policy().retryMs;
+    h.factsUntil = now + this.policy().retryMs;
     h.downUntil = 0;
     h.lastError = null;
     return changed;
@@ -241,7 +280,7 @@ export class HostSet {
       h.downUntil = now + this.policy().retryMs;
       h.lastError = error.message;
     }
-    return this.next(now) !== null;
+    return this.hasCandidate(now);
   }
 
   /**
@@ -249,7 +288,7 @@ export class HostSet {
    * ParameterStatus, then by what the set knows) fits the entry and is not lagging; for
    * prefer-standby, a server on a primary is let go once a standby can serve again.
    */
-  mismatch(server: ServerConnection, now = Date.now()): HostMismatch | null {
+  mismatch(server: HostedServer, now = Date.now()): HostMismatch | null {
     const p = this.policy();
     const h = this.byKey.get(addressKey(server.target));
     const facts = factsFromStatus(server.status) ?? h?.facts ?? null;
@@ -279,7 +318,7 @@ export class HostSet {
   }
 
   /** SHOW SERVERS / metrics: the role a server's host has, as far as is known. */
-  roleOf(server: ServerConnection): 'primary' | 'standby' | 'unknown' {
+  roleOf(server: HostedServer): 'primary' | 'standby' | 'unknown' {
     const facts = factsFromStatus(server.status) ?? this.byKey.get(addressKey(server.target))?.facts ?? null;
     return facts === null ? 'unknown' : facts.standby ? 'standby' : 'primary';
   }
@@ -346,4 +385,47 @@ export class HostMonitor {
     for (const probe of this.probes.values()) probe.close();
     this.probes.clear();
   }
+}
+
+/**
+ * A connection of Tessera's own outside any pool (auth_query, KILL_SESSION, the row-level
+ * security check) to a host that would serve the entry: `hosts` in the order given (see
+ * HostSet.fitting), each logged in and, unless `attrs` is any, its role checked as a pool's new
+ * server's is. A host that does not answer, or is of the wrong role, is passed over; for
+ * prefer-standby a primary is kept in reserve until no standby answered. Any other refusal (a
+ * wrong password, say) is final, as it is for the pool. One host: its own error, as before lists.
+ */
+export async function openFitting(hosts: readonly HostAddress[], attrs: TargetSessionAttrs, open: (address: HostAddress) => ServerConnection): Promise<ServerConnection> {
+  let reserve: ServerConnection | null = null;
+  let lastError: PgError | null = null;
+  const passed: string[] = [];
+  for (const address of hosts) {
+    const server = open(address);
+    let facts: HostFacts;
+    try {
+      await server.login();
+      if (attrs === 'any') return server;
+      facts = await readFacts(server);
+    } catch (err) {
+      server.close();
+      const error = err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, String(err));
+      if (!hostUnavailable(error)) {
+        reserve?.close();
+        throw error;
+      }
+      lastError = error;
+      passed.push(`${describeAddress(address)} (unreachable: ${error.message})`);
+      continue;
+    }
+    if (attrs === 'prefer-standby' ? facts.standby : acceptsFacts(attrs, facts)) {
+      reserve?.close();
+      return server;
+    }
+    if (attrs === 'prefer-standby' && reserve === null) reserve = server;
+    else server.close();
+    passed.push(`${describeAddress(address)} (${facts.standby ? 'standby' : facts.readOnly ? 'primary, read-only' : 'primary'})`);
+  }
+  if (reserve) return reserve;
+  if (hosts.length === 1 && lastError) throw lastError;
+  throw PgError.fatal(SqlState.ConnectionFailure, `no host matches target_session_attrs "${attrs}" (${passed.join(', ') || 'no hosts'})`);
 }

@@ -27,7 +27,7 @@ import { MAX_SERVER_VARIANTS } from './startup-parameters.js';
 import type { SocketOptions } from '../net/socket-options.js';
 import { observeDuration, zeroDurationCounts, type DurationCounts } from './histogram.js';
 import type { ServerTls } from '../tls/contexts.js';
-import { HostSet, HostMonitor, factsFromStatus, ROLE_QUERY, type HostAddress, type HostPolicy } from './hosts.js';
+import { HostSet, HostMonitor, readFacts, hostUnavailable, type HostAddress, type HostKnowledge, type HostPolicy } from './hosts.js';
 
 /**
  * What DISCARD ALL does except DISCARD PLANS (PostgreSQL's documentation of DISCARD lists DISCARD
@@ -264,6 +264,11 @@ export class Pool {
     const policy = () => this.settings.hosts;
     this.hostSet = new HostSet(target.hosts, policy);
     this.monitor = new HostMonitor(this.hostSet, policy, (address) => this.newServer(this.serverTarget(address, new Map([['application_name', 'tessera role check']])), '', () => {}, zeroPoolCounters()), () => this.onHostsChanged());
+  }
+
+  /** What the pool has learned of its hosts, for connections outside it (auth_query, KILL_SESSION, /readyz). */
+  get hostKnowledge(): HostKnowledge {
+    return this.hostSet;
   }
 
   /** SHOW SERVERS / metrics: the role of the server's host (primary, standby or unknown). */
@@ -787,7 +792,7 @@ export class Pool {
         // and the log not flooded), and are served by the restarted server. Any other refusal
         // is final for them.
         const now = Date.now();
-        const transient = err.code === SqlState.CannotConnectNow || err.code === SqlState.ConnectionFailure;
+        const transient = hostUnavailable(err);
         // One host of several is down: the others are tried at once, nobody is told.
         if (transient && this.hostSet.noteFailure(address, err, now)) {
           log.info({ pool: this.name, host: address.host, port: address.port, code: err.code, reason: err.message }, 'server login failed on one host of the list; trying the others');
@@ -833,12 +838,7 @@ export class Pool {
    */
   private async learnRole(server: ServerConnection): Promise<void> {
     if (!this.hostSet.roleSensitive) return;
-    let facts = factsFromStatus(server.status);
-    if (!facts) {
-      const [row] = await server.query(ROLE_QUERY, []);
-      const standby = row?.[0] === 'true';
-      facts = { standby, readOnly: standby || row?.[1] === 'on' };
-    }
+    const facts = await readFacts(server);
     if (this.hostSet.noteFacts(server.target, facts)) log.info({ pool: this.name, host: server.target.host, port: server.target.port, role: facts.standby ? 'standby' : 'primary' }, 'server host role learned');
   }
 

@@ -17,7 +17,7 @@ import type { Registry } from './registry.js';
 import type { LoginLimiter } from './login-limiter.js';
 import { databaseEntryFor, maxUserClientConnections, secretLookup } from '../config/effective.js';
 import { socketOptions } from './settings.js';
-import { addressOf, secretCredentials, type Address } from './server-targets.js';
+import { hostChoice, hostsToTry, secretCredentials, type Address } from './server-targets.js';
 
 /** The admin console's virtual database, as in PgBouncer. */
 export const ADMIN_DB = 'pgbouncer';
@@ -111,9 +111,10 @@ export function planLogin(ctx: LoginContext, client: Connecting, params: Readonl
   const { authUser, query } = method === 'trust' ? NO_LOOKUP : secretLookup(c, entry);
   if (authUser && !ctx.userlist.has(user)) {
     // Not in auth_file: ask the database for the user's secret (auth_user + auth_query).
+    // To a host the pool would use (a live one of the entry's target_session_attrs), not merely the first.
     const lookup = lookupSecret(
       {
-        ...addressOf(entry, ctx.embedded),
+        ...hostsToTry(hostChoice(entry, ctx.embedded, ctx.registry.poolsOf(database))),
         database: entry.dbname ?? database,
         authUser,
         credentials: secretCredentials(ctx.userlist.get(authUser)),

@@ -20,7 +20,7 @@ const DEFAULT_PEER_PORT = 6432;
 const FORWARD_TIMEOUT_MS = 5000;
 
 /** Where a cancel request with this key goes. Without a peer_id every key is this instance's. */
-export function routeCancel(c: Readonly<Config>, secret: number): CancelRoute {
+export function routeCancel(c: Pick<Readonly<Config>, 'peer_id' | 'peers'>, secret: number): CancelRoute {
   if (c.peer_id === 0) return { kind: 'local', secret };
   const forwarded = isForwarded(secret);
   const key = withoutForwardMark(secret);

@@ -32,7 +32,7 @@ import { Runtime } from './runtime.js';
 import { planLogin, type Destination, type LoginContext } from './login-policy.js';
 import { applyToPools, configurationOf, readConfiguration, withSetting, type Configuration } from './reload.js';
 import { poolSettings } from './settings.js';
-import { addressesOf, credentialsFor, type Address } from './server-targets.js';
+import { addressesOf, hostChoice, credentialsFor, type Address, type HostChoice } from './server-targets.js';
 import { routeCancel, forwardCancel } from './peers.js';
 import { warnOfPoolRolesBypassingRls, endSession, type TokenDatabaseContext } from './token-databases.js';
 import { PoolerStats } from '../metrics/pooler-stats.js';
@@ -148,9 +148,9 @@ export class Pooler implements ClientHost {
     return this.runtime.isListening;
   }
 
-  /** Where a database entry's server is (the embedded one's address for "embedded": true). */
-  address(entry: DatabaseConfig): Address {
-    return addressesOf(entry, this.embedded)[0];
+  /** /readyz: the hosts of a database entry its pools would use now (the embedded server for "embedded": true). */
+  hostsFor(database: string, entry: DatabaseConfig): HostChoice {
+    return hostChoice(entry, this.embedded, this.registry.poolsOf(database));
   }
 
   /** workers > 1: the channel to the primary (cancel forwarding, the console across workers). */

@@ -112,6 +112,8 @@ export class Runtime {
     this.stopping = true;
     this.waitForClients = mode === 'wait_for_clients';
     for (const server of this.listeners) server.close();
+    // Transaction-mode clients inside a transaction leave as it ends; the loop below closes the quiet ones.
+    for (const client of this.registry.clients) client.leaveAtTransactionEnd();
     const pools = this.registry.pools;
     this.stopped = (async () => {
       while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
@@ -119,7 +121,7 @@ export class Runtime {
         for (const pool of pools.values()) pool.closeIdle();
         // SIGTERM under a load balancer: a transaction-mode client leaves at its next transaction
         // boundary and reconnects elsewhere; session-mode clients are waited for as before.
-        // (Clients inside a transaction are closed by themselves as it ends: ClientConnection.onServerReady.)
+        // (Clients inside a transaction close themselves as it ends: leaveAtTransactionEnd above.)
         if (this.waitForClients) this.closeBetweenTransactions();
         // WAIT_FOR_SERVERS: a client waiting for a server would wait for nothing; tell it now.
         if (!this.waitForClients) {

@@ -7,7 +7,7 @@ import type { DatabaseConfig } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
 import type { ServerCredentials } from '../pool/server-connection.js';
-import { parseHostList, type HostAddress } from '../pool/hosts.js';
+import { parseHostList, addressKey, describeAddress, type HostAddress, type HostKnowledge, type TargetSessionAttrs } from '../pool/hosts.js';
 
 export type Address = HostAddress;
 
@@ -18,12 +18,38 @@ export function addressesOf(entry: DatabaseConfig, embedded: Address | undefined
   return [embedded];
 }
 
-/**
- * Where a one-off connection goes (auth_query, KILL_SESSION): the first host of a list, which
- * by convention is the primary; pools use every host (addressesOf).
- */
-export function addressOf(entry: DatabaseConfig, embedded: Address | undefined): Address {
-  return addressesOf(entry, embedded)[0]!;
+/** Where a connection outside the pools goes (auth_query, KILL_SESSION, the RLS check, /readyz). */
+export interface HostChoice {
+  /**
+   * The hosts every pool of the database would use now, best first (HostSet.fitting): up, not
+   * lagging, of a fitting role or not checked yet. Every host, as written, while no pool of the
+   * database exists.
+   */
+  fitting: Address[];
+  /** The others (down or of the wrong role, by what the pools know): a last resort for a connection that checks the role itself. */
+  others: Address[];
+  attrs: TargetSessionAttrs;
+  /** Each host and what is known of it, for an error. */
+  describe(): string;
+}
+
+export function hostChoice(entry: DatabaseConfig, embedded: Address | undefined, pools: readonly { hostKnowledge: HostKnowledge }[]): HostChoice {
+  const all = addressesOf(entry, embedded);
+  const attrs = entry.target_session_attrs ?? 'any';
+  const first = pools[0]?.hostKnowledge;
+  const describe = () => first?.describe() ?? all.map(describeAddress).join(', ');
+  if (!first) return { fitting: all, others: [], attrs, describe };
+  const now = Date.now();
+  const listed = new Set(all.map(addressKey));
+  const views = pools.map((p) => new Set(p.hostKnowledge.fitting(now).map(addressKey)));
+  const fitting = first.fitting(now).filter((a) => listed.has(addressKey(a)) && views.every((v) => v.has(addressKey(a))));
+  const chosen = new Set(fitting.map(addressKey));
+  return { fitting, others: all.filter((a) => !chosen.has(addressKey(a))), attrs, describe };
+}
+
+/** A connection that checks its host's role itself (openFitting) tries the fitting hosts first, then the rest. */
+export function hostsToTry(choice: HostChoice): { hosts: Address[]; attrs: TargetSessionAttrs } {
+  return { hosts: [...choice.fitting, ...choice.others], attrs: choice.attrs };
 }
 
 /** What a client brings to the server login: its name, and the secrets its own login produced. */

@@ -6,7 +6,7 @@
 import type { Config } from '../config/schema.js';
 import type { StoredSecret } from '../auth/secret.js';
 import { PgError, SqlState } from '../protocol/messages.js';
-import { ServerConnection, type ServerCredentials, type ServerTarget } from '../pool/server-connection.js';
+import { ServerConnection, type ServerTarget } from '../pool/server-connection.js';
 import type { ServerTls } from '../tls/contexts.js';
 import { log } from '../log.js';
 import { boundParameters } from '../pool/session-sql.js';
@@ -14,10 +14,11 @@ import { poolRoleCheck, killSessionUnset } from '../config/session-presets.js';
 import type { Registry } from './registry.js';
 import { databaseEntryFor } from '../config/effective.js';
 import { socketOptions } from './settings.js';
-import { addressOf, credentialsFor, type Address } from './server-targets.js';
+import { hostChoice, hostsToTry, credentialsFor, type Address } from './server-targets.js';
+import { openFitting, type TargetSessionAttrs } from '../pool/hosts.js';
 
-/** Where one of Tessera's own out-of-pool connections goes, and as whom. */
-type OneOffTarget = Omit<ServerTarget, 'params' | 'connectTimeoutMs' | 'socket' | 'tls'>;
+/** Where one of Tessera's own out-of-pool connections goes (the hosts to try, in order), and as whom. */
+type OneOffTarget = Omit<ServerTarget, 'host' | 'port' | 'params' | 'connectTimeoutMs' | 'socket' | 'tls'> & { hosts: readonly Address[]; attrs: TargetSessionAttrs };
 
 /** What these connections read of the pooler. */
 export interface TokenDatabaseContext {
@@ -40,9 +41,8 @@ function tokenDatabases(ctx: TokenDatabaseContext): TokenDatabase[] {
     // A session-token entry always names its pool role (checked when the config is loaded).
     if (entry.auth_type !== 'session_token' || !entry.user || (name === '*' && !entry.dbname)) continue;
     try {
-      const { host, port } = addressOf(entry, ctx.embedded);
       const credentials = credentialsFor(entry, { user: entry.user, lookedUpSecret: undefined, scramClientKey: undefined }, ctx.userlist, ctx.config.embedded_password);
-      found.push({ name, target: { host, port, database: entry.dbname ?? name, user: entry.user, credentials } });
+      found.push({ name, target: { ...hostsToTry(hostChoice(entry, ctx.embedded, ctx.registry.poolsOf(name))), database: entry.dbname ?? name, user: entry.user, credentials } });
     } catch (err) {
       found.push({ name, error: err as PgError });
     }
@@ -50,10 +50,13 @@ function tokenDatabases(ctx: TokenDatabaseContext): TokenDatabase[] {
   return found;
 }
 
-/** A server connection of Tessera's own, outside any pool (the caller logs in and closes it). */
-function oneOffServer(ctx: TokenDatabaseContext, target: OneOffTarget, applicationName: string): ServerConnection {
+/** A logged-in server connection of Tessera's own, outside any pool, on a host that fits (the caller closes it). */
+function oneOffServer(ctx: TokenDatabaseContext, target: OneOffTarget, applicationName: string): Promise<ServerConnection> {
   const params = new Map([['application_name', applicationName]]);
-  return new ServerConnection({ ...target, params, connectTimeoutMs: ctx.config.server_connect_timeout * 1000, socket: socketOptions(ctx.config), tls: ctx.serverTls }, '', () => {});
+  const { hosts, attrs, ...as } = target;
+  return openFitting(hosts, attrs, ({ host, port }) =>
+    new ServerConnection({ ...as, host, port, params, connectTimeoutMs: ctx.config.server_connect_timeout * 1000, socket: socketOptions(ctx.config), tls: ctx.serverTls }, '', () => {}),
+  );
 }
 
 /**
@@ -66,30 +69,35 @@ export async function endSession(ctx: TokenDatabaseContext, sessionId: string): 
   if (c.session_tokens.kill_session === '') return { ended: false, errors: [killSessionUnset(c.session_tokens.preset)] };
   const targets = new Map<string, OneOffTarget>();
   const unreachable: PgError[] = [];
-  const add = (host: string, port: number, database: string, user: string, credentials: ServerCredentials) =>
-    targets.set(JSON.stringify([host, port, database, user]), { host, port, database, user, credentials });
+  // One call per database and role, wherever its hosts are listed.
+  const add = (target: OneOffTarget) => targets.set(JSON.stringify([target.hosts.map((h) => [h.host, h.port]).sort(), target.database, target.user]), target);
   for (const db of tokenDatabases(ctx)) {
     if ('error' in db) unreachable.push(db.error); // the embedded server is not running
-    else add(db.target.host, db.target.port, db.target.database, db.target.user, db.target.credentials);
+    else add(db.target);
   }
   // "*" entries: the databases clients have asked for so far.
   for (const pool of ctx.registry.pools.values()) {
-    const entry = databaseEntryFor(c, ctx.registry.databaseNameOf(pool));
-    const first = pool.target.hosts[0]!; // one-off statements go to the first host (see addressOf)
-    if (entry?.auth_type === 'session_token') add(first.host, first.port, pool.target.database, pool.target.user, pool.credentials);
+    const name = ctx.registry.databaseNameOf(pool);
+    const entry = databaseEntryFor(c, name);
+    if (entry?.auth_type !== 'session_token') continue;
+    try {
+      add({ ...hostsToTry(hostChoice(entry, ctx.embedded, ctx.registry.poolsOf(name))), database: pool.target.database, user: pool.target.user, credentials: pool.credentials });
+    } catch (err) {
+      unreachable.push(err as PgError); // the embedded server is not running
+    }
   }
   const results = await Promise.all(
     [...targets.values()].map(async (target) => {
-      const server = oneOffServer(ctx, target, 'tessera KILL_SESSION');
+      let server: ServerConnection | null = null;
       try {
-        await server.login();
+        server = await oneOffServer(ctx, target, 'tessera KILL_SESSION');
         const rows = await server.query(c.session_tokens.kill_session, boundParameters(c.session_tokens.kill_session, [sessionId]));
         return { ended: rows[0]?.[0] === 't' };
       } catch (err) {
         log.warn({ db: target.database, code: (err as PgError).code }, 'KILL_SESSION could not end the session');
         return { error: err instanceof PgError ? err : PgError.fatal(SqlState.ConnectionFailure, String(err)) };
       } finally {
-        server.close();
+        server?.close();
       }
     }),
   );
@@ -108,11 +116,10 @@ export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
     if ('error' in db) continue;
     const { name, target } = db;
     const role = target.user;
-    const server = oneOffServer(ctx, target, 'tessera role check');
     const check = poolRoleCheck(ctx.config.session_tokens);
-    server
-      .login()
-      .then(() => server.query(check.query, [check.functions]))
+    const opened = oneOffServer(ctx, target, 'tessera role check');
+    opened
+      .then((server) => server.query(check.query, [check.functions]))
       .then(
         (rows) => {
           const [superuser, bypassrls, missing] = rows[0] ?? [];
@@ -135,6 +142,6 @@ export function warnOfPoolRolesBypassingRls(ctx: TokenDatabaseContext): void {
           );
         },
       )
-      .finally(() => server.close());
+      .finally(() => opened.then((server) => server.close(), () => {}));
   }
 }

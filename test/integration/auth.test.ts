@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { serialize } from 'pg-protocol';
-import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, freePort, type Cluster } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, rejection, type RunningTessera } from '../support/tessera.js';
 import { WireClient, authCode, errorCodes, errorFields, negotiatedVersion } from '../support/wire.js';
 import { md5Secret } from '../../src/auth/md5.js';
@@ -244,6 +244,17 @@ test('SCRAM with a plaintext auth_file password: repeat logins reuse the derived
   } finally {
     await cluster.query(`drop role if exists ${role}`);
   }
+});
+
+test('auth_query with the first host of the list down: the lookup goes to a host that answers, as the pool\'s servers do', async () => {
+  const down = await freePort(); // nothing listens there
+  const t = await tessera(
+    { auth_type: 'md5', auth_user: 'postgres', databases: { '*': { host: `127.0.0.1,${cluster.host}`, port: `${down},${cluster.port}` } } },
+    `"postgres" "${cluster.superPassword}"\n`,
+  );
+  // Twice: before any pool exists, and once the pool has seen the first host fail.
+  for (let i = 0; i < 2; i++) assert.is(await whoami(t, ROLES.md5.user, ROLES.md5.password), ROLES.md5.user);
+  assert.is((await rejection(connect(t.conn(ROLES.md5.user, 'wrong')))).code, '28P01');
 });
 
 test.run();

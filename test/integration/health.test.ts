@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { AddressInfo } from 'node:net';
-import { ROLES, TEST_DB, sharedCluster, startCluster } from '../support/cluster.js';
+import { ROLES, TEST_DB, sharedCluster, startCluster, freePort } from '../support/cluster.js';
 import { startTessera, clusterEntry, connect, until } from '../support/tessera.js';
 import { startMetrics } from '../../src/metrics/metrics.js';
 
@@ -47,6 +47,37 @@ test('/readyz is 503 once the only database\'s server is down; /healthz stays 20
     assert.is(p.body.ready, false);
     assert.is(p.body.listening, true);
     assert.is(p.body.shutting_down, false);
+    assert.is(p.body.databases[0].ok, false);
+    assert.match(p.body.databases[0].detail, `cannot connect to 127.0.0.1:${own.port}`);
+  } finally {
+    http.close();
+    await t.stop();
+    await own.stop();
+  }
+});
+
+test('/readyz with the first host of a list down is ready while another host answers, and unready once none does', async () => {
+  const own = await startCluster(); // stopped below: not the shared one
+  const down = await freePort(); // nothing listens there
+  const t = await startTessera({ pool_mode: 'transaction', databases: { [TEST_DB]: clusterEntry(own, { host: `127.0.0.1,${own.host}`, port: `${down},${own.port}` }) } });
+  const http = await startMetrics('127.0.0.1:0', t.proxy);
+  const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  try {
+    // Before any client: the first host refuses, the second accepts.
+    let p = await probes(base);
+    assert.is(p.ready, 200, JSON.stringify(p.body));
+    assert.equal(p.body.databases, [{ database: TEST_DB, ok: true, detail: 'server accepts connections' }]);
+    // After a client, whose pool skipped the first host: still ready (a live server, then the second host).
+    const c = await connect(t.conn(ROLES.trust.user));
+    assert.is((await c.query('select inet_server_port() as port')).rows[0].port, own.port);
+    await c.end();
+    assert.is((await probes(base)).ready, 200);
+
+    await own.stop();
+    p = await until('/readyz to go unready', async () => {
+      const q = await probes(base);
+      return q.ready === 503 && q;
+    });
     assert.is(p.body.databases[0].ok, false);
     assert.match(p.body.databases[0].detail, `cannot connect to 127.0.0.1:${own.port}`);
   } finally {

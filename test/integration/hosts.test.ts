@@ -7,7 +7,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, PG_BIN, startCluster, startStandby, freePort, type Cluster, type Standby } from '../support/cluster.js';
+import type { AddressInfo } from 'node:net';
 import { startTessera, connect, rejection, until, run, type RunningTessera } from '../support/tessera.js';
+import { demoDatabase } from '../support/sql.js';
+import { startMetrics } from '../../src/metrics/metrics.js';
 
 let primary: Cluster;
 let standby: Standby;
@@ -88,6 +91,11 @@ test('target_session_attrs standby with its standby down: a clear FATAL after se
     assert.match(err.message, /no server for "reports\/trust_user" matches target_session_attrs "standby"/);
     assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${primary.port} \\(primary\\)`));
     assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${down} \\(unreachable\\)`));
+    // /readyz agrees: the first host accepts TCP connections, but it is not one the pool would use.
+    const ready = await readiness(t);
+    assert.is(ready.status, 503);
+    assert.equal(ready.body.databases.map((d) => d.ok), [false]);
+    assert.match(ready.body.databases[0]!.detail, /no host matches target_session_attrs "standby"/);
   } finally {
     await t.stop();
   }
@@ -113,6 +121,60 @@ test('a standby paused past max_replica_lag is not chosen for new transactions, 
     await until('the standby to be chosen again', async () => (await whereAmI(t, 'app_ro')).port === standby.port, 15000);
   } finally {
     await t.stop();
+  }
+});
+
+async function readiness(t: RunningTessera): Promise<{ status: number; body: { databases: { database: string; ok: boolean; detail: string }[] } }> {
+  const http = await startMetrics('127.0.0.1:0', t.proxy);
+  try {
+    const res = await fetch(`http://127.0.0.1:${(http.address() as AddressInfo).port}/readyz`);
+    return { status: res.status, body: (await res.json()) as { databases: { database: string; ok: boolean; detail: string }[] } };
+  } finally {
+    http.close();
+  }
+}
+
+test('KILL_SESSION (a write, outside the pool) reaches the primary of a read-write entry whose list starts with a host that is down and then the standby', async () => {
+  const db = 'tessera_hosts_tokens';
+  await demoDatabase(primary, db);
+  await primary.query('grant tessera_admin to tessera_app');
+  // The standby has replayed all of it (the roles' passwords too), so it refuses only as a standby.
+  const lsn = (await primary.query('select pg_current_wal_lsn()::text as lsn')).rows[0].lsn as string;
+  await until('the standby to replay the database', async () => (await standby.query('select pg_last_wal_replay_lsn() >= $1::pg_lsn as done', [lsn])).rows[0].done === true);
+  const down = await freePort(); // nothing listens there
+  const admin = { user: 'admin', password: 'admin-console-password' };
+  const t = await startTessera(
+    {
+      auth_type: 'scram-sha-256',
+      admin_users: admin.user,
+      role_check_interval: 0.5,
+      databases: {
+        app: { host: '127.0.0.1,127.0.0.1,127.0.0.1', port: `${down},${standby.port},${primary.port}`, dbname: db, auth_type: 'session_token', user: 'tessera_app', password: 'tessera-app-password', target_session_attrs: 'read-write' },
+      },
+    },
+    `"${admin.user}" "${admin.password}"\n`,
+  );
+  try {
+    // Twice: before any pool of the database exists (every host, in the order written), and with one.
+    for (let round = 0; round < 2; round++) {
+      const { rows } = await primary.query('select session_id, session_token from tessera.create_session($1)', ['alice'], db);
+      const id = rows[0].session_id as string;
+      if (round === 1) {
+        const client = await connect({ host: '127.0.0.1', port: t.port, database: 'app', user: 'web', password: `${id}:1:alice-password` });
+        assert.equal((await client.query('select tessera.current_accessor() as who, pg_is_in_recovery() as recovery')).rows, [{ who: 'alice', recovery: false }]);
+        await client.end();
+      }
+      const console_ = await connect(t.conn(admin.user, admin.password, 'pgbouncer'));
+      try {
+        await console_.query(`KILL_SESSION ${id}`); // an error (the down host's, the standby's read-only refusal) would reject
+      } finally {
+        await console_.end();
+      }
+      assert.is((await primary.query('select count(*)::int as n from tessera.sessions where session_id = $1', [id], db)).rows[0].n, 0, `round ${round + 1}: the session is gone`);
+    }
+  } finally {
+    await t.stop();
+    await primary.query('revoke tessera_admin from tessera_app').catch(() => {});
   }
 });
 

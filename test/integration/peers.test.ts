@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { startTessera, spawnTessera, clusterEntry, connect, rejection, until, sendCancel, freePort, capturedLogs } from '../support/tessera.js';
-import { peerOfSecret } from '../../src/net/worker-identity.js';
+import { peerOfSecret, workerOfPid } from '../../src/net/worker-identity.js';
 
 let cluster: Cluster;
 const user = ROLES.trust.user;
@@ -45,6 +45,47 @@ test('a CancelRequest sent to instance B cancels a query of a client on instance
     assert.is((await client.query('select 1 as one')).rows[0].one, 1, 'the client goes on');
     await client.end();
   } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+test('workers = 2 on both instances: a cancel sent to B reaches the client on A, whichever of A\'s workers owns it and whichever worker of each instance receives it', async () => {
+  const [portA, portB] = [await freePort(), await freePort()];
+  const databases = { '*': clusterEntry(cluster) };
+  const a = await spawnTessera({ workers: 2, listen_port: portA, peer_id: 1, peers: { 2: { host: '127.0.0.1', port: portB } }, databases });
+  const b = await spawnTessera({ workers: 2, listen_port: portB, peer_id: 2, peers: { 1: { host: '127.0.0.1', port: portA } }, databases });
+  const clients: pg.Client[] = [];
+  try {
+    for (const t of [a, b]) await until('both workers to listen', async () => (t.output().match(/"msg":"listening"/g) ?? []).length >= 2);
+    // Clients on A until each of A's workers has one (the kernel spreads connections between them).
+    const victims = new Map<number, pg.Client>();
+    for (let i = 0; i < 200 && victims.size < 2; i++) {
+      const c = await connect({ host: '127.0.0.1', port: portA, user, database: TEST_DB });
+      clients.push(c);
+      const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+      assert.is(peerOfSecret(secretKey), 1);
+      if (!victims.has(workerOfPid(processID, 2))) victims.set(workerOfPid(processID, 2), c);
+    }
+    assert.is(victims.size, 2, '200 connections all landed on one of A\'s workers');
+    // Each of A's workers' clients, cancelled through B twice: B's receiving worker forwards to A,
+    // whose receiving worker hands it to the owner when that is the other one.
+    let round = 0;
+    for (let i = 0; i < 2; i++) {
+      for (const [worker, victim] of victims) {
+        const tag = `peer_worker_victim_${++round}`;
+        const sleeping = rejection(victim.query(`select pg_sleep(30) as ${tag}`));
+        await until('the query to run', async () => (await cluster.query(`select 1 from pg_stat_activity where query like '%${tag}%' and state = 'active' and pid <> pg_backend_pid()`)).rowCount === 1);
+        const { processID, secretKey } = victim as unknown as { processID: number; secretKey: number };
+        await sendCancel(portB, processID, secretKey);
+        const err = await sleeping;
+        assert.is(err.code, '57014', `the client of A's worker ${worker}, round ${i + 1}`);
+        assert.is((await victim.query('select 1 as one')).rows[0].one, 1, 'the client goes on');
+      }
+    }
+    assert.ok(b.output().includes('forwarding it to its peer'), 'B sent the requests on to A');
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await a.stop();
     await b.stop();
   }
