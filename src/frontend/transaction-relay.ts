@@ -14,7 +14,7 @@ import { Frontend, Backend, type PgError } from '../protocol/messages.js';
 import type { Framer } from '../protocol/framing.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import type { Pool } from '../pool/pool.js';
-import { readParse, wholeMessage, isStalePlan, type Statement } from '../pool/prepared.js';
+import { readParse, wholeMessage, isStalePlan, isShapeMismatch, stalePlanError, type Statement } from '../pool/prepared.js';
 import { ClientStatements, type StatementWire } from './client-statements.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
@@ -203,9 +203,11 @@ export class TransactionRelay {
   onStatementError(server: ServerConnection, statement: Statement, err: PgError, body: Buffer): Buffer | null {
     const statements = this.statements;
     if (statements === null) return wholeMessage(Backend.ErrorResponse, body);
-    if (isStalePlan(err)) {
-      statements.staled(server, statement, wholeMessage(Backend.ErrorResponse, body));
+    const stale = isStalePlan(err) ? wholeMessage(Backend.ErrorResponse, body) : isShapeMismatch(err) ? stalePlanError() : null;
+    if (stale !== null) {
+      statements.staled(server, statement, stale);
       if (this.retryBatch(server, statement)) return null;
+      return stale;
     }
     return statements.errorFor(statement, body);
   }

@@ -71,6 +71,18 @@ const STALE_PLAN = 'cached plan must not change result type';
 export const isStalePlan = (err: PgError): boolean => err.fields.code === '0A000' && err.fields.message === STALE_PLAN;
 
 /**
+ * A Bind whose result formats are one per column of the shape the client was told of, to a
+ * statement Tessera prepared again on another backend after a schema change it did not see
+ * (08P01 "bind message has 2 result formats but query has 3 columns"). Directly the client's own
+ * statement would have been stale: it gets that 0A000 instead (stalePlanError), which drivers
+ * recover from by preparing again.
+ */
+export const isShapeMismatch = (err: PgError): boolean => err.fields.code === '08P01' && /^bind message has \d+ result formats but query has \d+ columns$/.test(err.fields.message);
+
+/** PostgreSQL's 0A000 for a stale statement, with the routine field drivers look for (RevalidateCachedQuery). */
+export const stalePlanError = (): Buffer => message(0x45, 'SERROR', 'VERROR', 'C0A000', `M${STALE_PLAN}`, 'RRevalidateCachedQuery', Buffer.from([0]));
+
+/**
  * An ErrorResponse body with Tessera's statement name replaced by the client's (as in
  * `prepared statement "tessera_..." requires 2`), as a whole message; the body as it is when the
  * name is not in it.

@@ -179,6 +179,51 @@ test('a retried batch runs once: an INSERT ... RETURNING after a schema change i
   }
 });
 
+/** A Bind of a named statement asking for binary results, one format code per column (as pgjdbc sends it). */
+function bindPerColumn(statement: string, value: string, columns: number): Buffer {
+  const v = Buffer.from(value);
+  const body = Buffer.concat([
+    Buffer.from(`\0${statement}\0`),
+    Buffer.from([0, 0, 0, 1]),
+    Buffer.from([(v.length >> 24) & 255, (v.length >> 16) & 255, (v.length >> 8) & 255, v.length & 255]),
+    v,
+    Buffer.from([0, columns]),
+    ...Array.from({ length: columns }, () => Buffer.from([0, 1])),
+  ]);
+  const head = Buffer.alloc(5);
+  head[0] = 0x42;
+  head.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+test('a named statement prepared again after a schema change Tessera did not see: the client hears 0A000, as directly, not 08P01', async () => {
+  await table('auto_shape');
+  const text = 'select * from auto_shape where a = $1';
+  const { client: a } = await WireClient.login(one.port, { user, database: TEST_DB });
+  const other = await connect(one.conn(user));
+  const ask = async (...bytes: Buffer[]) => {
+    a.send(...bytes);
+    return (await a.readUntil('Z')).map(describe);
+  };
+  try {
+    assert.equal(await ask(parse(text, 'q'), serialize.describe({ type: 'S', name: 'q' }), serialize.sync()), ['1', 't', 'T', 'Z:I']);
+    assert.equal((await ask(bindPerColumn('q', '2', 2), serialize.execute(), serialize.sync()))[0], '2');
+    // Another client's DISCARD ALL empties the one backend: Tessera prepares 'q' there again when
+    // it is next used, after a schema change only PostgreSQL saw.
+    await other.query('DISCARD ALL');
+    await cluster.query('alter table auto_shape add column c int default 7', [], TEST_DB);
+    const stale = await ask(bindPerColumn('q', '2', 2), serialize.execute(), serialize.sync());
+    assert.equal(stale, ['E:0A000:cached plan must not change result type', 'Z:I']);
+    // As a driver recovers: the statement prepared again under its name sees the new shape.
+    const again = await ask(serialize.close({ type: 'S', name: 'q' }), parse(text, 'q'), bindPerColumn('q', '2', 3), serialize.execute(), serialize.sync());
+    assert.equal(again.slice(0, 3), ['3', '1', '2']);
+    assert.ok(again.some((m) => m.startsWith('C:SELECT 1')), JSON.stringify(again));
+  } finally {
+    a.end();
+    await other.end();
+  }
+});
+
 test('postgres.js with prepare: false (unnamed statements) and node-postgres, four clients over two backends', async () => {
   const sql = postgres({ host: '127.0.0.1', port: two.port, user, database: TEST_DB, max: 4, prepare: false, onnotice: () => {} });
   const pool = new pg.Pool({ ...two.conn(user), max: 4 });
