@@ -70,6 +70,8 @@ const USAGE = `Usage: node --import tsx bench/run.ts [options]     (npm run benc
   --no-p99                 skip pgbench --log (p99 latency)
   --tessera dist|tsx       how to run Tessera (default: dist, built first if older than src)
   --tessera-cpu-prof DIR   run Tessera with node --cpu-prof, profiles written to DIR at its exit
+  --server-socket          Tessera and PgBouncer reach PostgreSQL over its Unix socket instead
+                           of TCP on 127.0.0.1 (clients still connect to every target over TCP)
   --out DIR                where latest.json/.svg/.md go (default bench/results; --quick: nowhere)
   --no-write               write no result files
   --help                   this text
@@ -93,6 +95,8 @@ interface Options {
   p99: boolean;
   tessera: TesseraRunner | undefined;
   tesseraCpuProf: string | null;
+  /** The poolers log in to PostgreSQL over its Unix socket. */
+  serverSocket: boolean;
   out: string | null;
 }
 
@@ -131,6 +135,7 @@ function parseArgs(argv: string[]): Options {
     p99: true,
     tessera: undefined,
     tesseraCpuProf: null,
+    serverSocket: false,
     out: quick ? null : path.join(ROOT, 'bench/results'),
   };
   const value = (i: number, name: string): string => {
@@ -202,6 +207,9 @@ function parseArgs(argv: string[]): Options {
       }
       case '--tessera-cpu-prof':
         o.tesseraCpuProf = path.resolve(value(++i, a));
+        break;
+      case '--server-socket':
+        o.serverSocket = true;
         break;
       case '--out':
         o.out = path.resolve(value(++i, a));
@@ -301,7 +309,7 @@ export async function main(argv: string[]): Promise<void> {
   let exitCode = 0;
   try {
     const runner = await prepareTessera({ mayBuild: !o.quick, force: o.tessera });
-    progress(`bench: Tessera runs from ${runner === 'dist' ? 'dist/src/cli.js' : 'src/cli.ts through tsx'}`);
+    progress(`bench: Tessera runs from ${runner === 'dist' ? 'dist/src/cli.js' : 'src/cli.ts through tsx'}${o.serverSocket ? '; the poolers reach PostgreSQL over its Unix socket' : ''}`);
 
     progress('bench: starting PostgreSQL');
     // 500 direct clients, plus the poolers' servers, plus slack for the token storm.
@@ -311,7 +319,8 @@ export async function main(argv: string[]): Promise<void> {
     progress('bench: pgbench -i -s 1');
     await initPgbench(pgbench, cluster.port, BENCH_USER, BENCH_DB, 1);
 
-    const backend: Backend = { port: cluster.port, benchDb: BENCH_DB };
+    // The cluster listens on a Unix socket in its data folder too (test/support/cluster.ts).
+    const backend: Backend = { port: cluster.port, benchDb: BENCH_DB, socketDir: o.serverSocket ? cluster.dataDir : undefined };
     let sessions: TokenSession[] = [];
     const token = selected.find((s) => s.kind === 'token');
     if (token && token.kind === 'token') {
@@ -499,7 +508,7 @@ export async function main(argv: string[]): Promise<void> {
     });
     const elapsedS = (Date.now() - startedAt) / 1000;
     const machine = `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GB`;
-    const subtitle = `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${machine} · PostgreSQL ${pgVersion} · ${pgbouncerVer ?? 'no PgBouncer'} · Node ${process.version} · ${o.rounds} x ${o.duration} s${o.workers > 1 ? ` · Tessera workers = ${o.workers}` : ''}`;
+    const subtitle = `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${machine} · PostgreSQL ${pgVersion} · ${pgbouncerVer ?? 'no PgBouncer'} · Node ${process.version} · ${o.rounds} x ${o.duration} s${o.workers > 1 ? ` · Tessera workers = ${o.workers}` : ''}${o.serverSocket ? ' · poolers to PostgreSQL over its Unix socket' : ''}`;
     const md = markdownTable(reports);
 
     progress(`\n${detailTable(reports)}`);

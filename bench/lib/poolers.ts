@@ -1,6 +1,6 @@
 // Tessera and PgBouncer as child processes, configured alike: the same databases (pool mode per
 // database), pool size, client limit and trust logins; both log in to PostgreSQL over TCP on
-// 127.0.0.1 and log only warnings.
+// 127.0.0.1 (or, with Backend.socketDir, both over its Unix socket) and log only warnings.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,16 @@ export interface Backend {
   benchDb: string;
   /** Database with sql/tessera.sql and sql/demo.sql, or undefined when the token storm is not run. */
   tokenDb?: string;
+  /**
+   * PostgreSQL's Unix socket folder: both poolers reach it there instead of over TCP (bench
+   * --server-socket). The cluster's pg_hba.conf trusts every local connection.
+   */
+  socketDir?: string;
+}
+
+/** Where the poolers' server connections go: the Unix socket folder, else 127.0.0.1 (TCP). */
+function serverHost(backend: Backend): string {
+  return backend.socketDir ?? '127.0.0.1';
 }
 
 export const TOKEN_POOL_ROLE = { user: 'tessera_app', password: 'tessera-app-password' } as const;
@@ -88,7 +98,7 @@ export interface TesseraTls {
 export async function startTessera(backend: Backend, s: PoolerSettings, runner: TesseraRunner, cpuProfDir: string | null = null, tls?: TesseraTls): Promise<Pooler> {
   const dir = tempDir('tessera-bench-cfg-');
   const port = await freePort();
-  const server = { host: '127.0.0.1', port: backend.port };
+  const server = { host: serverHost(backend), port: backend.port };
   const databases: Record<string, unknown> = {
     [DB_SESSION]: { ...server, dbname: backend.benchDb, pool_mode: 'session' },
     [DB_TX]: { ...server, dbname: backend.benchDb, pool_mode: 'transaction' },
@@ -153,7 +163,7 @@ export async function startPgBouncer(bin: string, backend: Backend, s: PoolerSet
   const dir = tempDir('pgbouncer-bench-', ids);
   fs.chmodSync(dir, 0o700);
   const port = await freePort();
-  const server = `host=127.0.0.1 port=${backend.port}`;
+  const server = `host=${serverHost(backend)} port=${backend.port}`;
   const dbs = [
     `${DB_SESSION} = ${server} dbname=${backend.benchDb} pool_mode=session`,
     `${DB_TX} = ${server} dbname=${backend.benchDb} pool_mode=transaction`,

@@ -100,6 +100,12 @@ function listenTo(socket: ClientSocket, client: ClientConnection): void {
   socket.on('close', onClientClose);
 }
 
+function sameEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, value] of a) if (b.get(name) !== value) return false;
+  return true;
+}
+
 /** Metric labels for the SQLSTATEs a refused login carries. */
 const LOGIN_FAILURE_REASONS: Record<string, string> = {
   [SqlState.InvalidPassword]: 'invalid_password',
@@ -478,7 +484,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       this.server = server;
       server.attach(this);
       server.markSessionState('session mode');
-      this.finishLogin(server.status);
+      this.finishLoginWith(server.status);
     };
     if (!sql) return link();
     server.runInternal([sql]).then(
@@ -515,7 +521,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
 
   sessionOpened(server: ServerConnection | null, status: ReadonlyMap<string, string>): void {
     if (server) this.keepServer(server);
-    else this.finishLogin(status);
+    else this.finishLoginWith(status);
   }
 
   onSessionLogin(ok: boolean): void {
@@ -550,6 +556,17 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     if (this.admin) this.socket.resume();
     else resumeReading(this.socket);
     for (const chunk of early) this.onData(chunk);
+  }
+
+  /**
+   * Finishes the login with a server's own ParameterStatus values: the pool's cached copy when
+   * they say the same (most logins: the release put the backend back as it was), so that its
+   * encoded block is reused instead of built again.
+   */
+  private finishLoginWith(status: ReadonlyMap<string, string>): void {
+    const cached = this.pool!.statusCache.get(this.variant);
+    if (cached !== undefined && sameEntries(cached, status)) this.finishLogin(cached, true);
+    else this.finishLogin(status);
   }
 
   // ---- the relay ----
@@ -710,7 +727,7 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
       // (in session mode too, as PgBouncer does, so idle logins do not hold servers).
       const status = server.status;
       this.pool!.release(server);
-      this.finishLogin(status);
+      this.finishLoginWith(status);
       return;
     }
     this.server = server;

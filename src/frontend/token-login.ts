@@ -101,7 +101,8 @@ export class TokenLogin {
           return;
         }
         client.onSessionLogin(true);
-        const sessionId = (this.sessionId = BigInt(c.sessionId).toString());
+        // Canonical (no leading zeros), as the server reads the bigint; wellFormed checked the digits.
+        const sessionId = (this.sessionId = c.sessionId.length > 1 && c.sessionId[0] === '0' ? BigInt(c.sessionId).toString() : c.sessionId);
         server.boundSession = sessionId;
         // Once per session: its accessor (SHOW SESSIONS, per-accessor metrics, audit_log).
         client.identifySession(sessionId, server, () => {

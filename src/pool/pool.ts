@@ -40,12 +40,43 @@ import { HostSet, HostMonitor, readFacts, hostUnavailable, type HostAddress, typ
 export const DISCARD_ALL_KEEPING_PLANS =
   'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
 
+/** close_connection and DISCARD_ALL_KEEPING_PLANS in one message, made once per closeQuery (every release sends it). */
+let unbindAndResetFor: { closeQuery: string; both: string } = { closeQuery: '', both: '' };
+function unbindAndReset(closeQuery: string): string {
+  if (unbindAndResetFor.closeQuery !== closeQuery) unbindAndResetFor = { closeQuery, both: `${closeQuery}; ${DISCARD_ALL_KEEPING_PLANS}` };
+  return unbindAndResetFor.both;
+}
+
 /** server_reset_query is PgBouncer's (and Tessera's) default, DISCARD ALL. */
 export function isDiscardAll(query: string): boolean {
   return /^\s*discard\s+all\s*;?\s*$/i.test(query);
 }
 
 export type PoolMode = 'session' | 'transaction';
+
+/** What a cleanup query does to what Tessera tracks of a backend. */
+interface CleanupEffects {
+  /** RESET ALL / DISCARD ALL: the session settings are back to the backend's defaults. */
+  resetsSettings: boolean;
+  /** DEALLOCATE ALL / DISCARD ALL: the statements Tessera prepared there are gone. */
+  dropsStatements: boolean;
+}
+
+/**
+ * By query text: the cleanup queries are a handful of strings made from the settings, each run at
+ * every release, so they are read once rather than matched (and copied to a Buffer) every time.
+ */
+const cleanupEffects = new Map<string, CleanupEffects>();
+const CLEANUP_EFFECTS_LIMIT = 256;
+
+function effectsOf(query: string): CleanupEffects {
+  let effects = cleanupEffects.get(query);
+  if (effects === undefined) {
+    effects = { resetsSettings: /\b(reset|discard)\s+all\b/i.test(query), dropsStatements: query.includes('DEALLOCATE ALL') || dropsAllStatements(Buffer.from(query)) };
+    if (cleanupEffects.size < CLEANUP_EFFECTS_LIMIT) cleanupEffects.set(query, effects);
+  }
+  return effects;
+}
 
 /**
  * The "server connection closed" log line's reason: the CloseReason, but in PgBouncer's own words
@@ -421,7 +452,7 @@ export class Pool {
     if (reset && s.resetQuery) {
       // Unlike DISCARD ALL, its parts may share a message with close_connection: one transaction
       // and one reply flush less per release. An error still skips the rest and closes the server.
-      if (unbind && s.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] += `; ${DISCARD_ALL_KEEPING_PLANS}`;
+      if (unbind && s.resetQuery === DISCARD_ALL_KEEPING_PLANS) queries[queries.length - 1] = unbindAndReset(s.closeQuery);
       else queries.push(s.resetQuery);
     }
     return queries;
@@ -444,11 +475,11 @@ export class Pool {
     }
     this.move(server, ServerState.Cleanup);
     // A client's session state is reset now: its settings are gone if the reset says RESET ALL.
-    if (server.sessionState !== null) server.sessionSettings = queries.some((q) => /\b(reset|discard)\s+all\b/i.test(q)) ? NO_SESSION_SETTINGS : null;
+    if (server.sessionState !== null) server.sessionSettings = queries.some((q) => effectsOf(q).resetsSettings) ? NO_SESSION_SETTINGS : null;
     server.runInternal(queries).then(
       () => {
         // DISCARD ALL / DEALLOCATE ALL dropped the statements Tessera prepared there.
-        if (queries.some((q) => q.includes('DEALLOCATE ALL') || dropsAllStatements(Buffer.from(q)))) server.statements.clear();
+        if (queries.some((q) => effectsOf(q).dropsStatements)) server.statements.clear();
         if (this.settings.releaseCheck) return this.verifyRelease(server);
         server.clearLedger();
         this.handOut(server);

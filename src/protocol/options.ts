@@ -9,26 +9,30 @@ export const PARAM_AUTHENT_TOKEN = 'tessera.authent_token';
  */
 
 export function splitOptions(options: string): string[] {
+  // Runs of plain characters are sliced, not added one by one: a session-token login's options
+  // (three long -c settings) are split at every login.
   const words: string[] = [];
-  let word = '';
-  let inWord = false;
+  let word = ''; // the current word, up to `from`
+  let from = -1; // where the current word's unescaped run starts; -1: between words
   for (let i = 0; i < options.length; i++) {
-    const ch = options[i];
-    if (ch === '\\' && i + 1 < options.length) {
-      word += options[++i];
-      inWord = true;
-    } else if (/\s/.test(ch)) {
-      if (inWord) words.push(word);
+    const code = options.charCodeAt(i);
+    if (code === BACKSLASH && i + 1 < options.length) {
+      if (from < 0) from = i;
+      word += options.slice(from, i) + options[i + 1];
+      from = ++i + 1;
+    } else if (isSpace(code)) {
+      if (from >= 0) words.push(word + options.slice(from, i));
       word = '';
-      inWord = false;
-    } else {
-      word += ch;
-      inWord = true;
-    }
+      from = -1;
+    } else if (from < 0) from = i;
   }
-  if (inWord) words.push(word);
+  if (from >= 0) words.push(word + options.slice(from));
   return words;
 }
+
+const BACKSLASH = 0x5c;
+/** White space as /\s/ has it (ASCII answered without a regular expression). */
+const isSpace = (code: number): boolean => code === 0x20 || (code >= 0x09 && code <= 0x0d) || (code > 0x7f && /\s/.test(String.fromCharCode(code)));
 
 /** Escapes one word so the server reads it back whole: whitespace and backslashes get a backslash. */
 export function escapeOption(word: string): string {

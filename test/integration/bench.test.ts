@@ -77,4 +77,23 @@ needing('psql', 'pgbench')('bench --quick --no-pgbouncer runs every scenario and
   }
 });
 
+needing('psql', 'pgbench')('bench --server-socket: the poolers reach PostgreSQL over its Unix socket and still measure', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-bench-test-'));
+  try {
+    const r = await runBench(['--quick', '--no-pgbouncer', '--server-socket', '--only', 'select-tx,token-storm', '--out', out], 120_000);
+    assert.is(r.code, 0, `bench exited ${r.code}:\n${r.stderr.slice(-4000)}`);
+    assert.match(r.stderr, /the poolers reach PostgreSQL over its Unix socket/);
+    assert.match(r.stdout, / · poolers to PostgreSQL over its Unix socket$/m);
+    // Tessera's server logins went to the socket folder: a wrong path would leave it without a figure.
+    for (const s of scenarios(defaultSizes(true)).filter((x) => x.id === 'select-tx' || x.id === 'token-storm')) {
+      const row = r.stdout.split('\n').find((l) => l.startsWith(`| ${s.title} (`));
+      assert.ok(row, `no markdown row for ${s.id} in:\n${r.stdout}`);
+      assert.match(row!.split(' | ')[2], /^[\d,.]+!?$/, `Tessera cell for ${s.id}: ${row}`);
+    }
+    assert.is(JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8')).options.serverSocket, true);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test.run();

@@ -207,6 +207,56 @@ test('NegotiateProtocolVersion names the newest minor we speak and the options w
   assert.is(b.toString('utf8', 13, b.length - 1), '_pq_.x');
 });
 
+test('options are split into words as pg_split_opts does: white space between, a backslash taking the next character', () => {
+  const cases: [string, string[]][] = [
+    ['', []],
+    ['   ', []],
+    ['-c a=b', ['-c', 'a=b']],
+    ['  -c\ta=b \n\r -c  x=y  ', ['-c', 'a=b', '-c', 'x=y']],
+    ['-c search_path=x,\\ y', ['-c', 'search_path=x, y']],
+    ['\\ leading', [' leading']],
+    ['a\\\\b', ['a\\b']], // an escaped backslash
+    ['ab\\', ['ab\\']], // a backslash at the very end stays
+    ['\\', ['\\']],
+    ['x\\ \\ y', ['x  y']],
+    ['é\u00a0ü', ['é', 'ü']], // no-break space is white space to /\s/
+    ['a\u2003b', ['a', 'b']],
+    ['naïve -c tessera.nonce=7', ['naïve', '-c', 'tessera.nonce=7']],
+  ];
+  for (const [options, words] of cases) assert.equal(splitOptions(options), words, JSON.stringify(options));
+  // And against the plain character-by-character reading, on strings made of the characters that matter.
+  const reference = (options: string): string[] => {
+    const out: string[] = [];
+    let word = '';
+    let inWord = false;
+    for (let i = 0; i < options.length; i++) {
+      const ch = options[i];
+      if (ch === '\\' && i + 1 < options.length) {
+        word += options[++i];
+        inWord = true;
+      } else if (/\s/.test(ch)) {
+        if (inWord) out.push(word);
+        word = '';
+        inWord = false;
+      } else {
+        word += ch;
+        inWord = true;
+      }
+    }
+    if (inWord) out.push(word);
+    return out;
+  };
+  const alphabet = ['a', 'b', ' ', '\t', '\\', '=', '-', '\u00a0', 'é'];
+  let seed = 1;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % alphabet.length;
+  for (let n = 0; n < 2000; n++) {
+    const len = n % 12;
+    let text = '';
+    for (let i = 0; i < len; i++) text += alphabet[next()];
+    assert.equal(splitOptions(text), reference(text), JSON.stringify(text));
+  }
+});
+
 test('options: tessera.* settings are taken out, the rest is kept with its escapes', () => {
   const { settings, rest } = extractSettings('-c tessera.session_id=12 -ctessera.nonce=3 --tessera.authent_token=a\\ b -c search_path=x,\\ y --work_mem=4MB', 'tessera.');
   assert.equal([...settings], [['tessera.session_id', '12'], ['tessera.nonce', '3'], ['tessera.authent_token', 'a b']]);
