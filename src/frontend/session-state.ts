@@ -90,3 +90,64 @@ const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i
 export function rebindsSession(text: string): boolean {
   return REBINDS.test(text);
 }
+
+/**
+ * The hot path's look before decoding a statement: false when none of outlivesTransaction,
+ * changesSettings, rebindsSession, nor a LISTEN relayed to a listening client (/listen/i), can
+ * match the text of sql[0, end), so that text need not be made at all (most statements: plain
+ * SELECTs and DML). It reads bytes only and answers true for more than those do: each pattern's
+ * keyword (ASCII letters in any case; the patterns' /i matches no other character to them)
+ * anywhere, ignoring word boundaries, and SET / RESET / DISCARD where a statement may begin (the
+ * start, or after a ';', past bytes that are white space or not ASCII, which \s may be).
+ * test/unit/session-state.test.ts checks it never says false where the full checks say yes.
+ */
+export function mayAffectSession(sql: Buffer, end: number): boolean {
+  let statementStart = true;
+  for (let i = 0; i < end; i++) {
+    const b = sql[i];
+    if (b === SEMICOLON) {
+      statementStart = true;
+      continue;
+    }
+    if (statementStart) {
+      if (b === 0x20 || (b >= 0x09 && b <= 0x0d) || b >= 0x80) continue;
+      statementStart = false;
+      if (wordAt(sql, i, end, 'set') || wordAt(sql, i, end, 'reset') || wordAt(sql, i, end, 'discard')) return true;
+    }
+    switch (b | ASCII_LOWER) {
+      case 0x61: // a
+        if (wordAt(sql, i, end, 'advisory_lock')) return true;
+        break;
+      case 0x63: // c
+        if (wordAt(sql, i, end, 'connection')) return true; // open_connection, close_connection
+        break;
+      case 0x68: // h
+        if (wordAt(sql, i, end, 'hold') || wordAt(sql, i, end, 'hello')) return true;
+        break;
+      case 0x6c: // l
+        if (wordAt(sql, i, end, 'listen')) return true;
+        break;
+      case 0x73: // s
+        if (wordAt(sql, i, end, 'set_config')) return true;
+        break;
+      case 0x74: // t
+        if (wordAt(sql, i, end, 'temp') || wordAt(sql, i, end, 'ticket')) return true; // temp, temporary, pg_temp; redeem_ticket
+        break;
+    }
+  }
+  return false;
+}
+
+const SEMICOLON = 0x3b;
+const ASCII_LOWER = 0x20;
+
+/** Does sql[at, end) begin with `word` (lower-case ASCII letters and '_'), letters in any case? */
+function wordAt(sql: Buffer, at: number, end: number, word: string): boolean {
+  if (end - at < word.length) return false;
+  for (let k = 0; k < word.length; k++) {
+    const b = sql[at + k];
+    const c = b >= 0x41 && b <= 0x5a ? b | ASCII_LOWER : b;
+    if (c !== word.charCodeAt(k)) return false;
+  }
+  return true;
+}
