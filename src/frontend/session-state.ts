@@ -90,3 +90,83 @@ const REBINDS = /\b(open_connection|close_connection|redeem_ticket|hello)\s*\(/i
 export function rebindsSession(text: string): boolean {
   return REBINDS.test(text);
 }
+
+const SEMICOLON = 0x3b;
+const ASCII_LOWER = 0x20;
+
+/**
+ * What each byte can be to mayAffectSession: 0 nothing (most bytes, passed over with one table
+ * read), or the letter (lower case) a keyword starts with, or ';'.
+ */
+const KEYWORD_START = new Uint8Array(256);
+for (const letter of 'achlst') {
+  KEYWORD_START[letter.charCodeAt(0)] = letter.charCodeAt(0);
+  KEYWORD_START[letter.toUpperCase().charCodeAt(0)] = letter.charCodeAt(0);
+}
+KEYWORD_START[SEMICOLON] = SEMICOLON;
+
+/** The bytes \s may be, and more: ASCII white space, and every byte that is not ASCII. */
+const isSpaceOrNonAscii = (b: number): boolean => b === 0x20 || (b >= 0x09 && b <= 0x0d) || b >= 0x80;
+
+/**
+ * The hot path's look before decoding a statement: false when none of outlivesTransaction,
+ * changesSettings, rebindsSession, nor a LISTEN relayed to a listening client (/listen/i), can
+ * match the text of sql[0, end), so that text need not be made at all (most statements: plain
+ * SELECTs and DML). It reads bytes only and answers true for more than those do: each pattern's
+ * keyword (ASCII letters in any case; the patterns' /i matches no other character to them)
+ * anywhere, ignoring word boundaries, and SET / RESET / DISCARD where a statement may begin (the
+ * start, or after a ';', past bytes that are white space or not ASCII, which \s may be).
+ * test/unit/session-state.test.ts checks it never says false where the full checks say yes.
+ */
+export function mayAffectSession(sql: Buffer, end: number): boolean {
+  if (statementStartsWithSetting(sql, 0, end)) return true;
+  for (let i = 0; i < end; i++) {
+    const k = KEYWORD_START[sql[i]];
+    if (k === 0) continue;
+    // The second letter is compared here: most letters start no keyword.
+    const second = sql[i + 1] | ASCII_LOWER;
+    switch (k) {
+      case SEMICOLON:
+        if (statementStartsWithSetting(sql, i + 1, end)) return true;
+        break;
+      case 0x61: // a
+        if (second === 0x64 && wordAt(sql, i, end, 'advisory_lock')) return true;
+        break;
+      case 0x63: // c
+        if (second === 0x6f && wordAt(sql, i, end, 'connection')) return true; // open_connection, close_connection
+        break;
+      case 0x68: // h
+        if ((second === 0x6f && wordAt(sql, i, end, 'hold')) || (second === 0x65 && wordAt(sql, i, end, 'hello'))) return true;
+        break;
+      case 0x6c: // l
+        if (second === 0x69 && wordAt(sql, i, end, 'listen')) return true;
+        break;
+      case 0x73: // s
+        if (second === 0x65 && wordAt(sql, i, end, 'set_config')) return true;
+        break;
+      case 0x74: // t
+        // temp, temporary, pg_temp; redeem_ticket
+        if ((second === 0x65 && wordAt(sql, i, end, 'temp')) || (second === 0x69 && wordAt(sql, i, end, 'ticket'))) return true;
+        break;
+    }
+  }
+  return false;
+}
+
+/** Past white space (or bytes that may be), does the statement at `at` begin with SET, RESET or DISCARD? */
+function statementStartsWithSetting(sql: Buffer, at: number, end: number): boolean {
+  let i = at;
+  while (i < end && isSpaceOrNonAscii(sql[i])) i++;
+  return wordAt(sql, i, end, 'set') || wordAt(sql, i, end, 'reset') || wordAt(sql, i, end, 'discard');
+}
+
+/** Does sql[at, end) begin with `word` (lower-case ASCII letters and '_'), letters in any case? */
+function wordAt(sql: Buffer, at: number, end: number, word: string): boolean {
+  if (end - at < word.length) return false;
+  for (let k = 0; k < word.length; k++) {
+    const b = sql[at + k];
+    const c = b >= 0x41 && b <= 0x5a ? b | ASCII_LOWER : b;
+    if (c !== word.charCodeAt(k)) return false;
+  }
+  return true;
+}

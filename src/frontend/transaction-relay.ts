@@ -18,7 +18,7 @@ import { readParse, wholeMessage, isStalePlan, isShapeMismatch, stalePlanError, 
 import { ClientStatements, type StatementWire } from './client-statements.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
 import { log } from '../log.js';
-import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, TEMP_OBJECTS } from './session-state.js';
+import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, mayAffectSession, TEMP_OBJECTS } from './session-state.js';
 import { restoreSql, readBackSql, withReported, SettingsReader, type Settings } from './session-settings.js';
 import { NO_SESSION_SETTINGS } from '../pool/server-connection.js';
 import type { ClientAccount } from '../metrics/accessors.js';
@@ -400,7 +400,8 @@ export class TransactionRelay {
    * What a statement (Query text or Parse tail) leaves beyond its transaction: session state pins
    * the client to this backend; a call that re-binds sessions leaves the backend's binding unknown.
    * The text is decoded only when one of the two can still change something, or the client has
-   * LISTENed. A simple Query (`raw`) of LISTEN/UNLISTEN is relayed here instead (true).
+   * LISTENed, and only when its bytes name something the checks look for (mayAffectSession: not
+   * for a plain SELECT). A simple Query (`raw`) of LISTEN/UNLISTEN is relayed here instead (true).
    */
   private noteStatement(server: ServerConnection, sql: Buffer, raw: Buffer | null): boolean {
     const account = this.link.account;
@@ -409,7 +410,9 @@ export class TransactionRelay {
     const holdsTicket = this.link.holdsTicket;
     const listens = this.notifications !== null && raw !== null;
     if (this.pinReason !== null && !holdsTicket && !listens) return false;
-    const text = sql.toString('utf8', 0, Math.min(sql.length, 8192));
+    const end = Math.min(sql.length, 8192);
+    if (!mayAffectSession(sql, end)) return false;
+    const text = sql.toString('utf8', 0, end);
     let relayed = false;
     if (this.pinReason === null || listens) {
       const reason = this.pinReason === null ? outlivesTransaction(text) : null;

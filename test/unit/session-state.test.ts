@@ -6,7 +6,7 @@
 // pattern (or dropping an exclusion) fails here.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, type PinReason } from '../../src/frontend/session-state.js';
+import { outlivesTransaction, changesSettings, resetsToStartup, rebindsSession, mayAffectSession, type PinReason } from '../../src/frontend/session-state.js';
 
 /** [statement, why it pins or null] */
 type Case = [sql: string, reason: PinReason | null];
@@ -160,6 +160,98 @@ test('rebindsSession: calls of the functions that bind or unbind a session, not 
   const no = ['select 1', 'select open_connections from stats', 'select hello_world()', 'select rehello(1)', 'select close_connection', 'select redeem_tickets($1)'];
   for (const sql of yes) assert.ok(rebindsSession(sql), sql);
   for (const sql of no) assert.not.ok(rebindsSession(sql), sql);
+});
+
+/** What the relay decodes a statement for (transaction-relay.ts noteStatement), on the text of its first 8 KB. */
+const REBINDS: string[] = ['select tessera.open_connection($1, $2, $3)', 'select close_connection()', 'SELECT tessera.redeem_ticket($1)', 'select tessera.hello (1)', 'select 1; select hello(2)'];
+const fullCheck = (text: string): boolean => outlivesTransaction(text) !== null || changesSettings(text) || rebindsSession(text) || /listen/i.test(text);
+const LIMIT = 8192;
+const prefilter = (bytes: Buffer): boolean => mayAffectSession(bytes, Math.min(bytes.length, LIMIT));
+const decoded = (bytes: Buffer): string => bytes.toString('utf8', 0, Math.min(bytes.length, LIMIT));
+
+/** Spellings the patterns allow that a byte-level look could miss: case, white space that is not ASCII, statements after ';'. */
+const TRICKY: string[] = [
+  'SeT work_mem = 1',
+  '\u00a0set work_mem = 1', // no-break space: \s to the pattern, two bytes that are not ASCII
+  '\ufeffSET search_path = a', // a byte order mark is \s too
+  'select 1;\u3000reset all',
+  'select 1;\v\fdiscard all',
+  'select 1;\n\tSET SESSION AUTHORIZATION DEFAULT',
+  'select 1;set x.y = 1',
+  'select é; listen ünïcode',
+  'SELECT PG_CATALOG.SET_CONFIG($1, $2, false)',
+  'select "pg_temp"."x"',
+  'DECLARE c CURSOR WITH\r\nHOLD FOR select 1',
+  'select x from t where PG_ADVISORY_LOCK(1) is not null',
+  'UNLISTEN *',
+  'select tessera.OPEN_CONNECTION(1, 2, 3)',
+  'select REDEEM_TICKET($1)',
+  'select HELLO()',
+  'notify c; listen c',
+  'select 1\u0000\u0000\u0000\u0017', // a Parse tail: the text, its NUL, then parameter type OIDs
+];
+
+test('mayAffectSession never skips a statement the full checks catch (pins, settings, LISTEN, session re-binding)', () => {
+  const all = [...PINS.map(([sql]) => sql), ...STAYS.map(([sql]) => sql), ...SETTINGS.map(([sql]) => sql), ...REBINDS, ...TRICKY];
+  let caught = 0;
+  for (const sql of all) {
+    const bytes = Buffer.from(sql, 'utf8');
+    if (fullCheck(decoded(bytes))) {
+      caught++;
+      assert.ok(prefilter(bytes), `skipped: ${JSON.stringify(sql)}`);
+    }
+  }
+  // The table holds catches of every kind, or this test would prove nothing.
+  assert.ok(caught > PINS.length + REBINDS.length, `only ${caught} statements caught`);
+});
+
+test('mayAffectSession lets plain statements go by undecoded', () => {
+  const plain = [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 48251;',
+    'select 1',
+    '',
+    'UPDATE pgbench_accounts SET abalance = abalance + -4119 WHERE aid = 91727;',
+    'insert into t (a, b) values ($1, $2) returning id',
+    'BEGIN',
+    'COMMIT',
+    'select count(*) as n from demo.notes',
+    'select * from orders where id = any($1) order by created_at desc limit 10 offset 20',
+    'délète from tâble',
+  ];
+  for (const sql of plain) {
+    const bytes = Buffer.from(sql, 'utf8');
+    assert.not.ok(fullCheck(decoded(bytes)), sql);
+    assert.not.ok(prefilter(bytes), `decoded for nothing: ${sql}`);
+  }
+});
+
+test('mayAffectSession agrees with the full checks on generated statements, up to the 8 KB the relay decodes', () => {
+  const pieces = ['set', 'SeT', 'reset', 'DISCARD', 'all', ' ', '\t', '\n', ';', '\u00a0', '\ufeff', 'é', 'x', 'select 1', 'session', 'authorization',
+    'listen', 'LiStEn', 'temp', 'pg_', 'advisory_lock', 'with hold', 'hold', 'set_config(', 'open_connection(', 'close_connection(', 'redeem_ticket(', 'hello(', '(', '"', 'local', 'offset'];
+  let seed = 7;
+  // The high bits of an LCG: its low bits repeat too soon.
+  const next = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) >>> 16) % n;
+  let caught = 0;
+  for (let n = 0; n < 20000; n++) {
+    let text = '';
+    for (let i = next(8); i >= 0; i--) text += pieces[next(pieces.length)];
+    const bytes = Buffer.from(text, 'utf8');
+    if (fullCheck(decoded(bytes))) {
+      caught++;
+      assert.ok(prefilter(bytes), `skipped: ${JSON.stringify(text)}`);
+    }
+  }
+  assert.ok(caught > 5000, `only ${caught} generated statements caught`);
+  // Past the limit: what is cut off is not looked at, by either (a keyword cut in two is no
+  // keyword); what ends inside it is.
+  const filler = 'x'.repeat(LIMIT - 4);
+  for (const tail of ['listen c', 'lis', 'tem', 'hol', '']) {
+    const bytes = Buffer.from(filler + tail, 'utf8');
+    assert.not.ok(fullCheck(decoded(bytes)), tail);
+    assert.not.ok(prefilter(bytes), tail);
+  }
+  const near = Buffer.from('x'.repeat(LIMIT - 6) + 'listen and more', 'utf8');
+  assert.ok(fullCheck(decoded(near)) && prefilter(near));
 });
 
 test.run();
