@@ -81,6 +81,7 @@ const nextClientId = idSequence();
 const NOTHING_EARLY: readonly Buffer[] = [];
 
 const ignore = (): void => {};
+const uncorkTick = (client: ClientConnection): void => client.uncorkTick();
 const NO_PARAMS: ReadonlyMap<string, string> = new Map();
 
 // One 'data' and one 'close' handler for every client socket, finding the client through the
@@ -182,8 +183,10 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   private closeTimer: NodeJS.Timeout | null = null;
   /** Why a logged-in client's connection ends, for its log line; unset: it went away. */
   private closeReason: { reason: string; byPooler: boolean; code?: string } | null = null;
-  /** The pooler is shutting down: in transaction mode the client is closed as its transaction ends (leaveAtTransactionEnd). */
-  private leaving = false;
+  /** Shutting down: the FATAL a transaction-mode client is closed with as its transaction ends (leaveAtTransactionEnd). */
+  private leaveWith: PgError | null = null;
+  /** Leaving: this tick's writes are corked, to go out together (see writeFromServer). */
+  private corkedForTick = false;
 
   constructor(
     /** The client's socket: the TCP or Unix socket, replaced by its TLS layer on upgrade. */
@@ -219,11 +222,18 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   }
 
   /**
-   * Shutting down (a rolling restart): a transaction-mode client is closed at its next transaction
-   * boundary, not mid-transaction, so it reconnects (through its load balancer) elsewhere.
+   * Shutting down (a rolling restart): a transaction-mode client is closed with `notice` at its
+   * next transaction boundary, not mid-transaction, so it reconnects (through its load balancer)
+   * elsewhere.
    */
-  leaveAtTransactionEnd(): void {
-    this.leaving = true;
+  leaveAtTransactionEnd(notice: PgError): void {
+    this.leaveWith = notice;
+  }
+
+  /** @internal the end of a tick whose writes were corked (writeFromServer) */
+  uncorkTick(): void {
+    this.corkedForTick = false;
+    this.socket.uncork();
   }
 
   /** Sends an ErrorResponse; FATAL errors close the connection after it is written. */
@@ -775,6 +785,13 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
   writeFromServer(chunk: Buffer): boolean {
     if (this.token?.lost) return true;
     this.pool!.counters.sent += chunk.length;
+    // Leaving at the transaction's end: the close notice must reach the driver in the same read as
+    // the ReadyForQuery it follows (see endTransaction), so this tick's writes go out as one.
+    if (this.leaveWith !== null && !this.corkedForTick) {
+      this.corkedForTick = true;
+      this.socket.cork();
+      process.nextTick(uncorkTick, this);
+    }
     return this.socket.write(chunk);
   }
 
@@ -827,9 +844,12 @@ export class ClientConnection implements FrameSink, ServerPeer, PoolClient, Rela
     this.server = null;
     this.pool!.release(server);
     relay.onIdle();
-    // The FIN follows the ReadyForQuery, so a driver sees the close before it could start another
-    // transaction here, and reconnects (through its load balancer) elsewhere.
-    if (this.leaving && this.betweenTransactions) this.close();
+    // The FATAL goes out in one write with the ReadyForQuery just relayed: a driver that handles a
+    // whole read before its application goes on (node-postgres) learns the connection is over
+    // before anything more can be sent here, and its pool replaces it. A FATAL sent on its own a
+    // moment later lost that race to a busy pool's next BEGIN in a quarter or more of closes. Drivers
+    // that read only when they send (libpq, JDBC) meet it on their next statement (README).
+    if (this.leaveWith !== null && this.betweenTransactions) this.fail(this.leaveWith);
   }
 
   // ---- leaving ----

@@ -19,6 +19,9 @@ import type { Janitor } from './janitor.js';
 /** Shutting down, a transaction-mode client quiet this long between transactions is closed. */
 const QUIET_CLOSE_MS = 1000;
 
+/** What a client hears when shutdown closes its connection (PostgreSQL's SQLSTATE for it). */
+const shutdownNotice = (): PgError => PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown');
+
 export class Runtime {
   private readonly listeners: net.Server[] = [];
   private stopping = false;
@@ -113,7 +116,7 @@ export class Runtime {
     this.waitForClients = mode === 'wait_for_clients';
     for (const server of this.listeners) server.close();
     // Transaction-mode clients inside a transaction leave as it ends; the loop below closes the quiet ones.
-    for (const client of this.registry.clients) client.leaveAtTransactionEnd();
+    for (const client of this.registry.clients) client.leaveAtTransactionEnd(shutdownNotice());
     const pools = this.registry.pools;
     this.stopped = (async () => {
       while (this.stillBusy() && Date.now() < this.shutdownDeadline) {
@@ -125,14 +128,14 @@ export class Runtime {
         if (this.waitForClients) this.closeBetweenTransactions();
         // WAIT_FOR_SERVERS: a client waiting for a server would wait for nothing; tell it now.
         if (!this.waitForClients) {
-          for (const client of this.registry.clients) if (client.isWaiting) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+          for (const client of this.registry.clients) if (client.isWaiting) client.fail(shutdownNotice());
         }
         await new Promise((r) => setTimeout(r, 50));
       }
       for (const client of [...this.registry.clients]) {
         // A query still running would otherwise go on in PostgreSQL after we hang up.
         if (client.server && client.server.outstanding > 0) client.server.cancel();
-        client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+        client.fail(shutdownNotice());
       }
       for (const pool of pools.values()) pool.close();
       this.janitor.stop();
@@ -144,13 +147,14 @@ export class Runtime {
 
   /**
    * Transaction-mode clients that have been quiet a while (idle in an application's pool): a
-   * busy one is closed as its transaction ends instead, which no driver can race, while closing
-   * one that has just finished could meet the next transaction it is sending.
+   * busy one is closed as its transaction ends instead, the notice riding with its last
+   * ReadyForQuery (ClientConnection.endTransaction), while closing one that has just finished
+   * could meet the next transaction it is sending.
    */
   private closeBetweenTransactions(): void {
     const quietSince = Date.now() - QUIET_CLOSE_MS;
     for (const client of [...this.registry.clients]) {
-      if (client.betweenTransactions && client.lastActiveAt < quietSince) client.fail(PgError.fatal(SqlState.AdminShutdown, 'terminating connection due to pooler shutdown'));
+      if (client.betweenTransactions && client.lastActiveAt < quietSince) client.fail(shutdownNotice());
     }
   }
 
