@@ -22,6 +22,7 @@ import type { Pool } from '../pool/pool.js';
 import { Frontend } from '../protocol/messages.js';
 import { readParse, readBind, readTarget, statementFor, renameInError, parseMessage, bindMessage, describeStatement, closeStatement, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE, NO_DATA, NO_PARAMETERS, type Statement } from '../pool/prepared.js';
 import { Expect, type Entry } from '../pool/response-queue.js';
+import { wordAt } from './session-state.js';
 
 /** How the relay sends and answers for this class. */
 export interface StatementWire {
@@ -76,10 +77,9 @@ function start(sql: Buffer): number {
   return i;
 }
 
-/** Does the statement start with this (lower-case ASCII) word? Compares bytes, decodes nothing. */
+/** Does the statement start with this (lower-case ASCII) word, as a whole word? */
 function startsWith(sql: Buffer, at: number, word: string): boolean {
-  if (sql.length < at + word.length) return false;
-  for (let k = 0; k < word.length; k++) if ((sql[at + k] | LOWER) !== word.charCodeAt(k)) return false;
+  if (!wordAt(sql, at, sql.length, word)) return false;
   const after = sql[at + word.length]; // undefined at the end: a word ends there too
   const lower = after | LOWER;
   return !((lower >= 0x61 && lower <= 0x7a) || after === 0x5f || (after >= 0x30 && after <= 0x39));

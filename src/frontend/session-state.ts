@@ -160,8 +160,8 @@ function statementStartsWithSetting(sql: Buffer, at: number, end: number): boole
   return wordAt(sql, i, end, 'set') || wordAt(sql, i, end, 'reset') || wordAt(sql, i, end, 'discard');
 }
 
-/** Does sql[at, end) begin with `word` (lower-case ASCII letters and '_'), letters in any case? */
-function wordAt(sql: Buffer, at: number, end: number, word: string): boolean {
+/** Does sql[at, end) begin with `word` (lower-case ASCII letters and '_'), letters in any case? Decodes nothing. */
+export function wordAt(sql: Buffer, at: number, end: number, word: string): boolean {
   if (end - at < word.length) return false;
   for (let k = 0; k < word.length; k++) {
     const b = sql[at + k];
