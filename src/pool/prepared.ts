@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BodyReader, ProtocolViolation } from '../protocol/framing.js';
-import { message, type PgError } from '../protocol/messages.js';
+import { message, parseErrorFields, type PgError } from '../protocol/messages.js';
 import type { Entry } from './response-queue.js';
 
 export interface Statement {
@@ -90,14 +90,7 @@ export const stalePlanError = (): Buffer => message(0x45, 'SERROR', 'VERROR', 'C
 export function renameInError(body: Buffer, serverName: string, clientName: string): Buffer {
   const quoted = `"${serverName}"`;
   if (body.indexOf(quoted) < 0) return wholeMessage(0x45, body);
-  const fields: Buffer[] = [];
-  let at = 0;
-  while (at < body.length && body[at] !== 0) {
-    const end = body.indexOf(0, at + 1);
-    if (end < 0) break;
-    fields.push(Buffer.from([body[at]]), Buffer.from(body.toString('utf8', at + 1, end).replaceAll(quoted, `"${clientName}"`) + '\0', 'utf8'));
-    at = end + 1;
-  }
+  const fields = [...parseErrorFields(body)].map(([code, value]) => code + value.replaceAll(quoted, `"${clientName}"`));
   return message(0x45, ...fields, Buffer.from([0]));
 }
 
