@@ -109,8 +109,10 @@ export class TransactionRelay {
   private gated: { type: number; body: Buffer; raw: Buffer }[] | null = null;
   /** The listener could not LISTEN for the gated message: it runs on the backend, pinned, as before. */
   private bypassListener = false;
-  /** auto_prepare: the client's batch as it sent it, while it may have to be sent again (see record()). */
+  /** auto_prepare: the client's batch as it sent it, while it may have to be sent again (see record()); else null. */
   private recorded: Buffer[] | null = null;
+  /** The array `recorded` reuses. */
+  private readonly recording: Buffer[] = [];
   /** The statement the recorded batch's Parse was mapped to. */
   private recordedFor: Statement | null = null;
   /** The recorded batch reached its Sync. */
@@ -154,7 +156,7 @@ export class TransactionRelay {
     if (server) this.flush(server);
     else {
       this.batch = this.queued = null; // the server went away mid-chunk; nothing may follow it
-      this.answerNow();
+      this.answerNow(null);
     }
   }
 
@@ -225,7 +227,9 @@ export class TransactionRelay {
     this.recorded = null;
     const responses = server.responses;
     if (batch === null || !this.recordedWhole || this.recordedFor !== statement || responses === null || !responses.onlyReadyLeft) return false;
-    responses.retryAtReady(() => this.resend(server, batch));
+    const again = batch.slice(); // `recording` is reused by the next batch
+    batch.length = 0;
+    responses.retryAtReady(() => this.resend(server, again));
     return true;
   }
 
@@ -248,6 +252,7 @@ export class TransactionRelay {
     const batch = this.recorded!;
     if (this.recordedWhole || (batch.length === 1 && type !== Frontend.Bind) || (batch.length > 1 && type === Frontend.Bind)) {
       this.recorded = null;
+      batch.length = 0; // no chunk kept alive for a batch that will not be sent again
       return;
     }
     batch.push(raw);
@@ -282,7 +287,10 @@ export class TransactionRelay {
         if (statements === null) return this.forwardExpecting(raw, Expect.Parse);
         statements.parse(server, name, tail, raw);
         if (statements.autoBatch !== null) {
-          this.recorded = [raw];
+          // One array for the client's life: an auto_prepare batch is recorded in every transaction.
+          const batch = (this.recorded = this.recording);
+          batch.length = 0;
+          batch.push(raw);
           this.recordedFor = statements.autoBatch;
           this.recordedWhole = false;
         }
@@ -347,12 +355,16 @@ export class TransactionRelay {
     else for (const b of due) this.link.writeFromServer(b);
   }
 
-  /** Tessera's answers held while the chunk was read, to the client now. */
-  private answerNow(): void {
+  /**
+   * Tessera's answers held while the chunk was read: ahead of the server's reply when `server`
+   * still owes the rest of the batch (one write for the client, as directly), else now.
+   */
+  private answerNow(server: ServerConnection | null): void {
     const due = this.dueForClient;
     if (due === null) return;
     this.dueForClient = null;
-    this.link.writeFromServer(due.length === 1 ? due[0] : Buffer.concat(due));
+    if (server !== null && server.responses !== null && !server.responses.empty) server.answerAhead(due);
+    else this.link.writeFromServer(due.length === 1 ? due[0] : Buffer.concat(due));
   }
 
   /**
@@ -378,13 +390,7 @@ export class TransactionRelay {
   }
 
   private flush(server: ServerConnection): void {
-    const due = this.dueForClient;
-    if (due !== null) {
-      this.dueForClient = null;
-      // The server owes the rest of the batch: Tessera's answers go ahead of its reply, in one write.
-      if (server.responses !== null && !server.responses.empty) server.answerAhead(due);
-      else this.link.writeFromServer(due.length === 1 ? due[0] : Buffer.concat(due));
-    }
+    this.answerNow(server);
     const batch = this.batch;
     const queued = this.queued;
     this.batch = this.queued = null;
