@@ -6,6 +6,7 @@ import { StartupReader, type StartupPacket } from '../../src/protocol/startup.js
 import * as msg from '../../src/protocol/messages.js';
 import { PgError, parseErrorFields } from '../../src/protocol/messages.js';
 import { extractSettings, splitOptions } from '../../src/protocol/options.js';
+import { bindMessage, readBind } from '../../src/pool/prepared.js';
 
 /** Records what a framer reports: every header, and the bodies of the wanted types. */
 class Recorder implements FrameSink {
@@ -263,6 +264,17 @@ test('options: tessera.* settings are taken out, the rest is kept with its escap
   assert.is(rest, '-c search_path=x,\\ y --work_mem=4MB');
   assert.equal(splitOptions(rest!), ['-c', 'search_path=x, y', '--work_mem=4MB']);
   assert.is(extractSettings('-c tessera.nonce=1', 'tessera.').rest, undefined);
+});
+
+test('a rewritten Bind is the Bind pg-protocol writes for the new names, and readBind reads any back', () => {
+  const values = ['42', null, 'é'];
+  for (const [portal, statement] of [['', ''], ['', 'stmt'], ['p1', ''], ['pörtal', 'sé']]) {
+    const original = serialize.bind({ portal, statement, values, binary: false });
+    const { portal: p, statement: s, rest } = readBind(original.subarray(5));
+    assert.equal([p, s], [portal, statement]);
+    assert.equal(bindMessage('', 'tessera_abc', rest), serialize.bind({ portal: '', statement: 'tessera_abc', values, binary: false }));
+    assert.equal(bindMessage(p, 'tessera_abc', rest), serialize.bind({ portal, statement: 'tessera_abc', values, binary: false }));
+  }
 });
 
 test.run();
