@@ -316,8 +316,9 @@ export function mergeSnapshots(snaps: AdminSnapshot[]): AdminSnapshot {
   }).sort((a, b) => b.last_active.getTime() - a.last_active.getTime());
   return {
     state: {
-      paused: snaps.every((s) => s.state.paused),
-      suspended: snaps.every((s) => s.state.suspended),
+      // Held if any worker is (one restarted, or signalled on its own): RESUME must reach it.
+      paused: snaps.some((s) => s.state.paused),
+      suspended: snaps.some((s) => s.state.suspended),
       shuttingDown: snaps.some((s) => s.state.shuttingDown),
     },
     pools,

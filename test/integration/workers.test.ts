@@ -227,6 +227,28 @@ test('the metrics endpoint sums the workers: /metrics, the dashboard\'s data, /r
   }
 });
 
+test('one worker paused on its own (SIGUSR1 to it): SHOW STATE says paused and the console RESUME resumes it', async () => {
+  const admin = await connect({ ...conn('pgbouncer'), user: 'admin' });
+  const clients = await clientsOnBothWorkers(admin);
+  try {
+    // Each worker has this database's pool now; one of them pauses, the other does not.
+    process.kill(workerPids()[0]!, 'SIGUSR1');
+    const state = async () => Object.fromEntries((await admin.query('SHOW STATE')).rows.map((r) => [r.key, r.value]));
+    await until('SHOW STATE to say paused', async () => (await state()).paused === 'yes');
+    assert.equal(await state(), { active: 'no', paused: 'yes', suspended: 'no' });
+    await admin.query('RESUME');
+    assert.equal(await state(), { active: 'yes', paused: 'no', suspended: 'no' });
+    // Clients of both workers get servers again.
+    const ran = settle(Promise.all(clients.map((c) => c.query('select 1 as one'))));
+    const outcome = await Promise.race([ran, new Promise<null>((r) => setTimeout(() => r(null), 20_000))]);
+    assert.ok(outcome !== null, 'a query still waits 20 s after RESUME');
+    assert.ok(outcome.ok, outcome.ok ? '' : outcome.e.message);
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    await admin.end();
+  }
+});
+
 test('SUSPEND reaches both workers; when the admin who suspended disconnects, both resume by themselves', async () => {
   const admin = () => connect({ ...conn('pgbouncer'), user: 'admin' });
   const finder = await admin();
