@@ -132,6 +132,8 @@ export class ClientStatements {
    * TransactionRelay.retryBatch); else null.
    */
   autoBatch: Statement | null = null;
+  /** auto_prepare: the last known statement an unnamed Parse was mapped to (see autoStatement). */
+  private lastAuto: Statement | null = null;
 
   constructor(
     private readonly pool: Pool,
@@ -194,9 +196,13 @@ export class ClientStatements {
   private autoStatement(tail: Buffer): Statement | null {
     if (mayMatter(tail)) return null;
     const known = this.pool.knownStatements;
+    // A driver's loop sends one text again and again: compared, not hashed. Still the pool's
+    // statement for its text only while `known` has it under its key (a schema change clears it).
+    const last = this.lastAuto;
+    if (last !== null && known.get(last.key) === last && last.tail.equals(tail)) return last;
     const key = known.keyFor(tail);
     const st = known.get(key);
-    if (st !== undefined) return st;
+    if (st !== undefined) return (this.lastAuto = st);
     return known.seenBefore(key) ? statementFor(tail, key) : null;
   }
 
