@@ -5,6 +5,7 @@ import { inspect } from 'node:util';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { authentToken, escapeOption, SessionCredentials } from '../../src/client/index.js';
+import { splitLikePostgres } from '../support/split-opts.js';
 
 const TOKEN = '4f6e1c0a9b2d7e3f58a1c6d9e0b7f2a3c4d5e6f708192a3b4c5d6e7f80912a3b';
 const ID = '3267412848362383';
@@ -83,29 +84,8 @@ test('options escaping: backslashes and whitespace as the server splits them', (
   assert.is(escapeOption('a\tb\nc'), 'a\\\tb\\\nc');
   assert.is(escapeOption('plain+/=:.'), 'plain+/=:.');
   // Undo it the way pg_split_opts does and get the words back.
-  const split = (s: string): string[] => {
-    const out: string[] = [];
-    let cur = '';
-    let inWord = false;
-    for (let i = 0; i < s.length; i++) {
-      const ch = s[i]!;
-      if (/\s/.test(ch)) {
-        if (inWord) out.push(cur);
-        cur = '';
-        inWord = false;
-      } else if (ch === '\\' && i + 1 < s.length) {
-        cur += s[++i];
-        inWord = true;
-      } else {
-        cur += ch;
-        inWord = true;
-      }
-    }
-    if (inWord) out.push(cur);
-    return out;
-  };
   const odd = new SessionCredentials(ID, 'with space\\and backslash');
-  const words = split(odd.asOptions());
+  const words = splitLikePostgres(odd.asOptions());
   assert.equal(words.slice(0, 4), ['-c', `tessera.session_id=${ID}`, '-c', 'tessera.nonce=1']);
   assert.is(words[5], `tessera.authent_token=${independent('with space\\and backslash', 1)}`);
 });

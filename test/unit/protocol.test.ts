@@ -7,6 +7,7 @@ import * as msg from '../../src/protocol/messages.js';
 import { PgError, parseErrorFields } from '../../src/protocol/messages.js';
 import { extractSettings, splitOptions } from '../../src/protocol/options.js';
 import { bindMessage, readBind } from '../../src/pool/prepared.js';
+import { splitLikePostgres } from '../support/split-opts.js';
 
 /** Records what a framer reports: every header, and the bodies of the wanted types. */
 class Recorder implements FrameSink {
@@ -226,27 +227,6 @@ test('options are split into words as pg_split_opts does: white space between, a
   ];
   for (const [options, words] of cases) assert.equal(splitOptions(options), words, JSON.stringify(options));
   // And against the plain character-by-character reading, on strings made of the characters that matter.
-  const reference = (options: string): string[] => {
-    const out: string[] = [];
-    let word = '';
-    let inWord = false;
-    for (let i = 0; i < options.length; i++) {
-      const ch = options[i];
-      if (ch === '\\' && i + 1 < options.length) {
-        word += options[++i];
-        inWord = true;
-      } else if (/\s/.test(ch)) {
-        if (inWord) out.push(word);
-        word = '';
-        inWord = false;
-      } else {
-        word += ch;
-        inWord = true;
-      }
-    }
-    if (inWord) out.push(word);
-    return out;
-  };
   const alphabet = ['a', 'b', ' ', '\t', '\\', '=', '-', '\u00a0', 'é'];
   let seed = 1;
   const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % alphabet.length;
@@ -254,7 +234,7 @@ test('options are split into words as pg_split_opts does: white space between, a
     const len = n % 12;
     let text = '';
     for (let i = 0; i < len; i++) text += alphabet[next()];
-    assert.equal(splitOptions(text), reference(text), JSON.stringify(text));
+    assert.equal(splitOptions(text), splitLikePostgres(text), JSON.stringify(text));
   }
 });
 
