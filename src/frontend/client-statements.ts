@@ -238,7 +238,7 @@ export class ClientStatements {
     const st = name === '' ? this.auto : this.named?.get(name);
     if (!st) return this.wire.forward(raw, Expect.DescribeStatement);
     if (!this.ensurePrepared(server, st)) return;
-    this.wire.send(server, (st.describe ??= describeStatement(st.serverName)), 0, (st.described ??= Object.freeze({ expect: Expect.DescribeStatement, statement: st })));
+    this.wire.send(server, (st.describeMessage ??= describeStatement(st.serverName)), 0, (st.described ??= Object.freeze({ expect: Expect.DescribeStatement, statement: st })));
   }
 
   execute(server: ServerConnection, body: Buffer, raw: Buffer): void {

@@ -21,7 +21,7 @@ export interface Statement {
   bound?: Entry;
   described?: Entry;
   /** Its Describe message, made once: the same bytes for every client (never written to). */
-  describe?: Buffer;
+  describeMessage?: Buffer;
 }
 
 /** Decodes a Parse body: statement name and everything after it. */
