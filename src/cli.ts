@@ -168,7 +168,15 @@ async function main(): Promise<void> {
     log.info({ port: embedded.port }, 'embedded PostgreSQL started');
   }
 
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, path.resolve(args.config), embedded);
+  // A reloaded config's log settings (SIGHUP, RELOAD); a logfile that cannot be opened leaves the old output.
+  const applyLogOutput = (changed: Readonly<Config>): void => {
+    try {
+      configureLogOutput(logOutput(changed, args));
+    } catch (err) {
+      log.error({ logfile: changed.logfile, err: (err as Error).message }, 'logfile: cannot open; logging where it did');
+    }
+  };
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, path.resolve(args.config), embedded, applyLogOutput);
 
   let stop: (mode: ShutdownMode, why: string) => Promise<void> = async () => {};
   let pooler: Pooler;
@@ -178,13 +186,7 @@ async function main(): Promise<void> {
     userlist,
     embedded,
     configPath: args.config,
-    onConfigChanged: (changed) => {
-      try {
-        configureLogOutput(logOutput(changed, args));
-      } catch (err) {
-        log.error({ logfile: changed.logfile, err: (err as Error).message }, 'logfile: cannot open; logging where it did');
-      }
-    },
+    onConfigChanged: applyLogOutput,
     // SHUTDOWN from the admin console: immediate like SIGINT, the WAIT_FOR_* forms like SIGTERM.
     onShutdown: (mode) => void stop(mode, `SHUTDOWN ${mode}`),
     });
@@ -255,8 +257,16 @@ async function main(): Promise<void> {
   process.on('SIGUSR2', () => pooler.adminView.resume());
 }
 
-/** workers > 1: this process only forks and supervises the workers (src/workers/primary.ts). */
-async function runPrimary(config: Config, configFile: string, embedded: { host: string; port: number; stop(): Promise<void> } | undefined): Promise<void> {
+/**
+ * workers > 1: this process only forks and supervises the workers (src/workers/primary.ts).
+ * `applyLogOutput`: a reloaded config's log settings, for the primary's own lines as for a worker's.
+ */
+async function runPrimary(
+  config: Config,
+  configFile: string,
+  embedded: { host: string; port: number; stop(): Promise<void> } | undefined,
+  applyLogOutput: (changed: Readonly<Config>) => void,
+): Promise<void> {
   const { Primary } = await import('./workers/primary.js');
   // The workers share the Unix socket; clear a stale one once, before any of them listens.
   if (config.unix_socket_dir) await removeStaleSocket(`${config.unix_socket_dir}/.s.PGSQL.${config.listen_port}`);
@@ -266,6 +276,16 @@ async function runPrimary(config: Config, configFile: string, embedded: { host: 
     metricsListen: config.metrics_listen,
     config,
     configFile,
+    reloadConfig: () => {
+      let changed: Readonly<Config>;
+      try {
+        changed = loadAnyConfig(configFile).config;
+      } catch {
+        return null; // each worker's reload logs the error
+      }
+      applyLogOutput(changed);
+      return changed;
+    },
     onStopped: async () => {
       await embedded?.stop();
     },

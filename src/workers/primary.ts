@@ -22,6 +22,11 @@ export interface PrimaryOptions {
   /** The config the workers started with (metrics_format, limits for the pgbouncer_exporter names). */
   config: Readonly<Config>;
   configFile: string;
+  /**
+   * SIGHUP or the console's RELOAD: reads the config file again and applies this process's own
+   * part (its log output); null when the file cannot be used (the workers log why).
+   */
+  reloadConfig(): Readonly<Config> | null;
   /** Called once every worker has exited, before the process exits. */
   onStopped(): Promise<void>;
 }
@@ -38,11 +43,14 @@ export class Primary {
   private readonly workers: (Worker | null)[];
   private readonly startedAt: number[] = [];
   private stopping = false;
+  /** The config as last loaded: the one the workers run with, after each reload. */
+  private config: Readonly<Config>;
   private nextRun = 1;
   private readonly runs = new Map<number, { results: OpResult[]; pending: Set<number>; done: (results: OpResult[]) => void }>();
 
   constructor(private readonly opts: PrimaryOptions) {
     this.workers = Array.from({ length: opts.workers }, () => null);
+    this.config = opts.config;
   }
 
   async start(): Promise<void> {
@@ -55,8 +63,12 @@ export class Primary {
     process.on('SIGINT', () => this.stop('wait_for_servers'));
     process.on('SIGQUIT', () => this.stop('immediate'));
     for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => this.signalAll(signal));
-    // This process writes log lines too: its logfile is rotated with the workers'.
-    process.on('SIGHUP', () => reopenLogDestinations());
+    // This process writes log lines too: its logfile is rotated with the workers', and it takes
+    // the reloaded log settings as they do.
+    process.on('SIGHUP', () => {
+      reopenLogDestinations();
+      this.reloadOwn();
+    });
     if (this.opts.metricsListen) await this.serveMetrics();
     log.info({ workers: this.opts.workers }, 'workers started');
   }
@@ -89,6 +101,11 @@ export class Primary {
     }
     log.error({ worker: index, code, signal }, 'worker died; starting a new one');
     this.fork(index);
+  }
+
+  /** The config file again, for this process's own settings (log output, metrics_format). */
+  private reloadOwn(): void {
+    this.config = this.opts.reloadConfig() ?? this.config;
   }
 
   private async finish(code: number): Promise<void> {
@@ -129,7 +146,11 @@ export class Primary {
   /** An admin operation from a worker's console, run where admin/operations.ts says. */
   private async runOperation(op: AdminOperation, args: unknown[]): Promise<OpResult[]> {
     const targets = workersFor(op, args, this.opts.workers);
-    if (targets !== 'primary') return this.runOn(targets, op, args);
+    if (targets !== 'primary') {
+      const results = await this.runOn(targets, op, args);
+      if (op === 'reload') this.reloadOwn();
+      return results;
+    }
     this.onPrimary[op as PrimaryOperation](...(args as ArgsOf<PrimaryOperation>));
     return [{ ok: true }];
   }
@@ -169,7 +190,7 @@ export class Primary {
       (await this.runOn(all(), op)).filter((r) => r.ok).map((r) => r.value as ResultOf<K>);
     await serveMetrics(this.opts.metricsListen, {
       snapshot: async () => ADMIN_OPERATIONS.metrics.combine(await answers('metrics')),
-      console: async () => consoleFigures(ADMIN_OPERATIONS.snapshot.combine(await answers('snapshot')), this.opts.config),
+      console: async () => consoleFigures(ADMIN_OPERATIONS.snapshot.combine(await answers('snapshot')), this.config),
       readiness: async () => {
         const ready = await answers('readiness');
         // A worker that did not answer (restarting, or gone) is not ready to take its share.
@@ -178,7 +199,7 @@ export class Primary {
         return ADMIN_OPERATIONS.readiness.combine(ready);
       },
       processMetrics: () => aggregator.clusterMetrics(),
-      format: () => this.opts.config.metrics_format,
+      format: () => this.config.metrics_format,
       configFile: this.opts.configFile,
       workers: this.opts.workers,
     });

@@ -1,9 +1,12 @@
 // `workers: 2`: two processes share the port, each with its own pools sized so the totals stay as
 // configured; the admin console and the metrics endpoint sum both; a cancel request reaches the
 // worker that owns the client whichever worker it lands on; SUSPEND spans both, and so does the
-// resume when its admin leaves; signals stop both.
+// resume when its admin leaves; RELOAD and SIGHUP reload the primary's own settings too; signals
+// stop both.
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { serialize } from 'pg-protocol';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -270,6 +273,42 @@ test('SUSPEND reaches both workers; when the admin who suspended disconnects, bo
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await suspender.end().catch(() => {});
+  }
+});
+
+test('RELOAD and SIGHUP reach the primary too: the merged metrics take the new metrics_format, its own lines the new logfile', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-workers-reload-'));
+  const first = path.join(dir, 'first.log');
+  const second = path.join(dir, 'second.log');
+  const port = await freePort();
+  const w = await spawnTessera({ workers: 2, admin_users: 'admin', metrics_listen: `127.0.0.1:${port}`, logfile: first, databases: { [TEST_DB]: clusterEntry(cluster) } });
+  const edit = (change: Record<string, unknown>) => fs.writeFileSync(w.file, JSON.stringify({ ...JSON.parse(fs.readFileSync(w.file, 'utf8')), ...change }));
+  const metrics = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const said = (file: string, msg: string) => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes(`"msg":"${msg}"`);
+  try {
+    await until('both workers to listen', async () => (w.output().match(/"msg":"listening"/g) ?? []).length >= 2);
+    assert.ok(/^tessera_workers 2/m.test(await metrics()));
+    edit({ metrics_format: 'pgbouncer_exporter' });
+    const admin = await connect({ host: '127.0.0.1', port: w.port, user: 'admin', database: 'pgbouncer' });
+    await admin.query('RELOAD');
+    await admin.end();
+    const reloaded = await metrics();
+    assert.ok(/^pgbouncer_up 1/m.test(reloaded), reloaded.slice(0, 300));
+    assert.not.ok(/^tessera_workers /m.test(reloaded));
+
+    edit({ logfile: second });
+    w.child.kill('SIGHUP');
+    // Each worker says "configuration reloaded" (before it re-points its log output): two for RELOAD, two now.
+    await until('both workers to reload', async () => fs.readFileSync(first, 'utf8').match(/"msg":"configuration reloaded"/g)?.length === 4);
+    w.child.kill('SIGTERM');
+    assert.is(await w.exited, 0);
+    // The primary's own lines, written after the reload, went where the workers' go.
+    assert.ok(said(second, 'shutting down the workers') && said(second, 'stopped'), fs.readFileSync(second, 'utf8'));
+    assert.ok(said(first, 'workers started'));
+    assert.not.ok(said(first, 'shutting down the workers'));
+  } finally {
+    await w.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
