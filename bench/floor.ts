@@ -1,4 +1,4 @@
-// `npm run bench:floor`: how much of the gap to PgBouncer is Node.js itself, in two tables.
+// `npm run bench:floor`: how much of the gap to PgBouncer is Node.js itself, in four tables.
 //
 // Throughput: pgbench -S (16 clients, session mode) against PgBouncer, Tessera and
 // bench/floor/relay.mjs in relay mode, a relay with no protocol work at all, in turn (A B C A B C),
@@ -10,16 +10,21 @@
 // pool mode, the least a Node.js transaction pooler does per connection (fixed login reply, a
 // query to a free PostgreSQL connection, the answer back).
 //
-// The Node.js baselines run with Tessera's own Node flags (src/node-flags.ts).
+// Prepared statements: pgbench -S -M extended and node-postgres's parameterised select (unnamed
+// statements) through PgBouncer and through Tessera with auto_prepare, beside two ceilings that
+// send named statements (PostgreSQL parses and plans once per connection): relay.mjs in relay mode
+// (a Node.js pooler that only copies bytes) and PostgreSQL direct (a pooler that costs nothing).
 //
 // Memory: RSS per idle client (bench/lib/memory.ts, 10,000 clients) of PgBouncer, Tessera and
 // relay.mjs in idle mode, a Node.js server that answers every login with fixed bytes and holds the
 // socket: what an idle client costs a Node.js process at least.
 //
-//   node --import tsx bench/floor.ts [--duration S] [--rounds N] [--memory-clients N]
-//                                    [--only select,connect,memory] [--tessera-cpu-prof DIR]
+// The Node.js baselines run with Tessera's own Node flags (src/node-flags.ts).
 //
-// --only runs some of the three parts (e.g. `--only connect` to work on the login path);
+//   node --import tsx bench/floor.ts [--duration S] [--rounds N] [--memory-clients N]
+//                                    [--only select,connect,prepared,memory] [--tessera-cpu-prof DIR]
+//
+// --only runs some of the four parts (e.g. `--only connect` to work on the login path);
 // --tessera-cpu-prof runs Tessera with node --cpu-prof, its profile written to DIR at its exit.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,8 +32,9 @@ import { PG_BIN, startCluster, type Cluster } from '../test/support/cluster.js';
 import { measureIdleClients } from './lib/memory.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
 import { cleanupNow, cpuPerUnit, freePort, installCleanup, progress, start, stop, waitForPort, type Started } from './lib/proc.js';
-import { BENCH_USER, DB_SESSION, DB_TX, pgbouncerBinary, prepareTessera, startPgBouncer, startTessera, type Pooler } from './lib/poolers.js';
+import { BENCH_USER, DB_SESSION, DB_TX, DB_TX_AUTO, pgbouncerBinary, prepareTessera, startPgBouncer, startTessera, type Pooler } from './lib/poolers.js';
 import { initPgbench, runPgbench } from './lib/pgbench.js';
+import { runDriverLoad } from './lib/driver-load.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -39,12 +45,13 @@ function option(argv: string[], name: string, fallback: number): number {
   return v;
 }
 
+/** One row of a table: what is measured (pgbench or node-postgres) and through what. */
 interface Target {
   label: string;
-  port: number;
+  /** The pooler's process, whose CPU is counted; undefined for PostgreSQL direct. */
   pid: number | undefined;
-  db: string;
-  tps: number[];
+  run: (seconds: number) => Promise<{ perSecond: number | null; units: number; error: string | null }>;
+  rate: number[];
   cpuUs: number[];
 }
 
@@ -56,7 +63,7 @@ async function startBaseline(mode: 'relay' | 'pool' | 'idle', args: string[]): P
   return { pid: p.child.pid, port, stop: () => stop(p, 'SIGTERM') };
 }
 
-const PARTS = ['select', 'connect', 'memory'] as const;
+const PARTS = ['select', 'connect', 'prepared', 'memory'] as const;
 type Part = (typeof PARTS)[number];
 
 function parts(argv: string[]): Set<Part> {
@@ -106,37 +113,74 @@ async function main(argv: string[]): Promise<void> {
     stops.push(pool.stop);
 
     const lines: string[] = [];
-    const compare = async (title: string, flags: string[], targets: Target[]): Promise<void> => {
+    const compare = async (title: string, unit: string, targets: Target[]): Promise<void> => {
       for (let round = 0; round <= rounds; round++) {
         for (const t of targets) {
-          const run = () => runPgbench({ bin: pgbench, port: t.port, user: BENCH_USER, db: t.db, clients: 16, threads: 2, seconds: round === 0 ? 2 : duration, flags, p99: false });
-          const { result: r, cpuUs } = await cpuPerUnit(t.pid, run, (x) => x.transactions ?? 0);
-          if (r.error || !r.tps || cpuUs === undefined) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
+          const { result: r, cpuUs } = await cpuPerUnit(t.pid, () => t.run(round === 0 ? 2 : duration), (x) => x.units);
+          if (r.error || !r.perSecond || (t.pid !== undefined && cpuUs === undefined)) throw new Error(`${t.label}: ${r.error ?? 'no result'}`);
           if (round === 0) continue; // warm-up
-          t.tps.push(r.tps);
-          t.cpuUs.push(cpuUs);
-          progress(`${title} round ${round}/${rounds} ${t.label}: ${r.tps.toFixed(0)} tps, ${t.cpuUs.at(-1)!.toFixed(1)} µs CPU per transaction`);
+          t.rate.push(r.perSecond);
+          if (cpuUs !== undefined) t.cpuUs.push(cpuUs);
+          progress(`${title} round ${round}/${rounds} ${t.label}: ${r.perSecond.toFixed(0)} ${unit}${cpuUs === undefined ? '' : `, ${cpuUs.toFixed(1)} µs CPU per ${unit === 'tps' ? 'transaction' : 'query'}`}`);
         }
       }
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       const base = targets[0];
-      lines.push(`| ${title} | tps | vs PgBouncer | pooler CPU per transaction |`, '|---|---:|---:|---:|');
+      lines.push(`| ${title} | ${unit} | vs PgBouncer | pooler CPU per ${unit === 'tps' ? 'transaction' : 'query'} |`, '|---|---:|---:|---:|');
       for (const t of targets) {
-        lines.push(`| ${t.label} | ${Math.round(mean(t.tps)).toLocaleString('en-US')} | ${(mean(t.tps) / mean(base.tps)).toFixed(2)}x | ${mean(t.cpuUs).toFixed(1)} µs |`);
+        const cpu = t.cpuUs.length ? `${mean(t.cpuUs).toFixed(1)} µs` : '—';
+        lines.push(`| ${t.label} | ${Math.round(mean(t.rate)).toLocaleString('en-US')} | ${(mean(t.rate) / mean(base.rate)).toFixed(2)}x | ${cpu} |`);
       }
       lines.push('');
     };
-    const target = (label: string, port: number, pid: number | undefined, db: string): Target => ({ label, port, pid, db, tps: [], cpuUs: [] });
-    if (only.has('select')) await compare('pgbench -S, 16 clients, session mode', ['-S'], [
-      target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_SESSION),
-      target('Tessera', tessera.port, tessera.pid, DB_SESSION),
-      target('Node relay, no parsing', relay.port, relay.pid, 'bench'),
+    const pgbenchTarget = (label: string, port: number, pid: number | undefined, db: string, flags: string[]): Target => ({
+      label,
+      pid,
+      rate: [],
+      cpuUs: [],
+      run: async (seconds) => {
+        const r = await runPgbench({ bin: pgbench, port, user: BENCH_USER, db, clients: 16, threads: 2, seconds, flags, p99: false });
+        return { perSecond: r.tps, units: r.transactions ?? 0, error: r.error };
+      },
+    });
+    const driverTarget = (label: string, port: number, pid: number | undefined, db: string, named: boolean): Target => ({
+      label,
+      pid,
+      rate: [],
+      cpuUs: [],
+      run: async (seconds) => {
+        const r = await runDriverLoad({ port, user: BENCH_USER, db, clients: 16, seconds, named });
+        return { perSecond: r.failed ? null : r.queriesPerSecond, units: r.completed, error: r.firstError };
+      },
+    });
+    if (only.has('select')) await compare('pgbench -S, 16 clients, session mode', 'tps', [
+      pgbenchTarget('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_SESSION, ['-S']),
+      pgbenchTarget('Tessera', tessera.port, tessera.pid, DB_SESSION, ['-S']),
+      pgbenchTarget('Node relay, no parsing', relay.port, relay.pid, 'bench', ['-S']),
     ]);
-    if (only.has('connect')) await compare('pgbench -S -C, 16 clients, transaction mode', ['-S', '-C'], [
-      target('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX),
-      target('Tessera', tessera.port, tessera.pid, DB_TX),
-      target('Node pool, fixed login reply, no checks', pool.port, pool.pid, 'bench'),
+    if (only.has('connect')) await compare('pgbench -S -C, 16 clients, transaction mode', 'tps', [
+      pgbenchTarget('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX, ['-S', '-C']),
+      pgbenchTarget('Tessera', tessera.port, tessera.pid, DB_TX, ['-S', '-C']),
+      pgbenchTarget('Node pool, fixed login reply, no checks', pool.port, pool.pid, 'bench', ['-S', '-C']),
     ]);
+    // What prepared statements can win at most. The clients send unnamed statements (PgBouncer
+    // relays them; Tessera's auto_prepare prepares them); the ceilings send named ones, so
+    // PostgreSQL parses and plans once per connection: through the Node relay (a Node.js pooler
+    // that copies bytes and does nothing else) and direct (a pooler that costs nothing).
+    if (only.has('prepared')) {
+      await compare('pgbench -S -M extended, 16 clients, transaction mode', 'tps', [
+        pgbenchTarget('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX, ['-S', '-M', 'extended']),
+        pgbenchTarget('Tessera, auto_prepare', tessera.port, tessera.pid, DB_TX_AUTO, ['-S', '-M', 'extended']),
+        pgbenchTarget('ceiling: Node relay, -M prepared', relay.port, relay.pid, 'bench', ['-S', '-M', 'prepared']),
+        pgbenchTarget('ceiling: PostgreSQL direct, -M prepared', cluster.port, undefined, 'bench', ['-S', '-M', 'prepared']),
+      ]);
+      await compare('node-postgres parameterised select, 16 clients, transaction mode', 'queries/s', [
+        driverTarget('PgBouncer', pgbouncer.port, pgbouncer.pid, DB_TX, false),
+        driverTarget('Tessera, auto_prepare', tessera.port, tessera.pid, DB_TX_AUTO, false),
+        driverTarget('ceiling: Node relay, named statement', relay.port, relay.pid, 'bench', true),
+        driverTarget('ceiling: PostgreSQL direct, named statement', cluster.port, undefined, 'bench', true),
+      ]);
+    }
     for (const s of stops.splice(0).reverse()) await s();
 
     // Memory: fresh processes, one at a time, as in the bench's memory scenario.

@@ -16,8 +16,13 @@ export interface DriverLoadResult {
 
 /** pgbench -i -s 1 makes 100,000 accounts. */
 const ACCOUNTS = 100_000;
+const QUERY = 'select abalance from pgbench_accounts where aid = $1';
 
-export async function runDriverLoad(opts: { port: number; user: string; db: string; clients: number; seconds: number }): Promise<DriverLoadResult> {
+/**
+ * `named`: the query as a named statement (node-postgres parses it once per connection and then
+ * sends only Bind/Execute/Sync), what a pooler that prepares statements makes PostgreSQL do.
+ */
+export async function runDriverLoad(opts: { port: number; user: string; db: string; clients: number; seconds: number; named?: boolean }): Promise<DriverLoadResult> {
   const clients = await Promise.all(
     Array.from({ length: opts.clients }, async () => {
       const c = new pg.Client({ host: '127.0.0.1', port: opts.port, user: opts.user, database: opts.db });
@@ -36,7 +41,8 @@ export async function runDriverLoad(opts: { port: number; user: string; db: stri
         while (Date.now() < deadline && !isAborted()) {
           const t0 = process.hrtime.bigint();
           try {
-            await c.query('select abalance from pgbench_accounts where aid = $1', [1 + Math.floor(Math.random() * ACCOUNTS)]);
+            const values = [1 + Math.floor(Math.random() * ACCOUNTS)];
+            await c.query(opts.named ? { name: 'bench_select', text: QUERY, values } : { text: QUERY, values });
             latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
           } catch (err) {
             failed++;
