@@ -209,7 +209,7 @@ export const ConfigSchema = Type.Object(
     syslog: setting(
       Type.Boolean({
         default: false,
-        description: 'Also send log lines at info level and above to the system log, through util-linux\'s logger (one long-lived process); if logger is missing or stops, standard error says so once and the other destinations go on (SIGHUP or RELOAD starts it again).',
+        description: 'Also send log lines at info level and above to the system log, through util-linux\'s logger (one long-lived process); if logger stops (the syslog daemon went away), standard error says so once, the other destinations go on, and a line 5 s later starts it again; if it is missing, SIGHUP or RELOAD tries again.',
       }),
     ),
     syslog_ident: setting(Type.String({ minLength: 1, default: 'tessera', description: 'Program name syslog lines carry (PgBouncer\'s default is "pgbouncer").' })),

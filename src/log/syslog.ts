@@ -5,10 +5,12 @@
  * with its own priority (`--prio-prefix`: `<facility * 8 + severity>` in front of the line), so
  * an error arrives as `err` and a warning as `warning`.
  *
- * Syslog is never worth a crash or a stall: when logger cannot be started, cannot reach the
- * socket, or dies, standard error says so once and the other destinations go on; SIGHUP or RELOAD
- * starts it again. A logger that stops reading holds at most MAX_QUEUED bytes here, then lines are
- * dropped (said once).
+ * Syslog is never worth a crash or a stall: when logger cannot reach the socket or dies (the
+ * daemon restarted, say), standard error says so once, the other destinations go on, and the next
+ * line RETRY_MS later starts it again (as syslog(3) reconnects by itself); it says so when a logger
+ * runs again. A missing logger binary is said once and tried again only at SIGHUP or RELOAD. A
+ * logger that stops reading holds at most MAX_QUEUED bytes here, then lines are dropped (said
+ * once).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Config } from '../config/schema.js';
@@ -42,6 +44,8 @@ const MAX_QUEUED = 1 << 20;
 const MAX_MESSAGE = 8192;
 /** What of logger's standard error is kept, for the one line that says why it stopped. */
 const MAX_STDERR = 500;
+/** After logger stopped, how long until a line starts it again; a logger alive this long after a restart works. */
+export const RETRY_MS = 5000;
 
 export interface SyslogTarget {
   ident: string;
@@ -57,12 +61,17 @@ export const sameSyslogTarget = (a: SyslogTarget | null, b: SyslogTarget | null)
 export class SyslogStream {
   private child: ChildProcess | null = null;
   private saidDropping = false;
+  /** Stopped: when a line may start logger again (Infinity: not found, only SIGHUP/RELOAD try). */
+  private retryAt = 0;
+  /** Its stop was said on standard error: not again until a logger has run again. */
+  private saidStopped = false;
 
   constructor(readonly target: SyslogTarget) {
     this.start();
   }
 
   write(chunk: string): void {
+    if (this.child === null && Date.now() >= this.retryAt) this.start();
     const stdin = this.child?.stdin;
     if (!stdin?.writable) return;
     if (stdin.writableLength > MAX_QUEUED) {
@@ -86,7 +95,7 @@ export class SyslogStream {
     stdin.write(out);
   }
 
-  /** SIGHUP and RELOAD: a logger that stopped (the syslog daemon restarted, say) is started again. */
+  /** SIGHUP and RELOAD: a logger that stopped (or was not found) is started again now. */
   restartIfStopped(): void {
     if (!this.child) this.start();
   }
@@ -95,6 +104,7 @@ export class SyslogStream {
   end(): void {
     const child = this.child;
     this.child = null;
+    this.retryAt = Infinity;
     child?.stdin?.end();
   }
 
@@ -118,23 +128,33 @@ export class SyslogStream {
     });
     this.child = child;
     let stderr = '';
-    let said = false;
-    const stopped = (why: string) => {
-      if (this.child === child) this.child = null;
-      if (said) return;
-      said = true;
+    const stopped = (why: string, retryMs: number) => {
+      if (this.child !== child) return;
+      this.child = null;
+      this.retryAt = Date.now() + retryMs;
+      if (this.saidStopped) return;
+      this.saidStopped = true;
       const detail = stderr.trim().split('\n')[0];
-      process.stderr.write(`tessera: syslog: ${why}${detail ? `: ${detail}` : ''}; logging to the other destinations only (SIGHUP or RELOAD starts it again)\n`);
+      const again = retryMs === Infinity ? 'SIGHUP or RELOAD starts it again' : `starting it again in ${RETRY_MS / 1000} s, or at SIGHUP or RELOAD`;
+      process.stderr.write(`tessera: syslog: ${why}${detail ? `: ${detail}` : ''}; logging to the other destinations only (${again})\n`);
     };
-    child.on('error', (err) => stopped(`cannot run logger (${err.message})`));
+    if (this.saidStopped) {
+      // A restart after a stop that was said: say when it works again (logger exits at once when the socket is not there).
+      setTimeout(() => {
+        if (this.child !== child || !this.saidStopped) return;
+        this.saidStopped = false;
+        process.stderr.write(`tessera: syslog: logger is running again (${socket})\n`);
+      }, RETRY_MS).unref();
+    }
+    child.on('error', (err) => stopped(`cannot run logger (${err.message})`, Infinity));
     child.stderr!.on('data', (d: Buffer) => {
       if (stderr.length < MAX_STDERR) stderr += d.toString('utf8').slice(0, MAX_STDERR - stderr.length);
     });
     // 'close', not 'exit': by then logger's standard error (its reason) has been read.
     child.on('close', (code, signal) => {
-      // end() was called: a logger that finished its input is no news.
-      if (this.child !== child && code === 0) return;
-      stopped(code === 127 ? 'logger was not found (Debian: apt-get install bsdutils)' : `logger exited (${signal ?? `code ${code}`})`);
+      // Not the current logger (end() was called, or a newer one runs): its end is no news.
+      if (code === 127) stopped('logger was not found (Debian: apt-get install bsdutils)', Infinity);
+      else stopped(`logger exited (${signal ?? `code ${code}`})`, RETRY_MS);
     });
     // A logger that is gone closes the pipe: writes then fail, and that is already said above.
     child.stdin!.on('error', () => {});

@@ -1,7 +1,8 @@
 // syslog = 1 (PgBouncer's syslog, syslog_ident, syslog_facility): the lines an admin acts on reach a
 // syslog daemon's Unix datagram socket, here a listener of the test's own (python3, as /dev/log
 // would be), with the ident, the facility and each line's own priority, and never a secret.
-// logger missing or stopped is said once on standard error and logging goes on elsewhere.
+// logger missing or stopped is said once on standard error and logging goes on elsewhere; a
+// stopped logger starts again by itself once its daemon is back.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import * as assert from 'uvu/assert';
 import { ROLES, TEST_DB, sharedCluster, type Cluster } from '../support/cluster.js';
 import { spawnTessera, clusterEntry, connect, rejection, until } from '../support/tessera.js';
 import { needing, tool } from '../support/tools.js';
+import { RETRY_MS } from '../../src/log/syslog.js';
 
 let cluster: Cluster;
 const SECRET = 'not-the-password-5c1e';
@@ -175,7 +177,7 @@ needing('python3:socket', 'logger')('pgbouncer.ini: syslog, syslog_ident and sys
   }),
 );
 
-needing('python3:socket', 'logger')('the syslog daemon gone: said once on standard error, clients are served and logged on; SIGHUP starts logger again', () =>
+needing('python3:socket', 'logger')('the syslog daemon gone: said once on standard error, clients are served and logged on; logger starts again by itself when it is back, and at SIGHUP', () =>
   withSyslog(async (syslog) => {
     const t = await spawnTessera({ syslog: true, syslog_socket: syslog.socket, databases: { [TEST_DB]: clusterEntry(cluster) } });
     const login = async () => (await connect({ host: '127.0.0.1', port: t.port, user: ROLES.trust.user, database: TEST_DB })).end();
@@ -189,15 +191,25 @@ needing('python3:socket', 'logger')('the syslog daemon gone: said once on standa
       await login();
       await until('the notice on standard error', async () => said() === 1);
       assert.match(t.output(), `tessera: syslog: logger exited (code 1): logger: socket ${syslog.socket}`);
+      assert.match(t.output(), `starting it again in ${RETRY_MS / 1000} s, or at SIGHUP or RELOAD`);
       for (let i = 0; i < 3; i++) await login();
       await until('the logins on standard output', async () => (t.output().match(/"client logged in"/g) ?? []).length >= 5);
+      // The daemon is back: a line after the retry delay starts logger again, with no signal.
+      await syslog.start();
+      await until('a login in syslog again, without SIGHUP', async () => (await login(), inSyslog() >= 2), 3 * RETRY_MS);
+      await until('the notice that it works again', async () => t.output().includes(`tessera: syslog: logger is running again (${syslog.socket})`), 3 * RETRY_MS);
       assert.is(said(), 1, 'said more than once');
-      // The daemon is back; SIGHUP starts logger again.
+
+      // Gone again (said again, since it had worked), back, and SIGHUP starts it at once: before
+      // a line could have started it (RETRY_MS after the stop).
+      await syslog.stop();
+      await login();
+      await until('the second notice', async () => said() === 2);
+      const stoppedAt = Date.now();
       await syslog.start();
       t.child.kill('SIGHUP');
-      await until('the reload', async () => t.output().includes('"configuration reloaded"'));
-      await login();
-      await until('a login in syslog again', async () => inSyslog() === 2);
+      const before = inSyslog();
+      await until('a login in syslog after SIGHUP', async () => (await login(), inSyslog() > before), RETRY_MS - 1000 - (Date.now() - stoppedAt));
     } finally {
       await t.stop();
     }
