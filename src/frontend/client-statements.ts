@@ -27,13 +27,17 @@ import { wordAt } from './session-state.js';
 /** How the relay sends and answers for this class. */
 export interface StatementWire {
   /** The client's message to the server, as it is or rewritten, with a plain queue entry. */
-  forward(bytes: Buffer, expect: Expect): void;
+  forwardExpecting(bytes: Buffer, expect: Expect): void;
   /** Bytes for the server (answered by `readies` ReadyForQuery), completed by `entry`. */
   send(server: ServerConnection, bytes: Buffer, readies: number, entry: Entry): void;
   /** Tessera's own answer, in its place among the server's (made when due if a function). */
   answer(bytes: Buffer | (() => Buffer), onSkipped?: () => void): void;
   /** Tessera answered an extended message with an error: drop the batch up to its Sync. */
   skipToSync(): void;
+  /** No server linked (answerAlone): bytes straight to the client. */
+  writeToClient(bytes: Buffer): void;
+  /** No server linked (answerAlone): nothing in the statement needs a backend's attention (session state). */
+  needsNoServer(sql: Buffer): boolean;
 }
 
 const enum Kind {
@@ -152,7 +156,7 @@ export class ClientStatements {
       this.auto = null;
       if (command !== null && command.kind !== Kind.DiscardAll) return this.wire.answer(PARSE_COMPLETE);
       const st = command === null && this.pool.settings.autoPrepare ? this.autoStatement(tail) : null;
-      if (st === null) return this.wire.forward(raw, Expect.Parse);
+      if (st === null) return this.wire.forwardExpecting(raw, Expect.Parse);
       this.auto = st;
       if (batchStart && server.txStatus === IDLE) this.autoBatch = st;
       return this.parseShared(server, st, () => {
@@ -217,7 +221,7 @@ export class ClientStatements {
     }
     const st = statement === '' ? this.auto : this.named?.get(statement);
     // An unknown name goes through as it is: the server answers 26000 with the client's name.
-    if (!st) return this.wire.forward(raw, Expect.Bind);
+    if (!st) return this.wire.forwardExpecting(raw, Expect.Bind);
     if (!this.ensurePrepared(server, st)) return;
     this.wire.send(server, bindMessage(portal, st.serverName, rest), 0, (st.bound ??= Object.freeze({ expect: Expect.Bind, statement: st })));
   }
@@ -228,7 +232,7 @@ export class ClientStatements {
     if (kind !== STATEMENT) {
       const command = this.portals?.get(name);
       if (command !== undefined && command.kind !== Kind.DiscardAll) return this.wire.answer(NO_DATA);
-      return this.wire.forward(raw, Expect.DescribePortal);
+      return this.wire.forwardExpecting(raw, Expect.DescribePortal);
     }
     const command = name === '' ? this.unnamed : (this.commands?.get(name) ?? null);
     if (command !== null && command.kind !== Kind.DiscardAll) {
@@ -236,7 +240,7 @@ export class ClientStatements {
       return this.wire.answer(NO_DATA);
     }
     const st = name === '' ? this.auto : this.named?.get(name);
-    if (!st) return this.wire.forward(raw, Expect.DescribeStatement);
+    if (!st) return this.wire.forwardExpecting(raw, Expect.DescribeStatement);
     if (!this.ensurePrepared(server, st)) return;
     this.wire.send(server, (st.describeMessage ??= describeStatement(st.serverName)), 0, (st.described ??= Object.freeze({ expect: Expect.DescribeStatement, statement: st })));
   }
@@ -255,7 +259,7 @@ export class ClientStatements {
         return this.wire.answer(error('26000', `prepared statement "${command.name}" does not exist`));
       }
     }
-    this.wire.forward(raw, Expect.Execute);
+    this.wire.forwardExpecting(raw, Expect.Execute);
   }
 
   close(body: Buffer, raw: Buffer): void {
@@ -263,12 +267,12 @@ export class ClientStatements {
     const { kind, name } = readTarget(body);
     if (kind !== STATEMENT) {
       this.portals?.delete(name);
-      return this.wire.forward(raw, Expect.Close);
+      return this.wire.forwardExpecting(raw, Expect.Close);
     }
     if (name === '') {
       this.unnamed = null;
       this.auto = null;
-      return this.wire.forward(raw, Expect.Close);
+      return this.wire.forwardExpecting(raw, Expect.Close);
     }
     // Shared on the server and kept for other clients; closing a missing name is no error.
     this.drop(name);
@@ -286,7 +290,7 @@ export class ClientStatements {
     // A simple Query drops the session's unnamed statement (PostgreSQL's exec_simple_query).
     this.unnamed = this.auto = null;
     // The common case decodes nothing: no statement that matters here, no SQL-level statements.
-    if (!mayMatter(body) && this.sql === null && server.statements.sql === null) return this.wire.forward(raw, Expect.Ready);
+    if (!mayMatter(body) && this.sql === null && server.statements.sql === null) return this.wire.forwardExpecting(raw, Expect.Ready);
     const text = textOf(body);
     if (SCHEMA_CHANGE.test(text)) this.schemaChanged = true;
     const dealloc = DEALLOCATE.exec(text);
@@ -364,7 +368,7 @@ export class ClientStatements {
 
   /** A message answered by ReadyForQuery; after a schema change, the epoch rises once it is committed. */
   private sendReady(server: ServerConnection, raw: Buffer): void {
-    if (!this.schemaChanged) return this.wire.forward(raw, Expect.Ready);
+    if (!this.schemaChanged) return this.wire.forwardExpecting(raw, Expect.Ready);
     this.pool.counters.queries++;
     this.wire.send(server, raw, 1, { expect: Expect.Ready, onDone: this.afterSchemaChange(server) });
   }
@@ -417,32 +421,33 @@ export class ClientStatements {
   /**
    * A message Tessera can answer with no backend at all (none linked, nothing held): a Parse of a
    * text a backend has already parsed, a Close, the Sync after them, a DEALLOCATE of the client's
-   * own. `free(sql)`: nothing in the statement needs a backend's attention (session state).
+   * own, whose statement needs no backend (StatementWire.needsNoServer).
    */
-  answerAlone(type: number, body: Buffer, write: (bytes: Buffer) => void, free: (sql: Buffer) => boolean): boolean {
+  answerAlone(type: number, body: Buffer): boolean {
+    const wire = this.wire;
     const answered = this.answeredAlone;
     this.answeredAlone = false;
     switch (type) {
       case Frontend.Parse: {
         const { name, tail } = readParse(body);
-        if (name === '' || this.owns(name) || mayMatter(tail) || !free(tail)) return false;
+        if (name === '' || this.owns(name) || mayMatter(tail) || !wire.needsNoServer(tail)) return false;
         const known = this.pool.knownStatements.get(this.pool.knownStatements.keyFor(tail));
         if (known === undefined) return false;
         this.pool.counters.clientParses++;
         (this.named ??= new Map()).set(name, known);
-        write(PARSE_COMPLETE);
+        wire.writeToClient(PARSE_COMPLETE);
         return (this.answeredAlone = true);
       }
       case Frontend.Close: {
         const { kind, name } = readTarget(body);
         if (kind !== STATEMENT || name === '') return false;
         this.drop(name);
-        write(CLOSE_COMPLETE);
+        wire.writeToClient(CLOSE_COMPLETE);
         return (this.answeredAlone = true);
       }
       case Frontend.Sync:
         if (!answered) return false;
-        write(READY_IDLE);
+        wire.writeToClient(READY_IDLE);
         return true;
       case Frontend.Query: {
         if (!startsWith(body, start(body), 'deallocate')) return false;
@@ -451,7 +456,7 @@ export class ClientStatements {
         const all = dealloc[1].toLowerCase() === 'all';
         if (all) this.forgetAll();
         else if (!this.drop(identifier(dealloc[1]))) return false;
-        write(Buffer.concat([commandComplete(all ? 'DEALLOCATE ALL' : 'DEALLOCATE'), READY_IDLE]));
+        wire.writeToClient(Buffer.concat([commandComplete(all ? 'DEALLOCATE ALL' : 'DEALLOCATE'), READY_IDLE]));
         return true;
       }
       default:

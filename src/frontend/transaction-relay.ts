@@ -1,10 +1,10 @@
 /**
  * The transaction-mode relay: the client's messages are read whole, one by one, so that its
  * backend can change between transactions without the client noticing. Its prepared statements
- * are ClientStatements' (client-statements.ts), through the wire this relay gives it; the relay
- * puts the client's session settings on each backend (session-settings.ts) and notes what pins
- * the client to its backend (LISTEN/UNLISTEN are relayed without a pin: notifications.ts). What
- * it sends to a backend leaves in one write per incoming chunk.
+ * are ClientStatements' (client-statements.ts), which send through this relay (StatementWire);
+ * the relay puts the client's session settings on each backend (session-settings.ts) and notes
+ * what pins the client to its backend (LISTEN/UNLISTEN are relayed without a pin:
+ * notifications.ts). What it sends to a backend leaves in one write per incoming chunk.
  *
  * It owns the client's session settings and its pin; the client owns the socket and the server
  * link (see RelayLink).
@@ -66,7 +66,7 @@ for (const expect of [Expect.Parse, Expect.Bind, Expect.DescribeStatement, Expec
   PLAIN_ENTRIES[expect] = Object.freeze({ expect });
 }
 
-export class TransactionRelay {
+export class TransactionRelay implements StatementWire {
   /** The client's prepared statements; null when max_prepared_statements = 0 (they pass through). */
   private readonly statements: ClientStatements | null;
   /** The client's startup values a session can set (canonical), what RESET returns to. */
@@ -111,8 +111,8 @@ export class TransactionRelay {
   private bypassListener = false;
   /** auto_prepare: the client's batch as it sent it, while it may have to be sent again (see record()); else null. */
   private recorded: Buffer[] | null = null;
-  /** The array `recorded` reuses. */
-  private readonly recording: Buffer[] = [];
+  /** The array `recorded` reuses (made at the first auto_prepare batch). */
+  private recording: Buffer[] | null = null;
   /** The statement the recorded batch's Parse was mapped to. */
   private recordedFor: Statement | null = null;
   /** The recorded batch reached its Sync. */
@@ -123,15 +123,8 @@ export class TransactionRelay {
     /** The client's pool: its settings, counters and starting parameter values. */
     private readonly pool: Pool,
   ) {
-    const wire: StatementWire = {
-      forward: (bytes, expect) => this.forwardExpecting(bytes, expect),
-      send: (server, bytes, readies, entry) => this.send(server, bytes, readies, entry),
-      answer: (bytes, onSkipped) => this.answer(bytes, onSkipped),
-      skipToSync: () => {
-        this.discarding = true;
-      },
-    };
-    this.statements = pool.settings.maxPreparedStatements > 0 ? new ClientStatements(pool, wire) : null;
+    // The relay is its statements' wire itself: no wire object and closures per client.
+    this.statements = pool.settings.maxPreparedStatements > 0 ? new ClientStatements(pool, this) : null;
   }
 
   get pinned(): boolean {
@@ -182,21 +175,11 @@ export class TransactionRelay {
     }
     if (!this.link.server) {
       // What Tessera can answer itself waits for no server (nor makes anyone else wait).
-      if (!this.link.holding && this.statements?.answerAlone(type, body, this.toClient, this.needsNoServer)) return;
+      if (!this.link.holding && this.statements?.answerAlone(type, body)) return;
       return this.link.holdMessage(type, body, raw);
     }
     this.forward(type, body, raw);
   }
-
-  private readonly toClient = (bytes: Buffer): void => {
-    this.link.writeFromServer(bytes);
-  };
-
-  /** A statement Tessera may answer without a server: nothing in it can pin or re-bind. */
-  private readonly needsNoServer = (sql: Buffer): boolean => {
-    if (this.link.watchingSessionSql || this.link.holdsTicket) return false;
-    return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192))) === null;
-  };
 
   /**
    * The server's error to a message rewritten to `statement` (see ServerPeer.onStatementError):
@@ -288,7 +271,7 @@ export class TransactionRelay {
         statements.parse(server, name, tail, raw);
         if (statements.autoBatch !== null) {
           // One array for the client's life: an auto_prepare batch is recorded in every transaction.
-          const batch = (this.recorded = this.recording);
+          const batch = (this.recorded = this.recording ??= []);
           batch.length = 0;
           batch.push(raw);
           this.recordedFor = statements.autoBatch;
@@ -326,7 +309,9 @@ export class TransactionRelay {
     }
   }
 
-  private forwardExpecting(bytes: Buffer, expect: Expect): void {
+  // ---- StatementWire: how ClientStatements (and the relay itself) sends and answers ----
+
+  forwardExpecting(bytes: Buffer, expect: Expect): void {
     const server = this.link.server!;
     if (expect === Expect.Ready) {
       this.pool.counters.queries++;
@@ -338,15 +323,30 @@ export class TransactionRelay {
   }
 
   /** A response Tessera gives itself, in its place among the server's (made when due if a function). */
-  private answer(bytes: Buffer | (() => Buffer), onSkipped?: () => void): void {
+  answer(bytes: Buffer | (() => Buffer), onSkipped?: () => void): void {
     const entry: Entry = typeof bytes === 'function' ? { expect: Expect.Synthetic, synthesize: bytes, onSkipped } : { expect: Expect.Synthetic, synthetic: bytes, onSkipped };
     this.deliver(this.link.server!.responses!.push(entry));
   }
 
   /** Bytes for the server, completed by `entry` (Tessera's own, or a client message it watches). */
-  private send(server: ServerConnection, bytes: Buffer, readies: number, entry: Entry): void {
+  send(server: ServerConnection, bytes: Buffer, readies: number, entry: Entry): void {
     this.queue(server, bytes, readies);
     this.deliver(server.responses!.push(entry));
+  }
+
+  /** Tessera answered an extended message with an error: drop the batch up to its Sync. */
+  skipToSync(): void {
+    this.discarding = true;
+  }
+
+  writeToClient(bytes: Buffer): void {
+    this.link.writeFromServer(bytes);
+  }
+
+  /** A statement Tessera may answer without a server: nothing in it can pin or re-bind. */
+  needsNoServer(sql: Buffer): boolean {
+    if (this.link.watchingSessionSql || this.link.holdsTicket) return false;
+    return outlivesTransaction(sql.toString('utf8', 0, Math.min(sql.length, 8192))) === null;
   }
 
   private deliver(due: readonly Buffer[]): void {
