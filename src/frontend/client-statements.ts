@@ -420,8 +420,8 @@ export class ClientStatements {
 
   /**
    * A message Tessera can answer with no backend at all (none linked, nothing held): a Parse of a
-   * text a backend has already parsed, a Close, the Sync after them, a DEALLOCATE of the client's
-   * own, whose statement needs no backend (StatementWire.needsNoServer).
+   * text a backend has already parsed and whose statement needs no backend's attention
+   * (StatementWire.needsNoServer), a Close, the Sync after them, a DEALLOCATE of the client's own.
    */
   answerAlone(type: number, body: Buffer): boolean {
     const wire = this.wire;
