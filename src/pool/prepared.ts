@@ -61,25 +61,14 @@ export function readTarget(body: Buffer): { kind: number; name: string } {
   return { kind: r.byte(), name: r.cstring() };
 }
 
-const cstr = (s: string) => Buffer.from(s + '\0', 'utf8');
+/** 'S' in Describe and Close: a prepared statement (never written to). */
+const STATEMENT_KIND = Buffer.from([0x53]);
 
-export const parseMessage = (s: Statement): Buffer => message(0x50, cstr(s.serverName), s.tail);
-/** A Bind to `statement`, in one allocation (one per rewritten Bind, on the relay's path). */
-export function bindMessage(portal: string, statement: string, rest: Buffer): Buffer {
-  const portalLen = Buffer.byteLength(portal);
-  const statementLen = Buffer.byteLength(statement);
-  const out = Buffer.allocUnsafe(7 + portalLen + statementLen + rest.length);
-  out[0] = 0x42;
-  out.writeInt32BE(out.length - 1, 1);
-  let at = 5 + out.write(portal, 5, 'utf8');
-  out[at++] = 0;
-  at += out.write(statement, at, 'utf8');
-  out[at++] = 0;
-  rest.copy(out, at);
-  return out;
-}
-export const describeStatement = (name: string): Buffer => message(0x44, Buffer.from([0x53]), cstr(name));
-export const closeStatement = (name: string): Buffer => message(0x43, Buffer.from([0x53]), cstr(name));
+export const parseMessage = (s: Statement): Buffer => message(0x50, s.serverName, s.tail);
+/** A Bind to `statement`: the client's Bind with its names rewritten (one per rewritten Bind, on the relay's path). */
+export const bindMessage = (portal: string, statement: string, rest: Buffer): Buffer => message(0x42, portal, statement, rest);
+export const describeStatement = (name: string): Buffer => message(0x44, STATEMENT_KIND, name);
+export const closeStatement = (name: string): Buffer => message(0x43, STATEMENT_KIND, name);
 
 /** Rebuilds a whole message from its type and body (for messages that arrived in pieces). */
 export const wholeMessage = (type: number, body: Buffer): Buffer => message(type, body);

@@ -46,22 +46,23 @@ export const enum AuthCode {
   SASLFinal = 12,
 }
 
-/** Builds one typed message: type byte, int32 length, then the body parts. */
+/** Builds one typed message: type byte, int32 length, then the body parts (a string NUL-terminated, a number as int32). */
 export function message(type: number, ...parts: (Buffer | string | number)[]): Buffer {
-  const bufs = parts.map((p) => {
-    if (typeof p === 'number') {
-      const b = Buffer.allocUnsafe(4);
-      b.writeInt32BE(p);
-      return b;
-    }
-    return typeof p === 'string' ? Buffer.from(p + '\0', 'utf8') : p;
-  });
-  const bodyLen = bufs.reduce((n, b) => n + b.length, 0);
+  // Sized first, then written in place: one allocation per message (rewritten Binds and Parses
+  // are made on the relay's path).
+  let bodyLen = 0;
+  for (const p of parts) bodyLen += typeof p === 'number' ? 4 : typeof p === 'string' ? Buffer.byteLength(p, 'utf8') + 1 : p.length;
   const out = Buffer.allocUnsafe(5 + bodyLen);
   out[0] = type;
   out.writeInt32BE(4 + bodyLen, 1);
   let pos = 5;
-  for (const b of bufs) pos += b.copy(out, pos);
+  for (const p of parts) {
+    if (typeof p === 'number') pos = out.writeInt32BE(p, pos);
+    else if (typeof p === 'string') {
+      pos += out.write(p, pos, 'utf8');
+      out[pos++] = 0;
+    } else pos += p.copy(out, pos);
+  }
   return out;
 }
 
