@@ -129,6 +129,7 @@ export class SyslogStream {
     this.child = child;
     let stderr = '';
     const stopped = (why: string, retryMs: number) => {
+      // Not the current logger (end() was called, or a newer one runs): its end is no news.
       if (this.child !== child) return;
       this.child = null;
       this.retryAt = Date.now() + retryMs;
@@ -152,7 +153,6 @@ export class SyslogStream {
     });
     // 'close', not 'exit': by then logger's standard error (its reason) has been read.
     child.on('close', (code, signal) => {
-      // Not the current logger (end() was called, or a newer one runs): its end is no news.
       if (code === 127) stopped('logger was not found (Debian: apt-get install bsdutils)', Infinity);
       else stopped(`logger exited (${signal ?? `code ${code}`})`, RETRY_MS);
     });
